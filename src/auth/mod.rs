@@ -1,0 +1,57 @@
+//! Authentication: password hashing, access tokens, and the [`Caller`] every transport hands
+//! to the service.
+
+mod password;
+mod token;
+
+pub use password::Passwords;
+pub use token::{Claims, Tokens};
+
+use crate::{
+    error::{Error, Result},
+    model::UserId,
+};
+
+/// Who is calling, as one transport's credentials said.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No credentials: only `register` and `login` are open.
+    Anonymous,
+    /// A valid access token.
+    User(Claims),
+    /// Credentials were sent but are not valid; the reason is safe to show the client.
+    Invalid(&'static str),
+}
+
+impl Caller {
+    /// The authenticated user, or `UNAUTHENTICATED` saying why not.
+    pub fn user(&self) -> Result<&Claims> {
+        match self {
+            Self::User(claims) => Ok(claims),
+            Self::Anonymous => Err(Error::Unauthenticated(
+                "sign in first: send Authorization: Bearer <token>".into(),
+            )),
+            Self::Invalid(why) => Err(Error::Unauthenticated((*why).into())),
+        }
+    }
+
+    pub fn user_id(&self) -> Result<UserId> {
+        self.user().map(|claims| claims.user_id)
+    }
+
+    /// Reads a caller from an `Authorization` value (`Bearer <token>`, or a bare token).
+    pub fn from_authorization(tokens: &Tokens, value: Option<&str>) -> Self {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Self::Anonymous;
+        };
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            Some(_) => return Self::Invalid("the Authorization scheme must be Bearer"),
+            None => value,
+        };
+        match tokens.verify(token) {
+            Ok(claims) => Self::User(claims),
+            Err(why) => Self::Invalid(why),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Room events between the service, which publishes after each commit, and subscribers.
+//!
+//! [`EventBus`] is a value handed to the service, never a global. The local driver keeps one
+//! bounded `broadcast` channel per room that has subscribers: a subscriber that falls more than
+//! [`ROOM_BUFFER`] events behind is told how many it missed (`Lagged`) and resyncs from the
+//! store, so no queue grows without bound and nothing is dropped silently.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::model::{RoomEvent, RoomId};
+
+/// Events buffered per room for its slowest subscriber.
+pub const ROOM_BUFFER: usize = 1024;
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Delivers an event to every current subscriber of its room.
+    async fn publish(&self, event: RoomEvent);
+    /// Starts receiving the events of `room` published from now on.
+    fn subscribe(&self, room: RoomId) -> RoomFeed;
+}
+
+/// What a subscriber receives next.
+#[derive(Debug)]
+pub enum Received {
+    Event(Arc<RoomEvent>),
+    /// The subscriber fell behind and this many events were skipped: resync from the store.
+    Lagged(u64),
+    /// The bus is gone (shutdown).
+    Closed,
+}
+
+/// One subscriber's feed of one room.
+pub struct RoomFeed {
+    receiver: broadcast::Receiver<Arc<RoomEvent>>,
+    _guard: FeedGuard,
+}
+
+impl RoomFeed {
+    pub async fn recv(&mut self) -> Received {
+        match self.receiver.recv().await {
+            Ok(event) => Received::Event(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+}
+
+/// Removes a room's channel when its last subscriber leaves, so idle rooms cost nothing.
+struct FeedGuard {
+    room: RoomId,
+    rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
+}
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        // This feed's receiver is still alive while its guard drops: one receiver left is ours.
+        if rooms
+            .get(&self.room)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            rooms.remove(&self.room);
+        }
+    }
+}
+
+/// The in-process bus: enough for one instance.
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rooms that currently have at least one subscriber.
+    pub fn active_rooms(&self) -> usize {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Delivers to local subscribers only.
+    pub fn deliver(&self, event: Arc<RoomEvent>) {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = rooms.get(&event.room_id()) {
+            // An error means no receiver is left; the last guard removes the entry.
+            let _ = tx.send(event);
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for LocalBus {
+    async fn publish(&self, event: RoomEvent) {
+        self.deliver(Arc::new(event));
+    }
+
+    fn subscribe(&self, room: RoomId) -> RoomFeed {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = rooms
+            .entry(room)
+            .or_insert_with(|| broadcast::channel(ROOM_BUFFER).0)
+            .subscribe();
+        RoomFeed {
+            receiver,
+            _guard: FeedGuard {
+                room,
+                rooms: self.rooms.clone(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectId, User};
+    use chrono::Utc;
+
+    fn typing(room: RoomId) -> RoomEvent {
+        RoomEvent::Typing {
+            room_id: room,
+            user: User {
+                id: ObjectId::new(),
+                username: "ada".into(),
+                created_at: Utc::now(),
+            },
+            typing: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_the_room_only_and_forgets_idle_rooms() {
+        let bus = LocalBus::new();
+        let (a, b) = (ObjectId::new(), ObjectId::new());
+        let mut feed_a = bus.subscribe(a);
+        let feed_b = bus.subscribe(b);
+        assert_eq!(bus.active_rooms(), 2);
+        bus.publish(typing(a)).await;
+        match feed_a.recv().await {
+            Received::Event(event) => assert_eq!(event.room_id(), a),
+            other => panic!("expected an event, got {other:?}"),
+        }
+        drop(feed_b);
+        assert_eq!(bus.active_rooms(), 1);
+        drop(feed_a);
+        assert_eq!(bus.active_rooms(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_told_it_lagged() {
+        let bus = LocalBus::new();
+        let room = ObjectId::new();
+        let mut feed = bus.subscribe(room);
+        for _ in 0..ROOM_BUFFER + 5 {
+            bus.publish(typing(room)).await;
+        }
+        assert!(matches!(feed.recv().await, Received::Lagged(5)));
+    }
+}

@@ -1,0 +1,54 @@
+//! Registration, login and the caller's own account.
+
+use async_graphql::{Context, Object, Result};
+
+use super::{
+    GqlResult, caller, service,
+    types::{AuthPayload, User},
+};
+
+#[derive(Default)]
+pub struct AccountQuery;
+
+#[Object]
+impl AccountQuery {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        service(ctx)?.me(caller(ctx)).await.map(User).gql()
+    }
+}
+
+#[derive(Default)]
+pub struct AccountMutation;
+
+#[Object]
+impl AccountMutation {
+    /// Creates an account (username: 3–32 of A-Z a-z 0-9 _ . -; password: 8–128 characters)
+    /// and signs it in.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<AuthPayload> {
+        let payload = service(ctx)?.register(&username, &password).await.gql()?;
+        Ok(AuthPayload {
+            token: payload.token,
+            user: User(payload.user),
+        })
+    }
+
+    /// Signs in; the token goes in `Authorization: Bearer <token>`.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<AuthPayload> {
+        let payload = service(ctx)?.login(&username, &password).await.gql()?;
+        Ok(AuthPayload {
+            token: payload.token,
+            user: User(payload.user),
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! Messages: history, sending, editing, deleting, typing, and the live subscriptions.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, ErrorExtensions, ID, Object, Result, Subscription,
+    connection::{Connection, Edge},
+};
+use futures_util::{Stream, StreamExt};
+
+use super::{
+    GqlResult, caller, id_arg, service,
+    types::{Message, RoomEvent},
+};
+use crate::{
+    error::Error,
+    model::{self, parse_id},
+    service::PageArgs,
+};
+
+#[derive(Default)]
+pub struct MessageQuery;
+
+#[Object]
+impl MessageQuery {
+    /// A room's messages in chronological order (members only). With no arguments, the newest
+    /// page; `last`/`before` page backwards, `first`/`after` forwards (at most 100 a page).
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+        last: Option<i32>,
+        before: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Message>> {
+        let room = id_arg("roomId", &room_id)?;
+        let args = PageArgs {
+            first: first.map(i64::from),
+            after,
+            last: last.map(i64::from),
+            before,
+        };
+        let page = service(ctx)?
+            .messages(caller(ctx), room, &args)
+            .await
+            .gql()?;
+        let mut connection = Connection::new(page.has_previous, page.has_next);
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|m| Edge::new(m.id.to_hex(), Message(m))),
+        );
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct MessageMutation;
+
+#[Object]
+impl MessageMutation {
+    /// Sends a message (1–4000 characters) to a room the caller is a member of. The same
+    /// `clientId` from the same sender in the same room returns the first message instead of
+    /// sending a duplicate.
+    async fn send_message(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+        body: String,
+        client_id: Option<String>,
+    ) -> Result<Message> {
+        let room = id_arg("roomId", &room_id)?;
+        service(ctx)?
+            .send_message(caller(ctx), room, &body, client_id.as_deref())
+            .await
+            .map(Message)
+            .gql()
+    }
+
+    /// Replaces the body of one of the caller's own messages.
+    async fn edit_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: ID,
+        body: String,
+    ) -> Result<Message> {
+        let id = id_arg("messageId", &message_id)?;
+        service(ctx)?
+            .edit_message(caller(ctx), id, &body)
+            .await
+            .map(Message)
+            .gql()
+    }
+
+    /// Deletes one of the caller's own messages and returns its id.
+    async fn delete_message(&self, ctx: &Context<'_>, message_id: ID) -> Result<ID> {
+        let id = id_arg("messageId", &message_id)?;
+        let deleted = service(ctx)?.delete_message(caller(ctx), id).await.gql()?;
+        Ok(ID(deleted.id.to_hex()))
+    }
+
+    /// Tells the room's subscribers the caller started or stopped typing.
+    async fn set_typing(&self, ctx: &Context<'_>, room_id: ID, typing: bool) -> Result<bool> {
+        let room = id_arg("roomId", &room_id)?;
+        service(ctx)?
+            .set_typing(caller(ctx), room, typing)
+            .await
+            .gql()?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct MessageSubscription;
+
+type Events =
+    std::pin::Pin<Box<dyn Stream<Item = crate::error::Result<Arc<model::RoomEvent>>> + Send>>;
+
+async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<Events> {
+    let room = id_arg("roomId", room_id)?;
+    let after = after
+        .map(|id| parse_id("after", id.as_str()))
+        .transpose()
+        .gql()?;
+    let stream = service(ctx)?
+        .room_events(caller(ctx), room, after)
+        .await
+        .gql()?;
+    Ok(Box::pin(stream))
+}
+
+/// Keeps the events `pick` maps to a value, and passes errors on.
+fn select<T: Send + 'static>(
+    events: Events,
+    pick: fn(&model::RoomEvent) -> Option<T>,
+) -> impl Stream<Item = Result<T>> {
+    events.filter_map(move |event| {
+        let item = match event {
+            Ok(event) => pick(&event).map(Ok),
+            Err(e) => Some(Err::<T, Error>(e).map_err(|e| e.extend())),
+        };
+        async move { item }
+    })
+}
+
+#[Subscription]
+impl MessageSubscription {
+    /// New messages in a room (members only).
+    async fn message_added(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+    ) -> Result<impl Stream<Item = Result<Message>>> {
+        Ok(select(
+            events(ctx, &room_id, None).await?,
+            |event| match event {
+                model::RoomEvent::MessageAdded(m) => Some(Message(m.clone())),
+                _ => None,
+            },
+        ))
+    }
+
+    /// Ids of messages deleted in a room (members only).
+    async fn message_deleted(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+    ) -> Result<impl Stream<Item = Result<ID>>> {
+        Ok(select(
+            events(ctx, &room_id, None).await?,
+            |event| match event {
+                model::RoomEvent::MessageDeleted { message_id, .. } => {
+                    Some(ID(message_id.to_hex()))
+                }
+                _ => None,
+            },
+        ))
+    }
+
+    /// Everything that happens in a room (members only). With `after` (a message id), every
+    /// message created after it is replayed first, then the stream goes live with no gap and no
+    /// duplicate: reconnect with the last id you saw and miss nothing.
+    async fn room_events(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+        after: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<RoomEvent>>> {
+        Ok(select(
+            events(ctx, &room_id, after.as_ref()).await?,
+            |event| Some(RoomEvent::from(event)),
+        ))
+    }
+}

@@ -1,0 +1,107 @@
+//! The GraphQL schema, as a library: no server code here.
+//!
+//! [`build_schema`] is used by the server, by `confab schema` and by tests. Each domain has its
+//! own Query/Mutation/Subscription part, merged here. State reaches resolvers as schema data
+//! (the [`ChatService`]) and request data (the [`Caller`]); resolvers only translate between
+//! GraphQL and the service.
+
+mod accounts;
+pub mod http;
+mod messages;
+mod rooms;
+pub mod types;
+pub mod ws;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
+
+use crate::{
+    auth::Caller,
+    error::Error,
+    model::{ObjectId, parse_id},
+    service::ChatService,
+};
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    accounts::AccountQuery,
+    rooms::RoomQuery,
+    messages::MessageQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    accounts::AccountMutation,
+    rooms::RoomMutation,
+    messages::MessageMutation,
+);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(messages::MessageSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// Builds the schema. With `None` it can only print its SDL (`confab schema`).
+pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(16)
+    .limit_complexity(5_000)
+    .limit_recursive_depth(32)
+    .limit_directives(16);
+    if let Some(service) = service {
+        builder = builder.data(service);
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, exactly as `schema.graphql` holds it.
+pub fn sdl() -> String {
+    build_schema(None).sdl()
+}
+
+impl ErrorExtensions for Error {
+    fn extend(&self) -> async_graphql::Error {
+        self.log_if_internal();
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let Some(field) = self.field() {
+                ext.set("field", field);
+            }
+        })
+    }
+}
+
+/// Turns a domain result into a resolver result, mapping the error once.
+pub(crate) trait GqlResult<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> GqlResult<T> for crate::error::Result<T> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| e.extend())
+    }
+}
+
+static ANONYMOUS: Caller = Caller::Anonymous;
+
+pub(crate) fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a ChatService> {
+    ctx.data::<Arc<ChatService>>()
+        .map(Arc::as_ref)
+        .map_err(|_| Error::internal("the schema was built without a ChatService").extend())
+}
+
+pub(crate) fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
+    ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
+}
+
+pub(crate) fn id_arg(
+    field: &'static str,
+    id: &async_graphql::ID,
+) -> async_graphql::Result<ObjectId> {
+    parse_id(field, id.as_str()).gql()
+}

@@ -1,0 +1,80 @@
+//! Rooms: the directory, membership.
+
+use async_graphql::{
+    Context, ID, Object, Result,
+    connection::{Connection, Edge},
+};
+
+use super::{GqlResult, caller, id_arg, service, types::Room};
+use crate::service::PageArgs;
+
+#[derive(Default)]
+pub struct RoomQuery;
+
+#[Object]
+impl RoomQuery {
+    /// A room by id, or null when there is none.
+    async fn room(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Room>> {
+        let id = id_arg("id", &id)?;
+        Ok(service(ctx)?.room(caller(ctx), id).await.gql()?.map(Room))
+    }
+
+    /// Every room, oldest first (at most 100 a page, 50 by default).
+    async fn rooms(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Room>> {
+        let args = PageArgs {
+            first: first.map(i64::from),
+            after,
+            ..PageArgs::default()
+        };
+        let page = service(ctx)?.rooms(caller(ctx), &args).await.gql()?;
+        let mut connection = Connection::new(page.has_previous, page.has_next);
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|room| Edge::new(room.id.to_hex(), Room(room))),
+        );
+        Ok(connection)
+    }
+
+    /// The rooms the signed-in user is a member of, oldest first.
+    async fn my_rooms(&self, ctx: &Context<'_>) -> Result<Vec<Room>> {
+        let rooms = service(ctx)?.my_rooms(caller(ctx)).await.gql()?;
+        Ok(rooms.into_iter().map(Room).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct RoomMutation;
+
+#[Object]
+impl RoomMutation {
+    /// Creates a room (name: 1–64 characters, unique in any letter case); the creator joins it.
+    async fn create_room(&self, ctx: &Context<'_>, name: String) -> Result<Room> {
+        service(ctx)?
+            .create_room(caller(ctx), &name)
+            .await
+            .map(Room)
+            .gql()
+    }
+
+    /// Joins a room; joining again changes nothing.
+    async fn join_room(&self, ctx: &Context<'_>, room_id: ID) -> Result<Room> {
+        let room = id_arg("roomId", &room_id)?;
+        service(ctx)?
+            .join_room(caller(ctx), room)
+            .await
+            .map(Room)
+            .gql()
+    }
+
+    /// Leaves a room; false when the caller was not a member.
+    async fn leave_room(&self, ctx: &Context<'_>, room_id: ID) -> Result<bool> {
+        let room = id_arg("roomId", &room_id)?;
+        service(ctx)?.leave_room(caller(ctx), room).await.gql()
+    }
+}

@@ -1,0 +1,520 @@
+//! GraphQL over WebSocket, both subprotocols, with the protocol loop owned here.
+//!
+//! `graphql-transport-ws` (the graphql-ws library) is served to the letter of its PROTOCOL.md:
+//! 4408 when `connection_init` does not come in time, 4429 for a second init, 4401 for
+//! `subscribe` before the ack, 4403 for a rejected token (and when the token expires), 4409 for
+//! a duplicate operation id, 4400 for a malformed message, pong for ping, `error` (and no
+//! `complete`) for an operation refused before it streams. The legacy `graphql-ws` protocol
+//! (subscriptions-transport-ws) is served by the same loop with its own message names.
+//!
+//! Memory is bounded per socket: frames of at most [`MAX_FRAME`], at most
+//! `--ws-max-operations` operations, an outgoing queue of [`OUT_QUEUE`] frames. An operation
+//! whose frames cannot be sent waits; meanwhile its room feed lags and resyncs from the store
+//! (see `service::feed`), and a socket whose writes stall for [`WRITE_TIMEOUT`] is dropped.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_graphql::{
+    Request, Response, ServerError, Value,
+    parser::{
+        parse_query,
+        types::{DocumentOperations, OperationType},
+    },
+};
+use axum::{
+    extract::{
+        State,
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    },
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response as HttpResponse},
+};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::AbortHandle,
+    time::{Instant, sleep, sleep_until},
+};
+
+use super::AppSchema;
+use crate::auth::{Caller, Tokens};
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+/// Largest frame or message a client may send.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Frames queued for one socket before its operations wait.
+pub const OUT_QUEUE: usize = 64;
+/// How long one write may stall before the socket is considered dead.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const LEGACY_KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// What the GraphQL endpoints (HTTP and WebSocket) need from the server.
+#[derive(Clone)]
+pub struct GraphqlState {
+    pub schema: AppSchema,
+    pub tokens: Tokens,
+    pub init_timeout: Duration,
+    pub max_operations: usize,
+    pub shutdown: watch::Receiver<bool>,
+    pub stats: Arc<WsStats>,
+}
+
+/// Live counts for `/metrics`.
+#[derive(Default)]
+pub struct WsStats {
+    pub connections: AtomicUsize,
+    pub operations: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `graphql-transport-ws`.
+    Transport,
+    /// Legacy `graphql-ws` (subscriptions-transport-ws).
+    Legacy,
+}
+
+impl Protocol {
+    fn next(self) -> &'static str {
+        match self {
+            Self::Transport => "next",
+            Self::Legacy => "data",
+        }
+    }
+}
+
+/// `GET /graphql` with `Upgrade: websocket`.
+pub async fn upgrade(
+    State(ctx): State<GraphqlState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> HttpResponse {
+    let header_caller = Caller::from_authorization(
+        &ctx.tokens,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if let Caller::Invalid(why) = header_caller {
+        let body = json!({"errors": [{"message": why, "extensions": {"code": "UNAUTHENTICATED"}}]});
+        return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+    }
+    let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    let ws = ws.protocols([TRANSPORT_WS, LEGACY_WS]);
+    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(LEGACY_WS) => Some(Protocol::Legacy),
+        Some(_) => Some(Protocol::Transport),
+        // A client that names no subprotocol gets the current one.
+        None if !offered => Some(Protocol::Transport),
+        None => None,
+    };
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .on_upgrade(move |socket| async move {
+            match protocol {
+                Some(protocol) => Connection::run(ctx, socket, protocol, header_caller).await,
+                None => {
+                    let (mut sink, _) = socket.split();
+                    let _ = sink.send(close(4406, "Subprotocol not acceptable")).await;
+                }
+            }
+        })
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+/// A message from the client, before it is checked.
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<serde_json::Value>,
+    payload: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct Outgoing<'a, P: Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<P>,
+}
+
+fn frame<P: Serialize>(id: Option<&str>, kind: &str, payload: Option<P>) -> Message {
+    let text = serde_json::to_string(&Outgoing { id, kind, payload }).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","payload":[{{"message":"cannot encode: {e}"}}]}}"#)
+    });
+    Message::Text(Utf8Bytes::from(text))
+}
+
+/// Why the loop stops: a close frame to send, or nothing when the peer is gone.
+type Stop = Option<(u16, String)>;
+
+struct Connection {
+    ctx: GraphqlState,
+    protocol: Protocol,
+    caller: Caller,
+    initialised: bool,
+    acknowledged: bool,
+    operations: HashMap<String, (u64, AbortHandle)>,
+    generation: u64,
+    out: mpsc::Sender<Message>,
+    finished_tx: mpsc::UnboundedSender<(String, u64)>,
+}
+
+impl Connection {
+    async fn run(ctx: GraphqlState, socket: WebSocket, protocol: Protocol, caller: Caller) {
+        ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let (sink, mut incoming) = socket.split();
+        let (out, frames) = mpsc::channel(OUT_QUEUE);
+        let (close_tx, close_rx) = oneshot::channel();
+        let mut writer = tokio::spawn(write_loop(sink, frames, close_rx));
+        let (finished_tx, mut finished) = mpsc::unbounded_channel();
+        let mut shutdown = ctx.shutdown.clone();
+        let mut conn = Connection {
+            ctx,
+            protocol,
+            caller,
+            initialised: false,
+            acknowledged: false,
+            operations: HashMap::new(),
+            generation: 0,
+            out,
+            finished_tx,
+        };
+        let init_deadline = sleep(conn.ctx.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut keepalive = tokio::time::interval(LEGACY_KEEPALIVE);
+
+        let stop: Stop = loop {
+            let expiry = conn.token_expiry();
+            tokio::select! {
+                message = incoming.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(stop) = conn.on_text(text.as_str()).await {
+                            break stop;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some((4400, "Binary frames are not supported".into()));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => break too_big(e).then(|| (1009, "Message too big".into())),
+                },
+                Some((id, generation)) = finished.recv() => {
+                    if conn.operations.get(&id).is_some_and(|(g, _)| *g == generation) {
+                        conn.operations.remove(&id);
+                        conn.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                () = &mut init_deadline, if !conn.initialised => {
+                    break Some((4408, "Connection initialisation timeout".into()));
+                }
+                () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
+                    break Some((4403, "Forbidden: the token has expired".into()));
+                }
+                _ = keepalive.tick(), if conn.protocol == Protocol::Legacy && conn.acknowledged => {
+                    let _ = conn.out.try_send(frame::<()>(None, "ka", None));
+                }
+                _ = shutdown.changed() => break Some((1001, "Server shutting down".into())),
+                _ = &mut writer => break None,
+            }
+        };
+
+        for (_, abort) in conn.operations.values() {
+            abort.abort();
+        }
+        conn.ctx
+            .stats
+            .operations
+            .fetch_sub(conn.operations.len(), Ordering::Relaxed);
+        if let Some((code, reason)) = stop {
+            let _ = close_tx.send(close(code, &reason));
+        }
+        drop(conn.out);
+        if !writer.is_finished() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        }
+        conn.ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn token_expiry(&self) -> Option<Instant> {
+        let Caller::User(claims) = &self.caller else {
+            return None;
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let left = claims.expires_at.saturating_sub(now);
+        Some(Instant::now() + Duration::from_secs(left))
+    }
+
+    async fn send(&self, message: Message) {
+        let _ = self.out.send(message).await;
+    }
+
+    /// Handles one text message; `Some` stops the connection.
+    async fn on_text(&mut self, text: &str) -> Option<Stop> {
+        let Ok(message) = serde_json::from_str::<Incoming>(text) else {
+            return Some(Some((4400, "Invalid message received".into())));
+        };
+        match (self.protocol, message.kind.as_str()) {
+            (_, "connection_init") => self.on_init(message.payload).await,
+            (Protocol::Transport, "ping") => {
+                self.send(frame(None, "pong", message.payload)).await;
+                None
+            }
+            (Protocol::Transport, "pong") => None,
+            (Protocol::Transport, "subscribe") | (Protocol::Legacy, "start") => {
+                self.on_subscribe(message.id, message.payload).await
+            }
+            (Protocol::Transport, "complete") | (Protocol::Legacy, "stop") => {
+                let Some(id) = operation_id(message.id) else {
+                    return Some(Some((4400, "Invalid message received: missing id".into())));
+                };
+                if let Some((_, abort)) = self.operations.remove(&id) {
+                    abort.abort();
+                    self.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+                }
+                None
+            }
+            (Protocol::Legacy, "connection_terminate") => Some(None),
+            (Protocol::Transport, kind) => Some(Some((
+                4400,
+                format!("Invalid message received: unknown type {kind:?}"),
+            ))),
+            (Protocol::Legacy, kind) => {
+                let error = json!({"message": format!("unknown message type {kind:?}")});
+                self.send(frame(None, "error", Some(error))).await;
+                None
+            }
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<serde_json::Value>) -> Option<Stop> {
+        if self.initialised {
+            return Some(Some((4429, "Too many initialisation requests".into())));
+        }
+        self.initialised = true;
+        if let Some(payload) = &payload
+            && !(payload.is_object() || payload.is_null())
+        {
+            return Some(Some((
+                4400,
+                "Invalid message received: payload must be an object".into(),
+            )));
+        }
+        if let Some(value) = payload.as_ref().and_then(init_token) {
+            self.caller = Caller::from_authorization(&self.ctx.tokens, Some(&value));
+        }
+        if let Caller::Invalid(why) = self.caller {
+            if self.protocol == Protocol::Legacy {
+                self.send(frame(
+                    None,
+                    "connection_error",
+                    Some(json!({"message": why})),
+                ))
+                .await;
+            }
+            return Some(Some((4403, "Forbidden".into())));
+        }
+        self.acknowledged = true;
+        self.send(frame::<()>(None, "connection_ack", None)).await;
+        if self.protocol == Protocol::Legacy {
+            self.send(frame::<()>(None, "ka", None)).await;
+        }
+        None
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        id: Option<serde_json::Value>,
+        payload: Option<serde_json::Value>,
+    ) -> Option<Stop> {
+        let Some(id) = operation_id(id) else {
+            return Some(Some((4400, "Invalid message received: missing id".into())));
+        };
+        let request = match payload.map(serde_json::from_value::<Request>) {
+            Some(Ok(request)) if !request.query.is_empty() => request,
+            _ => {
+                return Some(Some((
+                    4400,
+                    "Invalid message received: payload must hold a query".into(),
+                )));
+            }
+        };
+        if !self.acknowledged {
+            return Some(Some((4401, "Unauthorized".into())));
+        }
+        if self.operations.contains_key(&id) {
+            return Some(Some((4409, format!("Subscriber for {id} already exists"))));
+        }
+        if self.operations.len() >= self.ctx.max_operations {
+            let errors = json!([{
+                "message": format!("at most {} operations may run on one connection", self.ctx.max_operations),
+                "extensions": {"code": "RATE_LIMITED"}
+            }]);
+            self.send(frame(Some(&id), "error", Some(errors))).await;
+            return None;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        let task = tokio::spawn(run_operation(
+            self.ctx.schema.clone(),
+            self.protocol,
+            id.clone(),
+            request.data(self.caller.clone()),
+            self.out.clone(),
+            self.finished_tx.clone(),
+            generation,
+        ));
+        self.operations
+            .insert(id, (generation, task.abort_handle()));
+        self.ctx.stats.operations.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// An operation id must be a non-empty string.
+fn operation_id(id: Option<serde_json::Value>) -> Option<String> {
+    match id {
+        Some(serde_json::Value::String(id)) if !id.is_empty() && id.len() <= 256 => Some(id),
+        _ => None,
+    }
+}
+
+/// The token a `connection_init` payload carries, under any of the accepted keys.
+fn init_token(payload: &serde_json::Value) -> Option<String> {
+    let from = |object: &serde_json::Value| {
+        ["authorization", "Authorization", "token"]
+            .iter()
+            .find_map(|key| object.get(*key).and_then(|v| v.as_str()).map(str::to_owned))
+    };
+    from(payload).or_else(|| payload.get("headers").and_then(from))
+}
+
+fn too_big(error: axum::Error) -> bool {
+    matches!(
+        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+/// Whether a document's chosen operation is a subscription (false when it does not parse:
+/// the schema then answers with the parse error).
+fn is_subscription(request: &Request) -> bool {
+    let Ok(document) = parse_query(&request.query) else {
+        return false;
+    };
+    let kind = match &document.operations {
+        DocumentOperations::Single(op) => Some(op.node.ty),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+            None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+            None => None,
+        },
+    };
+    kind == Some(OperationType::Subscription)
+}
+
+/// A response that means the operation never started: a request error (parse, validation),
+/// or a subscription its resolver refused.
+fn refused_before_start(response: &Response, subscription: bool) -> bool {
+    response.data == Value::Null
+        && !response.errors.is_empty()
+        && (subscription
+            || response
+                .errors
+                .iter()
+                .all(|e: &ServerError| e.path.is_empty()))
+}
+
+async fn run_operation(
+    schema: AppSchema,
+    protocol: Protocol,
+    id: String,
+    request: Request,
+    out: mpsc::Sender<Message>,
+    finished: mpsc::UnboundedSender<(String, u64)>,
+    generation: u64,
+) {
+    let subscription = is_subscription(&request);
+    let mut responses = schema.execute_stream(request);
+    let mut first = true;
+    let mut refused = false;
+    while let Some(response) = responses.next().await {
+        if first && refused_before_start(&response, subscription) {
+            let _ = out
+                .send(frame(Some(&id), "error", Some(&response.errors)))
+                .await;
+            refused = true;
+            break;
+        }
+        first = false;
+        if out
+            .send(frame(Some(&id), protocol.next(), Some(&response)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if !refused {
+        let _ = out.send(frame::<()>(Some(&id), "complete", None)).await;
+    }
+    let _ = finished.send((id, generation));
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Message>,
+    mut close: oneshot::Receiver<Message>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            message = &mut close => {
+                if let Ok(message) = message {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(message)).await;
+                }
+                break;
+            }
+            message = frames.recv() => {
+                let Some(message) = message else {
+                    // No sender left and no close frame given: wait for the close frame, if any.
+                    if let Ok(message) = close.await {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(message)).await;
+                    }
+                    break;
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Confab: a self-hosted GraphQL chat server.
+//!
+//! Layers, outermost first (see `ARCHITECTURE.md` in the design notes):
+//! - [`server`]: axum routes, middleware, startup and graceful shutdown;
+//! - [`graphql`]: the schema (a library) and its HTTP and WebSocket transports;
+//! - [`service`]: `ChatService`, the one place for chat rules;
+//! - [`store`]: persistence behind one trait (SQLite embedded; MongoDB next);
+//! - [`bus`]: room events from the service to subscribers;
+//! - [`auth`]: argon2id passwords, JWT access tokens, the `Caller`;
+//! - [`model`], [`error`], [`config`]: the shared vocabulary.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;

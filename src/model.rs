@@ -1,0 +1,140 @@
+//! The chat domain's values: users, rooms, messages, the events of a room, and pages of them.
+//!
+//! These are plain data shared by every layer. Ids are BSON ObjectIds on every backend (hex
+//! strings at the edges); times are UTC.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use bson::oid::ObjectId;
+
+use crate::error::{Error, Result};
+
+pub type UserId = ObjectId;
+pub type RoomId = ObjectId;
+pub type MessageId = ObjectId;
+
+/// Parses a client-supplied id, naming the field when it is not 24 hex characters.
+pub fn parse_id(field: &'static str, value: &str) -> Result<ObjectId> {
+    if value.len() != 24 {
+        return Err(Error::invalid(field, "must be a 24-character hex id"));
+    }
+    ObjectId::parse_str(value).map_err(|_| Error::invalid(field, "must be a 24-character hex id"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: String,
+    pub created_by: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    /// Empty once the message is deleted (a tombstone).
+    pub body: String,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+/// Something that happened in a room, as published on the event bus after it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomEvent {
+    MessageAdded(Message),
+    MessageEdited(Message),
+    MessageDeleted {
+        room_id: RoomId,
+        message_id: MessageId,
+    },
+    MemberJoined {
+        room_id: RoomId,
+        user: User,
+    },
+    MemberLeft {
+        room_id: RoomId,
+        user: User,
+    },
+    Typing {
+        room_id: RoomId,
+        user: User,
+        typing: bool,
+    },
+}
+
+impl RoomEvent {
+    pub fn room_id(&self) -> RoomId {
+        match self {
+            Self::MessageAdded(m) | Self::MessageEdited(m) => m.room_id,
+            Self::MessageDeleted { room_id, .. }
+            | Self::MemberJoined { room_id, .. }
+            | Self::MemberLeft { room_id, .. }
+            | Self::Typing { room_id, .. } => *room_id,
+        }
+    }
+
+    /// Whether losing this event would lose state a client cannot get back otherwise.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Self::Typing { .. })
+    }
+}
+
+/// Which slice of an ordered list to read: forwards from a cursor or backwards from one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageRequest {
+    /// The first `first` items after `after` (from the start when `None`).
+    Forward {
+        after: Option<ObjectId>,
+        first: usize,
+    },
+    /// The last `last` items before `before` (from the end when `None`).
+    Backward {
+        before: Option<ObjectId>,
+        last: usize,
+    },
+}
+
+/// A slice of an ordered list, oldest first, with whether more exists on either side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_previous: bool,
+    pub has_next: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(parse_id("roomId", "0123456789abcdef01234567").is_ok());
+        for bad in [
+            "",
+            "xyz",
+            "0123456789abcdef0123456z",
+            "0123456789abcdef012345670",
+        ] {
+            let err = parse_id("roomId", bad).unwrap_err();
+            assert_eq!(err.field(), Some("roomId"), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! `ChatService`: the one place for chat rules.
+//!
+//! Transports call it with a [`Caller`] and plain arguments. It checks input limits, who may do
+//! what (members read and write a room, authors edit and delete their messages), commits to the
+//! [`Store`] and only then publishes the event on the [`EventBus`]: nothing is announced that
+//! is not stored.
+
+mod feed;
+pub mod limits;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use futures_util::Stream;
+
+use crate::{
+    auth::{Caller, Passwords, Tokens},
+    bus::EventBus,
+    error::{Error, Result},
+    model::{
+        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
+        parse_id,
+    },
+    store::{NewMessage, Store},
+};
+
+/// A signed-in user and their access token.
+#[derive(Debug, Clone)]
+pub struct AuthPayload {
+    pub token: String,
+    pub user: User,
+}
+
+/// Relay-style page arguments as a client sent them, before checking.
+#[derive(Debug, Clone, Default)]
+pub struct PageArgs {
+    pub first: Option<i64>,
+    pub after: Option<String>,
+    pub last: Option<i64>,
+    pub before: Option<String>,
+}
+
+impl PageArgs {
+    /// Checks the arguments. With none given, `default` says which end a page starts from.
+    pub fn resolve(&self, default: PageRequest) -> Result<PageRequest> {
+        let cursor = |field: &'static str, value: &Option<String>| {
+            value.as_deref().map(|v| parse_id(field, v)).transpose()
+        };
+        let after = cursor("after", &self.after)?;
+        let before = cursor("before", &self.before)?;
+        match (self.first, self.last) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "last",
+                "give either first or last, not both",
+            )),
+            (Some(_), None) | (None, None)
+                if before.is_some() && (self.first.is_some() || after.is_some()) =>
+            {
+                Err(Error::invalid(
+                    "before",
+                    "page forwards with first/after or backwards with last/before",
+                ))
+            }
+            (None, Some(_)) if after.is_some() => Err(Error::invalid(
+                "after",
+                "page forwards with first/after or backwards with last/before",
+            )),
+            (Some(first), None) => Ok(PageRequest::Forward {
+                after,
+                first: limits::page_size("first", Some(first))?,
+            }),
+            (None, Some(last)) => Ok(PageRequest::Backward {
+                before,
+                last: limits::page_size("last", Some(last))?,
+            }),
+            (None, None) if after.is_some() => Ok(PageRequest::Forward {
+                after,
+                first: limits::PAGE_DEFAULT,
+            }),
+            (None, None) if before.is_some() => Ok(PageRequest::Backward {
+                before,
+                last: limits::PAGE_DEFAULT,
+            }),
+            (None, None) => Ok(default),
+        }
+    }
+}
+
+pub struct ChatService {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+    passwords: Passwords,
+    tokens: Tokens,
+    users: UserCache,
+}
+
+impl ChatService {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, tokens: Tokens) -> Self {
+        Self {
+            store,
+            bus,
+            passwords: Passwords::new(),
+            tokens,
+            users: UserCache::default(),
+        }
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    // --- accounts ---
+
+    pub async fn register(&self, username: &str, password: &str) -> Result<AuthPayload> {
+        limits::username(username)?;
+        limits::password(password)?;
+        let hash = self.passwords.hash(password).await?;
+        let user = self.store.create_user(username, &hash).await?;
+        self.users.put(&user);
+        Ok(AuthPayload {
+            token: self.tokens.issue(&user)?,
+            user,
+        })
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<AuthPayload> {
+        // Shapes that can never exist are refused at once; every other miss costs one hash.
+        if limits::username(username).is_err() || limits::password(password).is_err() {
+            return Err(Error::Unauthenticated("wrong username or password".into()));
+        }
+        let found = self.store.credentials(username).await?;
+        let hash = found.as_ref().map(|c| c.password_hash.as_str());
+        if !self.passwords.verify(password, hash).await? {
+            return Err(Error::Unauthenticated("wrong username or password".into()));
+        }
+        let Some(credentials) = found else {
+            return Err(Error::Unauthenticated("wrong username or password".into()));
+        };
+        let user = credentials.user;
+        self.users.put(&user);
+        Ok(AuthPayload {
+            token: self.tokens.issue(&user)?,
+            user,
+        })
+    }
+
+    /// The caller's own account.
+    pub async fn me(&self, caller: &Caller) -> Result<User> {
+        let id = caller.user_id()?;
+        self.user(id)
+            .await
+            .map_err(|_| Error::Unauthenticated("this account no longer exists".into()))
+    }
+
+    /// A user by id (users never change, so this is served from a cache when it can be).
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        if let Some(user) = self.users.get(id) {
+            return Ok(user);
+        }
+        let user = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::not_found("user not found"))?;
+        self.users.put(&user);
+        Ok(user)
+    }
+
+    // --- rooms ---
+
+    pub async fn create_room(&self, caller: &Caller, name: &str) -> Result<Room> {
+        let user = caller.user_id()?;
+        let name = limits::room_name(name)?;
+        self.store.create_room(name, user).await
+    }
+
+    pub async fn room(&self, caller: &Caller, id: RoomId) -> Result<Option<Room>> {
+        caller.user()?;
+        self.store.room(id).await
+    }
+
+    /// The room directory, oldest first.
+    pub async fn rooms(&self, caller: &Caller, page: &PageArgs) -> Result<Page<Room>> {
+        caller.user()?;
+        let page = page.resolve(PageRequest::Forward {
+            after: None,
+            first: limits::PAGE_DEFAULT,
+        })?;
+        self.store.rooms(page).await
+    }
+
+    pub async fn my_rooms(&self, caller: &Caller) -> Result<Vec<Room>> {
+        self.store.rooms_of(caller.user_id()?).await
+    }
+
+    pub async fn join_room(&self, caller: &Caller, room: RoomId) -> Result<Room> {
+        let me = self.me(caller).await?;
+        let found = self.existing_room(room).await?;
+        if self.store.add_member(room, me.id).await?.changed {
+            self.bus
+                .publish(RoomEvent::MemberJoined {
+                    room_id: room,
+                    user: me,
+                })
+                .await;
+        }
+        Ok(found)
+    }
+
+    /// Leaves a room; `false` when the caller was not a member.
+    pub async fn leave_room(&self, caller: &Caller, room: RoomId) -> Result<bool> {
+        let me = self.me(caller).await?;
+        self.existing_room(room).await?;
+        let left = self.store.remove_member(room, me.id).await?.changed;
+        if left {
+            self.bus
+                .publish(RoomEvent::MemberLeft {
+                    room_id: room,
+                    user: me,
+                })
+                .await;
+        }
+        Ok(left)
+    }
+
+    pub async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
+        self.store
+            .members(room, limit.min(limits::MEMBERS_MAX))
+            .await
+    }
+
+    pub async fn member_count(&self, room: RoomId) -> Result<u64> {
+        self.store.member_count(room).await
+    }
+
+    // --- messages ---
+
+    /// A page of a room's history (members only), newest page when no arguments are given.
+    pub async fn messages(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        page: &PageArgs,
+    ) -> Result<Page<Message>> {
+        let page = page.resolve(PageRequest::Backward {
+            before: None,
+            last: limits::PAGE_DEFAULT,
+        })?;
+        self.require_member(caller, room).await?;
+        self.store.messages(room, page).await
+    }
+
+    pub async fn send_message(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        body: &str,
+        client_id: Option<&str>,
+    ) -> Result<Message> {
+        limits::body(body)?;
+        if let Some(client_id) = client_id {
+            limits::client_id(client_id)?;
+        }
+        let sender = self.require_member(caller, room).await?;
+        let written = self
+            .store
+            .insert_message(NewMessage {
+                room_id: room,
+                sender_id: sender,
+                body: body.to_owned(),
+                client_id: client_id.map(str::to_owned),
+            })
+            .await?;
+        if written.changed {
+            self.bus
+                .publish(RoomEvent::MessageAdded(written.value.clone()))
+                .await;
+        }
+        Ok(written.value)
+    }
+
+    pub async fn edit_message(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        body: &str,
+    ) -> Result<Message> {
+        limits::body(body)?;
+        self.own_message(caller, id).await?;
+        let edited = self.store.edit_message(id, body).await?;
+        self.bus
+            .publish(RoomEvent::MessageEdited(edited.clone()))
+            .await;
+        Ok(edited)
+    }
+
+    /// Deletes one of the caller's messages, leaving a tombstone. Deleting again is a no-op.
+    pub async fn delete_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        self.own_message(caller, id).await?;
+        let deleted = self.store.delete_message(id).await?;
+        if deleted.changed {
+            let message = &deleted.value;
+            self.bus
+                .publish(RoomEvent::MessageDeleted {
+                    room_id: message.room_id,
+                    message_id: message.id,
+                })
+                .await;
+        }
+        Ok(deleted.value)
+    }
+
+    /// Tells the room the caller is (or stopped) typing. Not stored.
+    pub async fn set_typing(&self, caller: &Caller, room: RoomId, typing: bool) -> Result<()> {
+        self.require_member(caller, room).await?;
+        let user = self.me(caller).await?;
+        self.bus
+            .publish(RoomEvent::Typing {
+                room_id: room,
+                user,
+                typing,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// The live events of a room (members only). With `after`, every message created after that
+    /// message is replayed from the store first, with no gap and no duplicate.
+    pub async fn room_events(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        after: Option<MessageId>,
+    ) -> Result<impl Stream<Item = Result<Arc<RoomEvent>>> + Send + 'static + use<>> {
+        let me = self.require_member(caller, room).await?;
+        if let Some(after) = after {
+            match self.store.message(after).await? {
+                Some(message) if message.room_id == room => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "after",
+                        "no message with this id in this room",
+                    ));
+                }
+            }
+        }
+        // Taken before anything is read from the store: see `feed`. The store mints ids in
+        // commit order, so a fresh id marks "now" for a resync when nothing was seen yet.
+        let watermark = ObjectId::new();
+        let subscription = self.bus.subscribe(room);
+        Ok(feed::room_feed(
+            self.store.clone(),
+            subscription,
+            room,
+            me,
+            after,
+            watermark,
+        ))
+    }
+
+    async fn existing_room(&self, room: RoomId) -> Result<Room> {
+        self.store
+            .room(room)
+            .await?
+            .ok_or_else(|| Error::not_found("room not found"))
+    }
+
+    /// The caller's id when they are a member of `room`; `NOT_FOUND` for no such room.
+    async fn require_member(&self, caller: &Caller, room: RoomId) -> Result<UserId> {
+        let user = caller.user_id()?;
+        if self.store.is_member(room, user).await? {
+            return Ok(user);
+        }
+        self.existing_room(room).await?;
+        Err(Error::forbidden(
+            "join the room first: only members may do this",
+        ))
+    }
+
+    async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        let user = caller.user_id()?;
+        let message = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?;
+        if message.sender_id != user {
+            return Err(Error::forbidden("only the author may change a message"));
+        }
+        Ok(message)
+    }
+}
+
+/// Users never change once created, so they are cached by id; the cache is bounded by
+/// starting over when full.
+#[derive(Default)]
+struct UserCache {
+    users: Mutex<HashMap<UserId, User>>,
+}
+
+impl UserCache {
+    const CAPACITY: usize = 100_000;
+
+    fn get(&self, id: UserId) -> Option<User> {
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn put(&self, user: &User) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if users.len() >= Self::CAPACITY {
+            users.clear();
+        }
+        users.insert(user.id, user.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(
+        first: Option<i64>,
+        after: Option<&str>,
+        last: Option<i64>,
+        before: Option<&str>,
+    ) -> PageArgs {
+        PageArgs {
+            first,
+            after: after.map(Into::into),
+            last,
+            before: before.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn page_arguments() {
+        let id = "0123456789abcdef01234567";
+        let oid = ObjectId::parse_str(id).unwrap();
+        let default = PageRequest::Backward {
+            before: None,
+            last: 50,
+        };
+        assert_eq!(
+            args(None, None, None, None).resolve(default).unwrap(),
+            default
+        );
+        assert_eq!(
+            args(Some(10), Some(id), None, None)
+                .resolve(default)
+                .unwrap(),
+            PageRequest::Forward {
+                after: Some(oid),
+                first: 10
+            }
+        );
+        assert_eq!(
+            args(None, None, Some(5), Some(id))
+                .resolve(default)
+                .unwrap(),
+            PageRequest::Backward {
+                before: Some(oid),
+                last: 5
+            }
+        );
+        assert_eq!(
+            args(None, None, None, Some(id)).resolve(default).unwrap(),
+            PageRequest::Backward {
+                before: Some(oid),
+                last: 50
+            }
+        );
+        for (bad, field) in [
+            (args(Some(1), None, Some(1), None), "last"),
+            (args(Some(1), None, None, Some(id)), "before"),
+            (args(None, Some(id), Some(1), None), "after"),
+            (args(Some(101), None, None, None), "first"),
+            (args(None, None, Some(-1), None), "last"),
+            (args(None, Some("nope"), None, None), "after"),
+        ] {
+            assert_eq!(
+                bad.resolve(default).unwrap_err().field(),
+                Some(field),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Persistence: one [`Store`] trait, one driver per database.
+//!
+//! Drivers own their ids and timestamps (ObjectIds, UTC). They enforce uniqueness with the
+//! database's own unique indexes and report a collision as [`Error::Conflict`]; they apply no
+//! chat rule (membership, ownership, limits): that is `ChatService`'s job. Every driver passes
+//! the conformance suite in `tests/store_conformance.rs`, written against this trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    config::DatabaseUrl,
+    error::{Error, Result},
+    model::{Message, MessageId, Page, PageRequest, Room, RoomId, User, UserId},
+};
+
+pub mod sqlite;
+
+/// A user as stored, with the password hash that never leaves the service layer.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room_id: RoomId,
+    pub sender_id: UserId,
+    pub body: String,
+    pub client_id: Option<String>,
+}
+
+/// Whether a write changed anything, with the resulting value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<T> {
+    pub value: T,
+    /// `false` when the write was a no-op (an idempotent retry, an existing membership, …).
+    pub changed: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database is reachable and usable.
+    async fn ping(&self) -> Result<()>;
+
+    // --- users ---
+
+    /// Creates a user; `Conflict { field: "username" }` when the name is taken in any letter case.
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<User>;
+    /// A user by id.
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// A user and their password hash, by username in any letter case.
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
+
+    // --- rooms ---
+
+    /// Creates a room with its creator as first member; `Conflict { field: "name" }` when the
+    /// name is taken in any letter case.
+    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room>;
+    /// A room by id.
+    async fn room(&self, id: RoomId) -> Result<Option<Room>>;
+    /// The room directory, oldest first.
+    async fn rooms(&self, page: PageRequest) -> Result<Page<Room>>;
+
+    // --- memberships ---
+
+    /// Makes `user` a member of `room`; `changed` is false when they already were.
+    /// `NotFound` when the room does not exist.
+    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
+    /// Ends a membership; `changed` is false when there was none.
+    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
+    /// Whether `user` is a member of `room`.
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// Up to `limit` members of a room, in the order they joined.
+    async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>>;
+    /// How many members a room has.
+    async fn member_count(&self, room: RoomId) -> Result<u64>;
+    /// The rooms a user belongs to, oldest room first.
+    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>>;
+
+    // --- messages ---
+
+    /// Stores a message. With a `client_id` already used by the same sender in the same room, it
+    /// stores nothing and returns the first message with `changed: false`.
+    async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>>;
+    /// A message by id, tombstones included.
+    async fn message(&self, id: MessageId) -> Result<Option<Message>>;
+    /// A page of a room's history in chronological order; tombstones are hidden.
+    async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>>;
+    /// Up to `limit` messages created after `after`, oldest first, tombstones included: what a
+    /// resuming subscriber replays.
+    async fn messages_after(
+        &self,
+        room: RoomId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<Message>>;
+    /// Replaces a live message's body and sets `edited_at`; `NotFound` for a tombstone.
+    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message>;
+    /// Turns a message into a tombstone (body cleared, `deleted_at` set); `changed` is false when
+    /// it already was one. `NotFound` when no such message exists.
+    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>>;
+}
+
+/// Opens the store a `--database-url` names, creating or migrating its schema.
+pub async fn connect(url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        DatabaseUrl::SqliteFile(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        DatabaseUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_in_memory().await?)),
+        DatabaseUrl::Mongo(_) => Err(Error::invalid(
+            "database-url",
+            "MongoDB is not supported yet in this build; use sqlite://PATH or sqlite::memory:",
+        )),
+    }
+}
+
+/// The case-folded key that makes usernames and room names unique regardless of letter case.
+pub fn unique_key(name: &str) -> String {
+    name.to_lowercase()
+}

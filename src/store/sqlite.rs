@@ -1,0 +1,877 @@
+//! The embedded store: one SQLite file (or an in-memory database), WAL, `synchronous=FULL`.
+//!
+//! Shape, and why:
+//! - **One writer thread with group commit.** Every write is a closure sent to a dedicated
+//!   thread that owns the only read-write connection. It takes every write waiting in its queue,
+//!   runs each inside its own SAVEPOINT of one transaction and commits once: one fsync per batch,
+//!   not per message, and never "database is locked", because nothing else writes. A caller hears
+//!   back only after the COMMIT succeeded, so an acknowledged write survives `kill -9`.
+//! - **Readers never wait on the writer.** With a file, reads run on the blocking pool over a
+//!   small pool of read-only connections (WAL lets them read while the writer commits).
+//!   An in-memory database cannot be shared between connections, so there the writer thread
+//!   serves reads too, after each batch's commit.
+//! - **Ids in commit order.** The writer thread mints every ObjectId, strictly increasing, so
+//!   a message's id order is its commit order: the `(room_id, id)` index is the history order and
+//!   "everything after id X" is exact.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Credentials, NewMessage, Store, Written, unique_key};
+use crate::{
+    error::{Error, Result},
+    model::{Message, MessageId, ObjectId, Page, PageRequest, Room, RoomId, User, UserId},
+};
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Most writes waiting for the writer; callers beyond it wait (backpressure, not memory).
+const WRITE_QUEUE: usize = 4096;
+/// Read-only connections (and blocking threads) serving reads at once.
+const READERS: usize = 4;
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE users (
+    id            BLOB PRIMARY KEY NOT NULL,
+    username      TEXT NOT NULL,
+    username_key  TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE rooms (
+    id         BLOB PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL,
+    name_key   TEXT NOT NULL UNIQUE,
+    created_by BLOB NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE memberships (
+    room_id   BLOB NOT NULL REFERENCES rooms(id),
+    user_id   BLOB NOT NULL REFERENCES users(id),
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX memberships_by_user ON memberships(user_id, room_id);
+CREATE TABLE messages (
+    id         BLOB PRIMARY KEY NOT NULL,
+    room_id    BLOB NOT NULL REFERENCES rooms(id),
+    sender_id  BLOB NOT NULL REFERENCES users(id),
+    body       TEXT NOT NULL,
+    client_id  TEXT,
+    created_at INTEGER NOT NULL,
+    edited_at  INTEGER,
+    deleted_at INTEGER
+);
+CREATE INDEX messages_by_room ON messages(room_id, id);
+CREATE UNIQUE INDEX messages_by_client_id
+    ON messages(room_id, sender_id, client_id) WHERE client_id IS NOT NULL;
+";
+
+const USER_COLS: &str = "id, username, created_at";
+const ROOM_COLS: &str = "id, name, created_by, created_at";
+const MESSAGE_COLS: &str =
+    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at";
+/// A live (not deleted) message of one room: the filter every history read uses.
+const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
+
+type Reply = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> Reply + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Job {
+    Write(WriteJob),
+    Read(ReadJob),
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Option<Arc<ReaderPool>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating when absent) the database file at `path`, and its directory.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::start(Some(path))).await?
+    }
+
+    /// An ephemeral database that lives as long as this store.
+    pub async fn open_in_memory() -> anyhow::Result<Self> {
+        tokio::task::spawn_blocking(|| Self::start(None)).await?
+    }
+
+    fn start(path: Option<PathBuf>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let conn = match &path {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+                }
+                let conn = Connection::open(path)
+                    .with_context(|| format!("cannot open database {}", path.display()))?;
+                let mode: String =
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                anyhow::ensure!(
+                    mode.eq_ignore_ascii_case("wal"),
+                    "{} cannot use WAL mode (got {mode})",
+                    path.display()
+                );
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                conn
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&conn).context("cannot prepare the database schema")?;
+        let ids = IdGen::resume(&conn)?;
+
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(conn, ids, queue))
+            .context("cannot start the SQLite writer thread")?;
+        let readers = path.map(|path| {
+            Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(READERS),
+            })
+        });
+        Ok(Self { jobs, readers })
+    }
+
+    /// Runs `f` inside the writer's next transaction and answers once that transaction committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut IdGen) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn, ids| {
+            let result = in_savepoint(conn, |conn| f(conn, ids));
+            Box::new(move |commit| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(Error::internal(format!("SQLite commit failed: {e}"))),
+                };
+                let _ = tx.send(outcome);
+            })
+        });
+        self.jobs
+            .send(Job::Write(job))
+            .await
+            .map_err(|_| Error::internal("the SQLite writer has stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("the SQLite writer dropped a write"))?
+    }
+
+    /// Runs `f` on a reader connection (or, in memory, on the writer's, between batches).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match &self.readers {
+            Some(pool) => pool.clone().run(f).await,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                let job: ReadJob = Box::new(move |conn| {
+                    let _ = tx.send(f(conn));
+                });
+                self.jobs
+                    .send(Job::Read(job))
+                    .await
+                    .map_err(|_| Error::internal("the SQLite writer has stopped"))?;
+                rx.await
+                    .map_err(|_| Error::internal("the SQLite writer dropped a read"))?
+            }
+        }
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version {
+        0 => {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+            Ok(())
+        }
+        SCHEMA_VERSION => Ok(()),
+        newer => anyhow::bail!(
+            "the database has schema version {newer}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
+        ),
+    }
+}
+
+/// The writer thread: drain the queue, run the writes in one transaction, commit, answer.
+fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut reads = Vec::new();
+        let mut began: Option<rusqlite::Result<()>> = None;
+        for job in batch.drain(..) {
+            match job {
+                Job::Write(write) => {
+                    let began = began.get_or_insert_with(|| conn.execute_batch("BEGIN IMMEDIATE"));
+                    match began {
+                        Ok(()) => replies.push(write(&conn, &mut ids)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SQLite cannot begin a transaction");
+                            // Dropping the job drops its reply sender: the caller gets an error.
+                        }
+                    }
+                }
+                Job::Read(read) => reads.push(read),
+            }
+        }
+        if let Some(Ok(())) = began {
+            let commit = conn.execute_batch("COMMIT");
+            if let Err(e) = &commit {
+                tracing::error!(error = %e, "SQLite commit failed; the batch is rolled back");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            for reply in replies {
+                reply(commit.as_ref().map(|_| ()));
+            }
+        }
+        for read in reads {
+            read(&conn);
+        }
+    }
+}
+
+/// Runs one write in its own savepoint, so a failing write (a duplicate, say) leaves the rest
+/// of the batch intact.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = f(conn);
+    conn.execute_batch(if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    })?;
+    result
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReaderPool {
+    async fn run<T: Send + 'static>(
+        self: Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("SQLite reader pool closed"))?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+                Some(conn) => conn,
+                None => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            pool.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| Error::internal(format!("SQLite read task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Mints strictly increasing ObjectIds (see the module docs).
+pub(crate) struct IdGen {
+    last: [u8; 12],
+}
+
+impl IdGen {
+    fn resume(conn: &Connection) -> rusqlite::Result<Self> {
+        let mut last = [0u8; 12];
+        for table in ["users", "rooms", "messages"] {
+            let max: Option<Vec<u8>> =
+                conn.query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
+            if let Some(Ok(max)) = max.map(<[u8; 12]>::try_from) {
+                last = last.max(max);
+            }
+        }
+        Ok(Self { last })
+    }
+
+    fn next(&mut self) -> ObjectId {
+        let mut id = ObjectId::new().bytes();
+        if id <= self.last {
+            id = self.last;
+            for byte in id.iter_mut().rev() {
+                let (value, carry) = byte.overflowing_add(1);
+                *byte = value;
+                if !carry {
+                    break;
+                }
+            }
+        }
+        self.last = id;
+        ObjectId::from_bytes(id)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Internal(anyhow::Error::new(e).context("SQLite"))
+    }
+}
+
+fn constraint(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Some(f.extended_code)
+        }
+        _ => None,
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    // Stored with millisecond precision; return exactly what a later read will return.
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default()
+}
+
+fn id_at(row: &Row, i: usize) -> rusqlite::Result<ObjectId> {
+    Ok(ObjectId::from_bytes(row.get::<_, [u8; 12]>(i)?))
+}
+
+fn time_at(row: &Row, i: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let ms: i64 = row.get(i)?;
+    DateTime::from_timestamp_millis(ms).ok_or(rusqlite::Error::IntegralValueOutOfRange(i, ms))
+}
+
+fn opt_time_at(row: &Row, i: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<i64>>(i)? {
+        None => Ok(None),
+        Some(ms) => DateTime::from_timestamp_millis(ms)
+            .map(Some)
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(i, ms)),
+    }
+}
+
+fn user_row(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: id_at(row, 0)?,
+        username: row.get(1)?,
+        created_at: time_at(row, 2)?,
+    })
+}
+
+fn room_row(row: &Row) -> rusqlite::Result<Room> {
+    Ok(Room {
+        id: id_at(row, 0)?,
+        name: row.get(1)?,
+        created_by: id_at(row, 2)?,
+        created_at: time_at(row, 3)?,
+    })
+}
+
+fn message_row(row: &Row) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: id_at(row, 0)?,
+        room_id: id_at(row, 1)?,
+        sender_id: id_at(row, 2)?,
+        body: row.get(3)?,
+        client_id: row.get(4)?,
+        created_at: time_at(row, 5)?,
+        edited_at: opt_time_at(row, 6)?,
+        deleted_at: opt_time_at(row, 7)?,
+    })
+}
+
+/// One keyset page over a table ordered by `id`: `filter` (ending in `AND `, or empty) scopes
+/// it, with `scope` bound to its one placeholder. Costs O(log n + page) at any depth.
+fn page_by_id<T>(
+    conn: &Connection,
+    cols: &str,
+    table: &str,
+    filter: &str,
+    scope: Option<[u8; 12]>,
+    page: PageRequest,
+    map: fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Page<T>> {
+    let (sql, cursor, limit, far_side) = match page {
+        PageRequest::Backward { before, last } => (
+            format!("SELECT {cols} FROM {table} WHERE {filter}id < ? ORDER BY id DESC LIMIT ?"),
+            before.map_or([0xff; 12], |b| b.bytes()),
+            last,
+            before.map(|_| format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE {filter}id >= ?)")),
+        ),
+        PageRequest::Forward { after, first } => (
+            format!("SELECT {cols} FROM {table} WHERE {filter}id > ? ORDER BY id ASC LIMIT ?"),
+            after.map_or([0x00; 12], |a| a.bytes()),
+            first,
+            after.map(|_| format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE {filter}id <= ?)")),
+        ),
+    };
+    let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut args: Vec<&dyn ToSql> = Vec::with_capacity(3);
+    if let Some(scope) = &scope {
+        args.push(scope);
+    }
+    args.push(&cursor);
+    let mut items = {
+        let mut query_args = args.clone();
+        query_args.push(&fetch);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        stmt.query_map(query_args.as_slice(), map)?
+            .collect::<rusqlite::Result<Vec<T>>>()?
+    };
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let beyond_cursor = match far_side {
+        Some(sql) => conn
+            .prepare_cached(&sql)?
+            .query_row(args.as_slice(), |r| r.get::<_, bool>(0))?,
+        None => false,
+    };
+    Ok(match page {
+        PageRequest::Backward { .. } => {
+            items.reverse();
+            Page {
+                items,
+                has_previous: more,
+                has_next: beyond_cursor,
+            }
+        }
+        PageRequest::Forward { .. } => Page {
+            items,
+            has_previous: beyond_cursor,
+            has_next: more,
+        },
+    })
+}
+
+fn message_by_id(conn: &Connection, id: MessageId) -> Result<Option<Message>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
+        ))?
+        .query_row([id.bytes()], message_row)
+        .optional()?)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await?;
+        // The writer must be alive too, or no write would ever be answered.
+        if self.jobs.is_closed() {
+            return Err(Error::internal("the SQLite writer has stopped"));
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<User> {
+        let (username, hash) = (username.to_owned(), password_hash.to_owned());
+        self.write(move |conn, ids| {
+            let user = User {
+                id: ids.next(),
+                username,
+                created_at: now(),
+            };
+            conn.prepare_cached(
+                "INSERT INTO users (id, username, username_key, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                user.id.bytes(),
+                user.username,
+                unique_key(&user.username),
+                hash,
+                user.created_at.timestamp_millis()
+            ])
+            .map_err(|e| match constraint(&e) {
+                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::Conflict {
+                    field: "username",
+                    message: "that username is already taken".into(),
+                },
+                _ => e.into(),
+            })?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
+                .query_row([id.bytes()], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let key = unique_key(username);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLS}, password_hash FROM users WHERE username_key = ?1"
+                ))?
+                .query_row([key], |row| {
+                    Ok(Credentials {
+                        user: user_row(row)?,
+                        password_hash: row.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
+        let name = name.to_owned();
+        self.write(move |conn, ids| {
+            let room = Room {
+                id: ids.next(),
+                name,
+                created_by: creator,
+                created_at: now(),
+            };
+            conn.prepare_cached(
+                "INSERT INTO rooms (id, name, name_key, created_by, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                room.id.bytes(),
+                room.name,
+                unique_key(&room.name),
+                creator.bytes(),
+                room.created_at.timestamp_millis()
+            ])
+            .map_err(|e| match constraint(&e) {
+                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::Conflict {
+                    field: "name",
+                    message: "a room with that name already exists".into(),
+                },
+                Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("user not found"),
+                _ => e.into(),
+            })?;
+            conn.prepare_cached(
+                "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                room.id.bytes(),
+                creator.bytes(),
+                room.created_at.timestamp_millis()
+            ])?;
+            Ok(room)
+        })
+        .await
+    }
+
+    async fn room(&self, id: RoomId) -> Result<Option<Room>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {ROOM_COLS} FROM rooms WHERE id = ?1"))?
+                .query_row([id.bytes()], room_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn rooms(&self, page: PageRequest) -> Result<Page<Room>> {
+        self.read(move |conn| page_by_id(conn, ROOM_COLS, "rooms", "", None, page, room_row))
+            .await
+    }
+
+    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.write(move |conn, _| {
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (room_id, user_id) DO NOTHING",
+                )?
+                .execute(params![
+                    room.bytes(),
+                    user.bytes(),
+                    now().timestamp_millis()
+                ])
+                .map_err(|e| match constraint(&e) {
+                    Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
+                    _ => e.into(),
+                })?;
+            Ok(Written {
+                value: (),
+                changed: changed == 1,
+            })
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.write(move |conn, _| {
+            let changed = conn
+                .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+                .execute([room.bytes(), user.bytes()])?;
+            Ok(Written {
+                value: (),
+                changed: changed == 1,
+            })
+        })
+        .await
+    }
+
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id = ?2)",
+                )?
+                .query_row([room.bytes(), user.bytes()], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT u.id, u.username, u.created_at FROM memberships m
+                     JOIN users u ON u.id = m.user_id
+                     WHERE m.room_id = ?1 ORDER BY m.joined_at, u.id LIMIT ?2",
+                )?
+                .query_map(params![room.bytes(), limit], user_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn member_count(&self, room: RoomId) -> Result<u64> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT count(*) FROM memberships WHERE room_id = ?1")?
+                .query_row([room.bytes()], |r| r.get::<_, i64>(0))?)
+        })
+        .await
+        .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT r.id, r.name, r.created_by, r.created_at FROM memberships m
+                     JOIN rooms r ON r.id = m.room_id
+                     WHERE m.user_id = ?1 ORDER BY r.id",
+                )?
+                .query_map([user.bytes()], room_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
+        self.write(move |conn, ids| {
+            let stored = Message {
+                id: ids.next(),
+                room_id: message.room_id,
+                sender_id: message.sender_id,
+                body: message.body,
+                client_id: message.client_id,
+                created_at: now(),
+                edited_at: None,
+                deleted_at: None,
+            };
+            // The partial unique index decides idempotency: a repeated clientId inserts nothing.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (room_id, sender_id, client_id) WHERE client_id IS NOT NULL
+                     DO NOTHING",
+                )?
+                .execute(params![
+                    stored.id.bytes(),
+                    stored.room_id.bytes(),
+                    stored.sender_id.bytes(),
+                    stored.body,
+                    stored.client_id,
+                    stored.created_at.timestamp_millis()
+                ])
+                .map_err(|e| match constraint(&e) {
+                    Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
+                    _ => e.into(),
+                })?;
+            if inserted == 1 {
+                return Ok(Written {
+                    value: stored,
+                    changed: true,
+                });
+            }
+            let first = conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+                ))?
+                .query_row(
+                    params![
+                        stored.room_id.bytes(),
+                        stored.sender_id.bytes(),
+                        stored.client_id
+                    ],
+                    message_row,
+                )?;
+            Ok(Written {
+                value: first,
+                changed: false,
+            })
+        })
+        .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        self.read(move |conn| message_by_id(conn, id)).await
+    }
+
+    async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
+        self.read(move |conn| {
+            page_by_id(
+                conn,
+                MESSAGE_COLS,
+                "messages",
+                LIVE_IN_ROOM,
+                Some(room.bytes()),
+                page,
+                message_row,
+            )
+        })
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        room: RoomId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(params![room.bytes(), after.bytes(), limit], message_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
+        let body = body.to_owned();
+        self.write(move |conn, _| {
+            conn.prepare_cached(&format!(
+                "UPDATE messages SET body = ?1, edited_at = ?2
+                 WHERE id = ?3 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
+            ))?
+            .query_row(
+                params![body, now().timestamp_millis(), id.bytes()],
+                message_row,
+            )
+            .optional()?
+            .ok_or_else(|| Error::not_found("message not found"))
+        })
+        .await
+    }
+
+    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+        self.write(move |conn, _| {
+            let deleted = conn
+                .prepare_cached(&format!(
+                    "UPDATE messages SET body = '', deleted_at = ?1
+                     WHERE id = ?2 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
+                ))?
+                .query_row(params![now().timestamp_millis(), id.bytes()], message_row)
+                .optional()?;
+            match deleted {
+                Some(message) => Ok(Written {
+                    value: message,
+                    changed: true,
+                }),
+                None => match message_by_id(conn, id)? {
+                    Some(tombstone) => Ok(Written {
+                        value: tombstone,
+                        changed: false,
+                    }),
+                    None => Err(Error::not_found("message not found")),
+                },
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_strictly_increase_even_within_one_second() {
+        let mut ids = IdGen { last: [0; 12] };
+        let mut previous = ids.next();
+        for _ in 0..10_000 {
+            let next = ids.next();
+            assert!(next > previous);
+            previous = next;
+        }
+    }
+
+    #[test]
+    fn ids_never_go_backwards_after_a_later_id_was_seen() {
+        let mut ids = IdGen {
+            last: [0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0xff, 0xff],
+        };
+        let next = ids.next();
+        assert_eq!(
+            next.bytes(),
+            [0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+    }
+}

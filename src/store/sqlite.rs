@@ -54,12 +54,13 @@ CREATE TABLE rooms (
     created_by BLOB NOT NULL REFERENCES users(id),
     created_at INTEGER NOT NULL
 );
+-- A rowid table on purpose: the rowid is the join order (joined_at ties within a millisecond).
 CREATE TABLE memberships (
     room_id   BLOB NOT NULL REFERENCES rooms(id),
     user_id   BLOB NOT NULL REFERENCES users(id),
     joined_at INTEGER NOT NULL,
-    PRIMARY KEY (room_id, user_id)
-) WITHOUT ROWID;
+    UNIQUE (room_id, user_id)
+);
 CREATE INDEX memberships_by_user ON memberships(user_id, room_id);
 CREATE TABLE messages (
     id         BLOB PRIMARY KEY NOT NULL,
@@ -675,7 +676,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT u.id, u.username, u.created_at FROM memberships m
                      JOIN users u ON u.id = m.user_id
-                     WHERE m.room_id = ?1 ORDER BY m.joined_at, u.id LIMIT ?2",
+                     WHERE m.room_id = ?1 ORDER BY m.rowid LIMIT ?2",
                 )?
                 .query_map(params![room.bytes(), limit], user_row)?
                 .collect::<rusqlite::Result<_>>()?)

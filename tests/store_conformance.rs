@@ -1,0 +1,1130 @@
+//! The `Store` conformance suite: what every persistence driver must do, checked through the
+//! trait alone.
+//!
+//! Every check is a plain `async fn check(store: Arc<dyn Store>)` that knows nothing of the
+//! driver behind the trait. `conformance_suite!` turns every check into a `#[tokio::test]` for
+//! one store factory, so a new driver runs the very same suite by adding one instantiation
+//! (see the `mongo` note below the SQLite ones). Each test gets a fresh, empty store.
+
+use std::{collections::HashSet, sync::Arc};
+
+use confab::{
+    error::Error,
+    model::{Message, ObjectId, Page, PageRequest, Room, User},
+    store::{NewMessage, Store, Written},
+};
+
+/// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
+///
+/// `$factory` is a closure returning a future of `Option<(Arc<dyn Store>, Guard)>`: the store,
+/// and anything that must outlive it (a temp dir, a database to drop), held until the test
+/// ends. `None` means the backend is not reachable here: the test is skipped with a note.
+macro_rules! conformance_suite {
+    ($module:ident, $factory:expr) => {
+        conformance_suite!(@tests $module, $factory, [
+            ping_answers,
+            users_are_created_and_found_by_id_and_any_case_username,
+            usernames_are_unique_in_any_letter_case,
+            room_creator_becomes_first_member,
+            room_names_are_unique_in_any_letter_case,
+            rooms_page_forwards_and_backwards,
+            add_member_is_idempotent_and_needs_a_room,
+            remove_member_reports_whether_it_changed_anything,
+            members_come_in_join_order_up_to_the_limit,
+            rooms_of_lists_a_users_rooms_oldest_first,
+            client_id_makes_insert_idempotent_per_sender_and_room,
+            messages_page_backwards,
+            messages_page_forwards,
+            messages_hides_tombstones_but_messages_after_includes_them,
+            messages_after_returns_strictly_later_messages_up_to_the_limit,
+            edit_message_replaces_the_body_of_live_messages_only,
+            delete_message_leaves_a_tombstone_once,
+            ids_increase_in_creation_order,
+            rooms_never_see_each_others_messages,
+            concurrent_inserts_all_succeed_exactly_once,
+            concurrent_retries_with_one_client_id_store_one_message,
+            concurrent_create_user_with_one_name_has_one_winner,
+            concurrent_create_room_with_one_name_has_one_winner,
+        ]);
+    };
+    (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some((store, _guard)) = ($factory)().await else {
+                        eprintln!("skipped: the {} store is not reachable", stringify!($module));
+                        return;
+                    };
+                    super::$check(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_suite!(sqlite_memory, || async {
+    let store = confab::store::sqlite::SqliteStore::open_in_memory()
+        .await
+        .expect("open an in-memory SQLite store");
+    Some((Arc::new(store) as Arc<dyn Store>, ()))
+});
+
+conformance_suite!(sqlite_file, || async {
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let store = confab::store::sqlite::SqliteStore::open(&dir.path().join("confab.db"))
+        .await
+        .expect("open a SQLite file store");
+    // The TempDir is the guard: the directory lives until the test ends.
+    Some((Arc::new(store) as Arc<dyn Store>, dir))
+});
+
+// MongoDB goes here, once `src/store/mongo.rs` exists: one database per test, dropped by the
+// guard; skipped when no server is configured, except in CI (`CONFAB_REQUIRE_MONGODB=1`), where
+// a missing server fails every test instead. Roughly:
+//
+// conformance_suite!(mongo, || async {
+//     let Ok(uri) = std::env::var("CONFAB_TEST_MONGODB_URI") else {
+//         assert!(
+//             std::env::var("CONFAB_REQUIRE_MONGODB").as_deref() != Ok("1"),
+//             "CONFAB_REQUIRE_MONGODB=1 but CONFAB_TEST_MONGODB_URI is not set"
+//         );
+//         return None;
+//     };
+//     let db = TestDatabase::create(&uri).await; // a unique database name; dropped on drop
+//     let store = confab::store::mongo::MongoStore::connect(&uri, db.name()).await.expect("connect");
+//     Some((Arc::new(store) as Arc<dyn Store>, db))
+// });
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+async fn user(store: &dyn Store, name: &str) -> User {
+    store
+        .create_user(name, &format!("hash-of-{name}"))
+        .await
+        .unwrap_or_else(|e| panic!("create user {name}: {e:?}"))
+}
+
+async fn room(store: &dyn Store, name: &str, creator: &User) -> Room {
+    store
+        .create_room(name, creator.id)
+        .await
+        .unwrap_or_else(|e| panic!("create room {name}: {e:?}"))
+}
+
+async fn send(
+    store: &dyn Store,
+    room: &Room,
+    sender: &User,
+    body: &str,
+    client_id: Option<&str>,
+) -> Written<Message> {
+    store
+        .insert_message(NewMessage {
+            room_id: room.id,
+            sender_id: sender.id,
+            body: body.to_owned(),
+            client_id: client_id.map(str::to_owned),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("insert message {body:?}: {e:?}"))
+}
+
+/// Sends `count` messages with bodies `{prefix}0`, `{prefix}1`, …, in that order.
+async fn send_many(
+    store: &dyn Store,
+    room: &Room,
+    sender: &User,
+    prefix: &str,
+    count: usize,
+) -> Vec<Message> {
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        sent.push(
+            send(store, room, sender, &format!("{prefix}{i}"), None)
+                .await
+                .value,
+        );
+    }
+    sent
+}
+
+/// A user, a room they created, and `count` messages `m0`, `m1`, … they sent there.
+async fn room_with_messages(store: &dyn Store, count: usize) -> (User, Room, Vec<Message>) {
+    let alice = user(store, "alice").await;
+    let general = room(store, "general", &alice).await;
+    let sent = send_many(store, &general, &alice, "m", count).await;
+    (alice, general, sent)
+}
+
+fn first(first: usize, after: Option<ObjectId>) -> PageRequest {
+    PageRequest::Forward { after, first }
+}
+
+fn last(last: usize, before: Option<ObjectId>) -> PageRequest {
+    PageRequest::Backward { before, last }
+}
+
+/// A page of messages as `(bodies, has_previous, has_next)`, to compare in one readable line.
+fn bodies(page: &Page<Message>) -> (Vec<&str>, bool, bool) {
+    let items = page.items.iter().map(|m| m.body.as_str()).collect();
+    (items, page.has_previous, page.has_next)
+}
+
+/// A page of rooms as `(names, has_previous, has_next)`.
+fn names(page: &Page<Room>) -> (Vec<&str>, bool, bool) {
+    let items = page.items.iter().map(|r| r.name.as_str()).collect();
+    (items, page.has_previous, page.has_next)
+}
+
+fn usernames(users: &[User]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+fn message_bodies(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+async fn page(store: &dyn Store, room: &Room, request: PageRequest) -> Page<Message> {
+    store
+        .messages(room.id, request)
+        .await
+        .unwrap_or_else(|e| panic!("messages {request:?}: {e:?}"))
+}
+
+async fn room_page(store: &dyn Store, request: PageRequest) -> Page<Room> {
+    store
+        .rooms(request)
+        .await
+        .unwrap_or_else(|e| panic!("rooms {request:?}: {e:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+// ---------------------------------------------------------------------------------------------
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+}
+
+async fn users_are_created_and_found_by_id_and_any_case_username(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "Alice").await;
+    assert_eq!(
+        alice.username, "Alice",
+        "the username keeps its letter case"
+    );
+
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.user(ObjectId::new()).await.unwrap(), None);
+
+    for spelling in ["Alice", "alice", "ALICE", "aLiCe"] {
+        let found = store
+            .credentials(spelling)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("credentials({spelling:?}) found nothing"));
+        assert_eq!(found.user, alice, "credentials({spelling:?})");
+        assert_eq!(
+            found.password_hash, "hash-of-Alice",
+            "credentials({spelling:?})"
+        );
+    }
+    assert!(store.credentials("bob").await.unwrap().is_none());
+    assert!(store.credentials("alic").await.unwrap().is_none());
+}
+
+async fn usernames_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "Alice").await;
+    for taken in ["Alice", "alice", "ALICE"] {
+        let err = store.create_user(taken, "other-hash").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    field: "username",
+                    ..
+                }
+            ),
+            "create_user({taken:?}) after \"Alice\": {err:?}"
+        );
+    }
+    // The first user is untouched by the failed attempts.
+    let found = store.credentials("alice").await.unwrap().unwrap();
+    assert_eq!(found.user, alice);
+    assert_eq!(found.password_hash, "hash-of-Alice");
+    // Other names are still free.
+    user(store, "Alicia").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms
+// ---------------------------------------------------------------------------------------------
+
+async fn room_creator_becomes_first_member(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let general = room(store, "General", &alice).await;
+    assert_eq!(general.name, "General", "the name keeps its letter case");
+    assert_eq!(general.created_by, alice.id);
+
+    assert_eq!(store.room(general.id).await.unwrap(), Some(general.clone()));
+    assert_eq!(store.room(ObjectId::new()).await.unwrap(), None);
+    assert!(store.is_member(general.id, alice.id).await.unwrap());
+    assert_eq!(store.member_count(general.id).await.unwrap(), 1);
+    assert_eq!(
+        store.members(general.id, 10).await.unwrap(),
+        vec![alice.clone()]
+    );
+    assert_eq!(store.rooms_of(alice.id).await.unwrap(), vec![general]);
+}
+
+async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let general = room(store, "General", &alice).await;
+    for taken in ["General", "general", "GENERAL"] {
+        let err = store.create_room(taken, bob.id).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { field: "name", .. }),
+            "create_room({taken:?}) after \"General\": {err:?}"
+        );
+    }
+    // A failed creation leaves nothing behind: no room, no membership.
+    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(store.member_count(general.id).await.unwrap(), 1);
+    let all = room_page(store, first(10, None)).await;
+    assert_eq!(all.items, vec![general]);
+    room(store, "Generals", &bob).await;
+}
+
+async fn rooms_page_forwards_and_backwards(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+
+    let empty = room_page(store, first(2, None)).await;
+    assert_eq!(names(&empty), (vec![], false, false), "no rooms yet");
+
+    let mut rooms = Vec::new();
+    for name in ["r0", "r1", "r2", "r3", "r4"] {
+        rooms.push(room(store, name, &alice).await);
+    }
+    let id = |i: usize| Some(rooms[i].id);
+
+    // Forwards, 2 at a time.
+    let p = room_page(store, first(2, None)).await;
+    assert_eq!(names(&p), (vec!["r0", "r1"], false, true), "first 2");
+    let p = room_page(store, first(2, id(1))).await;
+    assert_eq!(
+        names(&p),
+        (vec!["r2", "r3"], true, true),
+        "first 2 after r1"
+    );
+    let p = room_page(store, first(2, id(3))).await;
+    assert_eq!(names(&p), (vec!["r4"], true, false), "first 2 after r3");
+    let p = room_page(store, first(2, id(4))).await;
+    assert_eq!(names(&p), (vec![], true, false), "first 2 after r4");
+    let p = room_page(store, first(5, None)).await;
+    let all = vec!["r0", "r1", "r2", "r3", "r4"];
+    assert_eq!(names(&p), (all.clone(), false, false), "first 5");
+    let p = room_page(store, first(50, None)).await;
+    assert_eq!(names(&p), (all, false, false), "first 50");
+    assert_eq!(p.items, rooms, "rooms come back exactly as created");
+
+    // Backwards, 2 at a time.
+    let p = room_page(store, last(2, None)).await;
+    assert_eq!(names(&p), (vec!["r3", "r4"], true, false), "last 2");
+    let p = room_page(store, last(2, id(3))).await;
+    assert_eq!(
+        names(&p),
+        (vec!["r1", "r2"], true, true),
+        "last 2 before r3"
+    );
+    let p = room_page(store, last(2, id(1))).await;
+    assert_eq!(names(&p), (vec!["r0"], false, true), "last 2 before r1");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memberships
+// ---------------------------------------------------------------------------------------------
+
+async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let general = room(store, "general", &alice).await;
+
+    assert!(!store.is_member(general.id, bob.id).await.unwrap());
+    let first_join = store.add_member(general.id, bob.id).await.unwrap();
+    assert_eq!(
+        first_join,
+        Written {
+            value: (),
+            changed: true
+        }
+    );
+    let second_join = store.add_member(general.id, bob.id).await.unwrap();
+    assert_eq!(
+        second_join,
+        Written {
+            value: (),
+            changed: false
+        }
+    );
+    assert!(store.is_member(general.id, bob.id).await.unwrap());
+    assert_eq!(store.member_count(general.id).await.unwrap(), 2);
+
+    // The creator is already a member.
+    let again = store.add_member(general.id, alice.id).await.unwrap();
+    assert!(!again.changed, "re-adding the creator");
+    assert_eq!(store.member_count(general.id).await.unwrap(), 2);
+
+    let err = store.add_member(ObjectId::new(), bob.id).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "unknown room: {err:?}");
+    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![general]);
+}
+
+async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let general = room(store, "general", &alice).await;
+    store.add_member(general.id, bob.id).await.unwrap();
+
+    let left = store.remove_member(general.id, bob.id).await.unwrap();
+    assert_eq!(
+        left,
+        Written {
+            value: (),
+            changed: true
+        }
+    );
+    let left_again = store.remove_member(general.id, bob.id).await.unwrap();
+    assert_eq!(
+        left_again,
+        Written {
+            value: (),
+            changed: false
+        }
+    );
+    assert!(!store.is_member(general.id, bob.id).await.unwrap());
+    assert!(
+        store.is_member(general.id, alice.id).await.unwrap(),
+        "others stay"
+    );
+    assert_eq!(store.member_count(general.id).await.unwrap(), 1);
+    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(store.members(general.id, 10).await.unwrap(), vec![alice]);
+
+    let never = store.remove_member(ObjectId::new(), bob.id).await.unwrap();
+    assert!(!never.changed, "no membership in an unknown room");
+
+    // Leaving is not forever.
+    let back = store.add_member(general.id, bob.id).await.unwrap();
+    assert!(back.changed, "rejoining");
+    assert!(store.is_member(general.id, bob.id).await.unwrap());
+}
+
+async fn members_come_in_join_order_up_to_the_limit(store: Arc<dyn Store>) {
+    let store = &*store;
+    // Created u1..u4, so ids ascend u1 < u2 < u3 < u4; they join in the opposite order.
+    let mut users = Vec::new();
+    for name in ["u1", "u2", "u3", "u4"] {
+        users.push(user(store, name).await);
+    }
+    let general = room(store, "general", &users[3]).await;
+    for u in [&users[2], &users[1], &users[0]] {
+        store.add_member(general.id, u.id).await.unwrap();
+    }
+
+    let all = store.members(general.id, 10).await.unwrap();
+    assert_eq!(
+        usernames(&all),
+        ["u4", "u3", "u2", "u1"],
+        "join order, not id order"
+    );
+    let two = store.members(general.id, 2).await.unwrap();
+    assert_eq!(usernames(&two), ["u4", "u3"], "limit 2");
+    let none = store.members(general.id, 0).await.unwrap();
+    assert_eq!(usernames(&none), Vec::<&str>::new(), "limit 0");
+    assert_eq!(store.member_count(general.id).await.unwrap(), 4);
+
+    // Leaving and rejoining puts a member last.
+    store.remove_member(general.id, users[2].id).await.unwrap();
+    store.add_member(general.id, users[2].id).await.unwrap();
+    let all = store.members(general.id, 10).await.unwrap();
+    assert_eq!(
+        usernames(&all),
+        ["u4", "u2", "u1", "u3"],
+        "after u3 rejoined"
+    );
+
+    let empty = room(store, "quiet", &users[0]).await;
+    store.remove_member(empty.id, users[0].id).await.unwrap();
+    assert_eq!(store.members(empty.id, 10).await.unwrap(), vec![]);
+    assert_eq!(store.member_count(empty.id).await.unwrap(), 0);
+    assert_eq!(store.member_count(ObjectId::new()).await.unwrap(), 0);
+}
+
+async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let r1 = room(store, "r1", &alice).await;
+    let r2 = room(store, "r2", &alice).await;
+    let r3 = room(store, "r3", &alice).await;
+
+    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    // Bob joins the newest room first; the list is still oldest room first.
+    store.add_member(r3.id, bob.id).await.unwrap();
+    store.add_member(r1.id, bob.id).await.unwrap();
+    assert_eq!(
+        store.rooms_of(bob.id).await.unwrap(),
+        vec![r1.clone(), r3.clone()]
+    );
+    assert_eq!(store.rooms_of(alice.id).await.unwrap(), vec![r1, r2, r3]);
+    assert_eq!(store.rooms_of(ObjectId::new()).await.unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+async fn client_id_makes_insert_idempotent_per_sender_and_room(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let general = room(store, "general", &alice).await;
+    let random = room(store, "random", &alice).await;
+
+    let original = send(store, &general, &alice, "hello", Some("c-1")).await;
+    assert!(original.changed);
+    let m = &original.value;
+    assert_eq!(
+        (
+            m.room_id,
+            m.sender_id,
+            m.body.as_str(),
+            m.client_id.as_deref()
+        ),
+        (general.id, alice.id, "hello", Some("c-1"))
+    );
+    assert_eq!((m.edited_at, m.deleted_at), (None, None));
+    assert_eq!(store.message(m.id).await.unwrap().as_ref(), Some(m));
+
+    // A retry, even with another body, stores nothing and answers the first message.
+    let retry = send(store, &general, &alice, "hello again", Some("c-1")).await;
+    assert_eq!(
+        retry,
+        Written {
+            value: original.value.clone(),
+            changed: false
+        }
+    );
+
+    // Another sender or another room with the same client id is another message.
+    let from_bob = send(store, &general, &bob, "hi", Some("c-1")).await;
+    assert!(from_bob.changed, "same client id, other sender");
+    assert_ne!(from_bob.value.id, original.value.id);
+    let elsewhere = send(store, &random, &alice, "hello", Some("c-1")).await;
+    assert!(elsewhere.changed, "same client id, other room");
+    assert_ne!(elsewhere.value.id, original.value.id);
+
+    // Without a client id nothing is deduplicated.
+    let plain1 = send(store, &general, &alice, "same", None).await;
+    let plain2 = send(store, &general, &alice, "same", None).await;
+    assert!(
+        plain1.changed && plain2.changed,
+        "no client id never dedups"
+    );
+    assert_ne!(plain1.value.id, plain2.value.id);
+    assert_eq!(plain1.value.client_id, None);
+
+    let history = page(store, &general, first(10, None)).await;
+    assert_eq!(
+        bodies(&history),
+        (vec!["hello", "hi", "same", "same"], false, false)
+    );
+    let history = page(store, &random, first(10, None)).await;
+    assert_eq!(bodies(&history), (vec!["hello"], false, false));
+}
+
+async fn messages_page_backwards(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (_, general, m) = room_with_messages(store, 7).await;
+    let before = |i: usize| Some(m[i].id);
+
+    let p = page(store, &general, last(3, None)).await;
+    assert_eq!(bodies(&p), (vec!["m4", "m5", "m6"], true, false), "last 3");
+    let p = page(store, &general, last(3, before(4))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m1", "m2", "m3"], true, true),
+        "last 3 before m4"
+    );
+    let p = page(store, &general, last(3, before(1))).await;
+    assert_eq!(bodies(&p), (vec!["m0"], false, true), "last 3 before m1");
+    let p = page(store, &general, last(3, before(0))).await;
+    assert_eq!(bodies(&p), (vec![], false, true), "last 3 before m0");
+    let p = page(store, &general, last(3, before(3))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m0", "m1", "m2"], false, true),
+        "exactly the start"
+    );
+
+    let all = vec!["m0", "m1", "m2", "m3", "m4", "m5", "m6"];
+    let p = page(store, &general, last(7, None)).await;
+    assert_eq!(bodies(&p), (all.clone(), false, false), "last 7");
+    let p = page(store, &general, last(100, None)).await;
+    assert_eq!(bodies(&p), (all, false, false), "last 100");
+    assert_eq!(p.items, m, "messages come back exactly as stored");
+
+    let p = page(store, &general, last(0, None)).await;
+    assert_eq!(bodies(&p), (vec![], true, false), "last 0");
+    let p = page(store, &general, last(0, before(4))).await;
+    assert_eq!(bodies(&p), (vec![], true, true), "last 0 before m4");
+
+    // Walking back from the end visits everything once, each page in chronological order.
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = page(store, &general, last(3, cursor)).await;
+        let mut items = p.items.clone();
+        items.extend(walked);
+        walked = items;
+        if !p.has_previous {
+            break;
+        }
+        cursor = Some(p.items[0].id);
+    }
+    assert_eq!(walked, m);
+}
+
+async fn messages_page_forwards(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (alice, general, m) = room_with_messages(store, 7).await;
+    let after = |i: usize| Some(m[i].id);
+
+    let p = page(store, &general, first(3, None)).await;
+    assert_eq!(bodies(&p), (vec!["m0", "m1", "m2"], false, true), "first 3");
+    let p = page(store, &general, first(3, after(2))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m3", "m4", "m5"], true, true),
+        "first 3 after m2"
+    );
+    let p = page(store, &general, first(3, after(5))).await;
+    assert_eq!(bodies(&p), (vec!["m6"], true, false), "first 3 after m5");
+    let p = page(store, &general, first(3, after(6))).await;
+    assert_eq!(bodies(&p), (vec![], true, false), "first 3 after m6");
+    let p = page(store, &general, first(3, after(3))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m4", "m5", "m6"], true, false),
+        "exactly the end"
+    );
+
+    let all = vec!["m0", "m1", "m2", "m3", "m4", "m5", "m6"];
+    let p = page(store, &general, first(7, None)).await;
+    assert_eq!(bodies(&p), (all.clone(), false, false), "first 7");
+    let p = page(store, &general, first(100, None)).await;
+    assert_eq!(bodies(&p), (all, false, false), "first 100");
+
+    let p = page(store, &general, first(0, None)).await;
+    assert_eq!(bodies(&p), (vec![], false, true), "first 0");
+    let p = page(store, &general, first(0, after(2))).await;
+    assert_eq!(bodies(&p), (vec![], true, true), "first 0 after m2");
+
+    // Walking forwards from the start visits everything once, in order.
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = page(store, &general, first(3, cursor)).await;
+        walked.extend(p.items.iter().cloned());
+        if !p.has_next {
+            break;
+        }
+        cursor = Some(p.items.last().unwrap().id);
+    }
+    assert_eq!(walked, m);
+
+    let empty = room(store, "empty", &alice).await;
+    let p = page(store, &empty, first(3, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec![], false, false),
+        "an empty room, forwards"
+    );
+    let p = page(store, &empty, last(3, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec![], false, false),
+        "an empty room, backwards"
+    );
+}
+
+async fn messages_hides_tombstones_but_messages_after_includes_them(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (_, general, m) = room_with_messages(store, 6).await;
+    for i in [0, 2, 5] {
+        store.delete_message(m[i].id).await.unwrap();
+    }
+    // Live: m1, m3, m4.
+
+    let p = page(store, &general, first(10, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m1", "m3", "m4"], false, false),
+        "first 10"
+    );
+    let p = page(store, &general, last(10, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m1", "m3", "m4"], false, false),
+        "last 10"
+    );
+    // Tombstones at either end do not count as "more".
+    let p = page(store, &general, first(3, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m1", "m3", "m4"], false, false),
+        "first 3"
+    );
+    let p = page(store, &general, last(3, None)).await;
+    assert_eq!(bodies(&p), (vec!["m1", "m3", "m4"], false, false), "last 3");
+    let p = page(store, &general, first(2, None)).await;
+    assert_eq!(bodies(&p), (vec!["m1", "m3"], false, true), "first 2");
+    let p = page(store, &general, last(2, None)).await;
+    assert_eq!(bodies(&p), (vec!["m3", "m4"], true, false), "last 2");
+    let p = page(store, &general, first(2, Some(m[1].id))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m3", "m4"], true, false),
+        "first 2 after m1"
+    );
+    let p = page(store, &general, last(2, Some(m[3].id))).await;
+    assert_eq!(bodies(&p), (vec!["m1"], false, true), "last 2 before m3");
+    // A deleted message still works as a cursor.
+    let p = page(store, &general, first(10, Some(m[2].id))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m3", "m4"], true, false),
+        "after deleted m2"
+    );
+    let p = page(store, &general, last(10, Some(m[2].id))).await;
+    assert_eq!(bodies(&p), (vec!["m1"], false, true), "before deleted m2");
+
+    let replay = store.messages_after(general.id, m[0].id, 10).await.unwrap();
+    let ids: Vec<_> = replay.iter().map(|x| x.id).collect();
+    assert_eq!(ids, [m[1].id, m[2].id, m[3].id, m[4].id, m[5].id]);
+    assert_eq!(message_bodies(&replay), ["m1", "", "m3", "m4", ""]);
+    let deleted: Vec<_> = replay.iter().map(Message::is_deleted).collect();
+    assert_eq!(deleted, [false, true, false, false, true]);
+}
+
+async fn messages_after_returns_strictly_later_messages_up_to_the_limit(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (alice, general, m) = room_with_messages(store, 6).await;
+    // Noise in another room, interleaved.
+    let random = room(store, "random", &alice).await;
+    let noise = send(store, &random, &alice, "noise", None).await.value;
+    let later = send(store, &general, &alice, "m6", None).await.value;
+
+    let after = |i: usize, limit: usize| store.messages_after(general.id, m[i].id, limit);
+    let got = after(1, 10).await.unwrap();
+    assert_eq!(
+        message_bodies(&got),
+        ["m2", "m3", "m4", "m5", "m6"],
+        "after m1"
+    );
+    assert_eq!(got.last(), Some(&later));
+    let got = after(1, 2).await.unwrap();
+    assert_eq!(message_bodies(&got), ["m2", "m3"], "after m1, limit 2");
+    let got = after(0, 0).await.unwrap();
+    assert_eq!(message_bodies(&got), Vec::<&str>::new(), "limit 0");
+    let got = store
+        .messages_after(general.id, later.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(message_bodies(&got), Vec::<&str>::new(), "after the newest");
+
+    // Any id works as a resume point, even one from another room.
+    let got = store
+        .messages_after(general.id, noise.id, 10)
+        .await
+        .unwrap();
+    assert_eq!(message_bodies(&got), ["m6"], "after another room's message");
+    let got = store.messages_after(random.id, m[0].id, 10).await.unwrap();
+    assert_eq!(message_bodies(&got), ["noise"], "the other room only");
+}
+
+async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (_, general, m) = room_with_messages(store, 3).await;
+
+    let edited = store.edit_message(m[1].id, "m1, edited").await.unwrap();
+    assert_eq!(edited.body, "m1, edited");
+    let edited_at = edited.edited_at.expect("edited_at is set");
+    assert!(edited_at >= m[1].created_at, "edited after creation");
+    assert_eq!(edited.deleted_at, None);
+    let unchanged = Message {
+        body: m[1].body.clone(),
+        edited_at: None,
+        ..edited.clone()
+    };
+    assert_eq!(unchanged, m[1], "only body and edited_at change");
+    assert_eq!(store.message(m[1].id).await.unwrap(), Some(edited.clone()));
+
+    let again = store
+        .edit_message(m[1].id, "m1, edited twice")
+        .await
+        .unwrap();
+    assert_eq!(again.body, "m1, edited twice");
+    assert!(again.edited_at.unwrap() >= edited_at);
+
+    // An edited message keeps its place in history.
+    let p = page(store, &general, first(10, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["m0", "m1, edited twice", "m2"], false, false)
+    );
+
+    store.delete_message(m[2].id).await.unwrap();
+    let err = store.edit_message(m[2].id, "zombie").await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)),
+        "editing a tombstone: {err:?}"
+    );
+    let tombstone = store.message(m[2].id).await.unwrap().unwrap();
+    assert_eq!((tombstone.body.as_str(), tombstone.edited_at), ("", None));
+
+    let err = store
+        .edit_message(ObjectId::new(), "ghost")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)),
+        "editing an unknown id: {err:?}"
+    );
+}
+
+async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    let (_, general, m) = room_with_messages(store, 3).await;
+    store.edit_message(m[1].id, "edited first").await.unwrap();
+
+    let deleted = store.delete_message(m[1].id).await.unwrap();
+    assert!(deleted.changed);
+    let tombstone = deleted.value;
+    assert_eq!(tombstone.body, "", "the body is cleared");
+    let deleted_at = tombstone.deleted_at.expect("deleted_at is set");
+    assert!(deleted_at >= m[1].created_at);
+    assert!(tombstone.is_deleted());
+    assert_eq!(
+        (
+            tombstone.id,
+            tombstone.room_id,
+            tombstone.sender_id,
+            tombstone.created_at
+        ),
+        (m[1].id, m[1].room_id, m[1].sender_id, m[1].created_at)
+    );
+    assert_eq!(
+        store.message(m[1].id).await.unwrap(),
+        Some(tombstone.clone())
+    );
+
+    let again = store.delete_message(m[1].id).await.unwrap();
+    assert_eq!(
+        again,
+        Written {
+            value: tombstone,
+            changed: false
+        },
+        "second delete"
+    );
+
+    let err = store.delete_message(ObjectId::new()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)),
+        "deleting an unknown id: {err:?}"
+    );
+
+    let p = page(store, &general, first(10, None)).await;
+    assert_eq!(bodies(&p), (vec!["m0", "m2"], false, false));
+}
+
+async fn ids_increase_in_creation_order(store: Arc<dyn Store>) {
+    let store = &*store;
+    let mut users = Vec::new();
+    for i in 0..5 {
+        users.push(user(store, &format!("user{i}")).await);
+    }
+    let mut rooms = Vec::new();
+    for (i, creator) in users.iter().enumerate() {
+        rooms.push(room(store, &format!("room{i}"), creator).await);
+    }
+    let mut messages = Vec::new();
+    for i in 0..40 {
+        let (r, u) = (&rooms[i % rooms.len()], &users[i % 3]);
+        messages.push(send(store, r, u, &format!("x{i}"), None).await.value);
+    }
+
+    let strictly_increasing = |ids: Vec<ObjectId>| ids.windows(2).all(|w| w[0] < w[1]);
+    assert!(
+        strictly_increasing(users.iter().map(|u| u.id).collect()),
+        "users"
+    );
+    assert!(
+        strictly_increasing(rooms.iter().map(|r| r.id).collect()),
+        "rooms"
+    );
+    assert!(
+        strictly_increasing(messages.iter().map(|m| m.id).collect()),
+        "messages"
+    );
+    let times: Vec<_> = messages.iter().map(|m| m.created_at).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "created_at never goes back"
+    );
+}
+
+async fn rooms_never_see_each_others_messages(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let a = room(store, "a", &alice).await;
+    let b = room(store, "b", &alice).await;
+    let mut in_a = Vec::new();
+    let mut in_b = Vec::new();
+    for i in 0..5 {
+        in_a.push(send(store, &a, &alice, &format!("a{i}"), None).await.value);
+        in_b.push(send(store, &b, &alice, &format!("b{i}"), None).await.value);
+    }
+
+    let p = page(store, &a, first(10, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["a0", "a1", "a2", "a3", "a4"], false, false)
+    );
+    let p = page(store, &b, last(10, None)).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["b0", "b1", "b2", "b3", "b4"], false, false)
+    );
+    // Pages that end between two of b's messages stop at a's boundaries.
+    let p = page(store, &a, first(2, Some(in_a[1].id))).await;
+    assert_eq!(bodies(&p), (vec!["a2", "a3"], true, true));
+    let p = page(store, &a, last(2, Some(in_a[4].id))).await;
+    assert_eq!(bodies(&p), (vec!["a2", "a3"], true, true));
+    let p = page(store, &a, first(2, Some(in_a[2].id))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["a3", "a4"], true, false),
+        "b4 is not a's next"
+    );
+    let p = page(store, &b, last(2, Some(in_b[2].id))).await;
+    assert_eq!(
+        bodies(&p),
+        (vec!["b0", "b1"], false, true),
+        "a0 is not b's previous"
+    );
+
+    let replay = store.messages_after(a.id, in_a[0].id, 10).await.unwrap();
+    assert_eq!(message_bodies(&replay), ["a1", "a2", "a3", "a4"]);
+
+    // Deleting in one room does not touch the other.
+    store.delete_message(in_b[4].id).await.unwrap();
+    let p = page(store, &a, last(1, None)).await;
+    assert_eq!(bodies(&p), (vec!["a4"], true, false));
+
+    let nowhere = page(
+        store,
+        &Room {
+            id: ObjectId::new(),
+            ..a.clone()
+        },
+        first(10, None),
+    )
+    .await;
+    assert_eq!(bodies(&nowhere), (vec![], false, false), "an unknown room");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------------
+
+async fn concurrent_inserts_all_succeed_exactly_once(store: Arc<dyn Store>) {
+    const N: usize = 200;
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let general = room(&*store, "general", &alice).await;
+
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = store.clone();
+            let sender = if i % 2 == 0 { alice.id } else { bob.id };
+            // Half carry a client id, half do not: both paths must hold up under load.
+            let client_id = (i % 4 < 2).then(|| format!("c-{i}"));
+            tokio::spawn(async move {
+                store
+                    .insert_message(NewMessage {
+                        room_id: general.id,
+                        sender_id: sender,
+                        body: format!("msg {i}"),
+                        client_id,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut inserted = Vec::with_capacity(N);
+    for (i, result) in futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let written = result
+            .expect("task panicked")
+            .unwrap_or_else(|e| panic!("insert {i} failed: {e:?}"));
+        assert!(written.changed, "insert {i} was new");
+        assert_eq!(written.value.body, format!("msg {i}"));
+        inserted.push(written.value);
+    }
+    let distinct: HashSet<_> = inserted.iter().map(|m| m.id).collect();
+    assert_eq!(distinct.len(), N, "every insert got its own id");
+
+    let history = page(&*store, &general, first(N + 10, None)).await;
+    assert_eq!((history.has_previous, history.has_next), (false, false));
+    assert_eq!(
+        history.items.len(),
+        N,
+        "every message is stored exactly once"
+    );
+    let stored: HashSet<_> = history.items.iter().map(|m| m.id).collect();
+    assert_eq!(stored, distinct);
+    assert!(
+        history.items.windows(2).all(|w| w[0].id < w[1].id),
+        "in id order"
+    );
+    let mut expected = inserted;
+    expected.sort_by_key(|m| m.id);
+    assert_eq!(history.items, expected, "stored exactly as acknowledged");
+}
+
+async fn concurrent_retries_with_one_client_id_store_one_message(store: Arc<dyn Store>) {
+    const N: usize = 50;
+    let alice = user(&*store, "alice").await;
+    let general = room(&*store, "general", &alice).await;
+
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_message(NewMessage {
+                        room_id: general.id,
+                        sender_id: alice.id,
+                        body: format!("attempt {i}"),
+                        client_id: Some("retry-me".to_owned()),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let results: Vec<Written<Message>> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task panicked").expect("insert"))
+        .collect();
+
+    let winners: Vec<_> = results.iter().filter(|w| w.changed).collect();
+    assert_eq!(winners.len(), 1, "exactly one insert stored the message");
+    let stored = &winners[0].value;
+    assert!(
+        results.iter().all(|w| &w.value == stored),
+        "all answer the stored message"
+    );
+    let history = page(&*store, &general, first(N, None)).await;
+    assert_eq!(history.items, vec![stored.clone()]);
+}
+
+async fn concurrent_create_user_with_one_name_has_one_winner(store: Arc<dyn Store>) {
+    const N: usize = 50;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_user("racer", &format!("hash {i}")).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for result in futures_util::future::join_all(tasks).await {
+        match result.expect("task panicked") {
+            Ok(user) => winners.push(user),
+            Err(Error::Conflict {
+                field: "username", ..
+            }) => conflicts += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (winners.len(), conflicts),
+        (1, N - 1),
+        "(created, conflicts)"
+    );
+    let found = store
+        .credentials("RACER")
+        .await
+        .unwrap()
+        .expect("the winner");
+    assert_eq!(found.user, winners[0]);
+}
+
+async fn concurrent_create_room_with_one_name_has_one_winner(store: Arc<dyn Store>) {
+    const N: usize = 50;
+    let mut creators = Vec::new();
+    for i in 0..N {
+        creators.push(user(&*store, &format!("creator{i}")).await);
+    }
+    let tasks: Vec<_> = creators
+        .iter()
+        .enumerate()
+        .map(|(i, creator)| {
+            let (store, creator) = (store.clone(), creator.id);
+            // The same name in varying letter case.
+            let name = if i % 2 == 0 { "Lobby" } else { "lobby" };
+            tokio::spawn(async move { store.create_room(name, creator).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    for result in futures_util::future::join_all(tasks).await {
+        match result.expect("task panicked") {
+            Ok(room) => winners.push(room),
+            Err(Error::Conflict { field: "name", .. }) => conflicts += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        (winners.len(), conflicts),
+        (1, N - 1),
+        "(created, conflicts)"
+    );
+    let lobby = &winners[0];
+    assert_eq!(
+        store.member_count(lobby.id).await.unwrap(),
+        1,
+        "only the winner joined"
+    );
+    let all = room_page(&*store, first(10, None)).await;
+    assert_eq!(all.items, vec![lobby.clone()]);
+}

@@ -127,6 +127,9 @@ async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<E
         .room_events(caller(ctx), room, after)
         .await
         .gql()?;
+    if let Some(started) = ctx.data_opt::<super::ws::OperationStarted>() {
+        started.fire();
+    }
     Ok(Box::pin(stream))
 }
 

@@ -112,26 +112,24 @@ pub async fn upgrade(
     let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
     let ws = ws.protocols([TRANSPORT_WS, LEGACY_WS]);
     let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
-        Some(LEGACY_WS) => Some(Protocol::Legacy),
-        Some(_) => Some(Protocol::Transport),
+        Some(LEGACY_WS) => Protocol::Legacy,
+        Some(_) => Protocol::Transport,
         // A client that names no subprotocol gets the current one.
-        None if !offered => Some(Protocol::Transport),
-        None => None,
+        None if !offered => Protocol::Transport,
+        None => {
+            let body = json!({"errors": [{
+                "message": format!("unsupported WebSocket subprotocol; use {TRANSPORT_WS} or {LEGACY_WS}"),
+                "extensions": {"code": "BAD_REQUEST"}
+            }]});
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
     };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
-        .on_upgrade(move |socket| async move {
-            match protocol {
-                Some(protocol) => Connection::run(ctx, socket, protocol, header_caller).await,
-                None => {
-                    let (mut sink, _) = socket.split();
-                    let _ = sink.send(close(4406, "Subprotocol not acceptable")).await;
-                }
-            }
-        })
+        .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller))
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -204,7 +202,8 @@ impl Connection {
         };
         let init_deadline = sleep(conn.ctx.init_timeout);
         tokio::pin!(init_deadline);
-        let mut keepalive = tokio::time::interval(LEGACY_KEEPALIVE);
+        let mut keepalive =
+            tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
 
         let stop: Stop = loop {
             let expiry = conn.token_expiry();
@@ -297,7 +296,9 @@ impl Connection {
                 }
                 None
             }
-            (Protocol::Legacy, "connection_terminate") => Some(None),
+            (Protocol::Legacy, "connection_terminate") => {
+                Some(Some((1000, "Normal Closure".into())))
+            }
             (Protocol::Transport, kind) => Some(Some((
                 4400,
                 format!("Invalid message received: unknown type {kind:?}"),
@@ -378,11 +379,16 @@ impl Connection {
         }
         self.generation += 1;
         let generation = self.generation;
+        let subscription = is_subscription(&request);
+        let (started, live) = oneshot::channel();
         let task = tokio::spawn(run_operation(
             self.ctx.schema.clone(),
             self.protocol,
             id.clone(),
-            request.data(self.caller.clone()),
+            request
+                .data(self.caller.clone())
+                .data(OperationStarted::new(started)),
+            subscription,
             self.out.clone(),
             self.finished_tx.clone(),
             generation,
@@ -390,7 +396,29 @@ impl Connection {
         self.operations
             .insert(id, (generation, task.abort_handle()));
         self.ctx.stats.operations.fetch_add(1, Ordering::Relaxed);
+        if subscription {
+            // The next client message is read only once this subscription is live (or has
+            // ended): whatever the client does after `subscribe`, it sees the events of.
+            let _ = live.await;
+        }
         None
+    }
+}
+
+/// Request data a subscription resolver fires once its event feed is taken, so the socket loop
+/// knows the subscription is live. Dropping it unfired (the operation failed or was not a
+/// subscription) tells the same loop to go on.
+pub struct OperationStarted(std::sync::Mutex<Option<oneshot::Sender<()>>>);
+
+impl OperationStarted {
+    fn new(sender: oneshot::Sender<()>) -> Self {
+        Self(std::sync::Mutex::new(Some(sender)))
+    }
+
+    pub fn fire(&self) {
+        if let Some(sender) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = sender.send(());
+        }
     }
 }
 
@@ -452,16 +480,17 @@ fn refused_before_start(response: &Response, subscription: bool) -> bool {
                 .all(|e: &ServerError| e.path.is_empty()))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_operation(
     schema: AppSchema,
     protocol: Protocol,
     id: String,
     request: Request,
+    subscription: bool,
     out: mpsc::Sender<Message>,
     finished: mpsc::UnboundedSender<(String, u64)>,
     generation: u64,
 ) {
-    let subscription = is_subscription(&request);
     let mut responses = schema.execute_stream(request);
     let mut first = true;
     let mut refused = false;

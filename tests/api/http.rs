@@ -1,0 +1,138 @@
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn graphiql_for_browsers_and_queries_in_the_url() {
+    let app = TestApp::spawn().await;
+    let page = app
+        .http
+        .get(app.url("/graphql"))
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("GraphiQL") && html.contains("graphqlWs.createClient"),
+        "{html}"
+    );
+
+    let ada = app.register("ada").await;
+    let response = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ me { username } }")])
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["data"]["me"]["username"],
+        "ada"
+    );
+
+    let mutation = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[("query", "mutation { createRoom(name: \"x\") { id } }")])
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mutation.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_not_500s() {
+    let app = TestApp::spawn().await;
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        app.http
+            .post(app.url("/graphql"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+        (
+            "text/plain",
+            b"{ me { id } }".to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            b"{\"query\": 5}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            b"{\"variables\": {}}".to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
+            vec![b' '; 300 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (content_type, body, status) in cases {
+        let response = post(content_type, body).await.unwrap();
+        assert_eq!(response.status(), status, "{content_type}");
+        let body: Value = response.json().await.expect("a JSON error body");
+        assert!(body.get("errors").or(body.get("error")).is_some(), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn graphql_response_json_clients_get_400_for_invalid_documents() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header(header::ACCEPT, "application/graphql-response+json")
+        .json(&json!({"query": "{ noSuchField }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/graphql-response+json"
+    );
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({"query": "{ noSuchField }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_playground_and_unknown_routes() {
+    let app = TestApp::spawn().await;
+    let get = |path: &str| app.http.get(app.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("confab_ws_connections 0"), "{metrics}");
+    let page = get("/").await.unwrap().text().await.unwrap();
+    assert!(page.contains("Confab") && page.contains("/graphql"));
+    let missing = get("/no/such/route").await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json::<Value>().await.unwrap()["error"]["code"],
+        "NOT_FOUND"
+    );
+}

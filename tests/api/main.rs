@@ -1,0 +1,10 @@
+//! Black-box tests: the real server on a free port, driven over real HTTP and WebSockets.
+
+mod accounts;
+mod graphql_ws;
+mod helpers;
+mod http;
+mod messages;
+mod process;
+mod rooms;
+mod subscriptions;

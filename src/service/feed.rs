@@ -94,3 +94,100 @@ pub(super) fn room_feed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::{
+        bus::{EventBus, LocalBus, ROOM_BUFFER},
+        model::Message,
+        model::ObjectId,
+        store::{NewMessage, sqlite::SqliteStore},
+    };
+
+    async fn send(store: &Arc<dyn Store>, room: RoomId, sender: UserId, body: &str) -> Message {
+        let message = NewMessage {
+            room_id: room,
+            sender_id: sender,
+            body: body.into(),
+            client_id: None,
+        };
+        store.insert_message(message).await.unwrap().value
+    }
+
+    async fn next_added<S: futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Unpin>(
+        events: &mut S,
+    ) -> MessageId {
+        // The timeout only turns a lost event into a failure instead of a hang.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(20), events.next());
+        match &*next.await.expect("an event arrives").unwrap().unwrap() {
+            RoomEvent::MessageAdded(m) => m.id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_both_replayed_and_queued_live_arrive_once() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let bus = LocalBus::new();
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        let seen = send(&store, room.id, user.id, "seen").await;
+        // The feed is taken first, then messages are stored and published, as during a replay.
+        let feed = bus.subscribe(room.id);
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            let message = send(&store, room.id, user.id, &format!("m{i}")).await;
+            sent.push(message.id);
+            bus.publish(RoomEvent::MessageAdded(message)).await;
+        }
+        let events = room_feed(
+            store.clone(),
+            feed,
+            room.id,
+            user.id,
+            Some(seen.id),
+            ObjectId::new(),
+        );
+        let mut events = Box::pin(events);
+        let mut received = Vec::new();
+        for _ in 0..sent.len() {
+            received.push(next_added(&mut events).await);
+        }
+        assert_eq!(received, sent);
+        let after = send(&store, room.id, user.id, "after").await;
+        bus.publish(RoomEvent::MessageAdded(after.clone())).await;
+        assert_eq!(
+            next_added(&mut events).await,
+            after.id,
+            "a queued copy came through twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_resynced_with_nothing_lost_or_repeated() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let bus = LocalBus::new();
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        let feed = bus.subscribe(room.id);
+        let events = room_feed(store.clone(), feed, room.id, user.id, None, ObjectId::new());
+
+        // More than the room buffer is published before the subscriber reads anything.
+        let total = ROOM_BUFFER + 100;
+        let mut sent = Vec::with_capacity(total);
+        for i in 0..total {
+            let message = send(&store, room.id, user.id, &format!("m{i}")).await;
+            sent.push(message.id);
+            bus.publish(RoomEvent::MessageAdded(message)).await;
+        }
+        let mut events = Box::pin(events);
+        let mut received = Vec::with_capacity(total);
+        for _ in 0..total {
+            received.push(next_added(&mut events).await);
+        }
+        assert_eq!(received, sent);
+    }
+}

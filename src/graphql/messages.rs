@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, ErrorExtensions, ID, Object, Result, Subscription,
-    connection::{Connection, Edge},
+    Context, ErrorExtensions, ID, Object, Result, Subscription, connection::Connection,
 };
 use futures_util::{Stream, StreamExt};
 
 use super::{
-    GqlResult, caller, id_arg, service,
+    GqlResult, caller, connection, id_arg, service,
     types::{Message, RoomEvent},
 };
 use crate::{
@@ -45,13 +44,7 @@ impl MessageQuery {
             .messages(caller(ctx), room, &args)
             .await
             .gql()?;
-        let mut connection = Connection::new(page.has_previous, page.has_next);
-        connection.edges.extend(
-            page.items
-                .into_iter()
-                .map(|m| Edge::new(m.id.to_hex(), Message(m))),
-        );
-        Ok(connection)
+        Ok(connection(page, |m| (m.id, Message(m))))
     }
 }
 

@@ -99,6 +99,20 @@ pub(crate) fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
 }
 
+/// A page as a Relay connection whose cursors are the items' ids.
+pub(crate) fn connection<T, N: async_graphql::OutputType>(
+    page: crate::model::Page<T>,
+    edge: impl Fn(T) -> (ObjectId, N),
+) -> async_graphql::connection::Connection<String, N> {
+    let mut connection =
+        async_graphql::connection::Connection::new(page.has_previous, page.has_next);
+    connection.edges.extend(page.items.into_iter().map(|item| {
+        let (id, node) = edge(item);
+        async_graphql::connection::Edge::new(id.to_hex(), node)
+    }));
+    connection
+}
+
 pub(crate) fn id_arg(
     field: &'static str,
     id: &async_graphql::ID,

@@ -1,11 +1,8 @@
 //! Rooms: the directory, membership.
 
-use async_graphql::{
-    Context, ID, Object, Result,
-    connection::{Connection, Edge},
-};
+use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
-use super::{GqlResult, caller, id_arg, service, types::Room};
+use super::{GqlResult, caller, connection, id_arg, service, types::Room};
 use crate::service::PageArgs;
 
 #[derive(Default)]
@@ -32,13 +29,7 @@ impl RoomQuery {
             ..PageArgs::default()
         };
         let page = service(ctx)?.rooms(caller(ctx), &args).await.gql()?;
-        let mut connection = Connection::new(page.has_previous, page.has_next);
-        connection.edges.extend(
-            page.items
-                .into_iter()
-                .map(|room| Edge::new(room.id.to_hex(), Room(room))),
-        );
-        Ok(connection)
+        Ok(connection(page, |room| (room.id, Room(room))))
     }
 
     /// The rooms the signed-in user is a member of, oldest first.

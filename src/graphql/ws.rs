@@ -248,8 +248,12 @@ impl Connection {
             .stats
             .operations
             .fetch_sub(conn.operations.len(), Ordering::Relaxed);
-        if let Some((code, reason)) = stop {
-            let _ = close_tx.send(close(code, &reason));
+        match stop {
+            Some((code, reason)) => {
+                let _ = close_tx.send(close(code, &reason));
+            }
+            // The peer is gone: nothing to say, and the writer must not wait for a close frame.
+            None => drop(close_tx),
         }
         drop(conn.out);
         if !writer.is_finished() {

@@ -39,7 +39,8 @@ pub enum Received {
 /// One subscriber's feed of one room.
 pub struct RoomFeed {
     receiver: broadcast::Receiver<Arc<RoomEvent>>,
-    _guard: FeedGuard,
+    room: RoomId,
+    rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
 }
 
 impl RoomFeed {
@@ -53,15 +54,10 @@ impl RoomFeed {
 }
 
 /// Removes a room's channel when its last subscriber leaves, so idle rooms cost nothing.
-struct FeedGuard {
-    room: RoomId,
-    rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
-}
-
-impl Drop for FeedGuard {
+impl Drop for RoomFeed {
     fn drop(&mut self) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        // This feed's receiver is still alive while its guard drops: one receiver left is ours.
+        // `self.receiver` is still alive here: a count of one means this feed was the last.
         if rooms
             .get(&self.room)
             .is_some_and(|tx| tx.receiver_count() <= 1)
@@ -111,10 +107,8 @@ impl EventBus for LocalBus {
             .subscribe();
         RoomFeed {
             receiver,
-            _guard: FeedGuard {
-                room,
-                rooms: self.rooms.clone(),
-            },
+            room,
+            rooms: self.rooms.clone(),
         }
     }
 }
@@ -153,6 +147,18 @@ mod tests {
         assert_eq!(bus.active_rooms(), 1);
         drop(feed_a);
         assert_eq!(bus.active_rooms(), 0);
+    }
+
+    #[tokio::test]
+    async fn when_one_of_two_subscribers_leaves_the_other_still_receives() {
+        let bus = LocalBus::new();
+        let room = ObjectId::new();
+        let first = bus.subscribe(room);
+        let mut second = bus.subscribe(room);
+        drop(first);
+        assert_eq!(bus.active_rooms(), 1);
+        bus.publish(typing(room)).await;
+        assert!(matches!(second.recv().await, Received::Event(_)));
     }
 
     #[tokio::test]

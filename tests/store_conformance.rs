@@ -10,7 +10,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use confab::{
     error::Error,
-    model::{Message, ObjectId, Page, PageRequest, Room, User},
+    model::{Message, ObjectId, Page, PageRequest, Room, RoomEvent, User},
     store::{NewMessage, Store, Written},
 };
 
@@ -45,6 +45,9 @@ macro_rules! conformance_suite {
             concurrent_retries_with_one_client_id_store_one_message,
             concurrent_create_user_with_one_name_has_one_winner,
             concurrent_create_room_with_one_name_has_one_winner,
+            committed_writes_are_announced_once_in_commit_order,
+            concurrent_inserts_are_announced_in_id_order,
+            last_message_id_counts_tombstones,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {
@@ -1127,4 +1130,98 @@ async fn concurrent_create_room_with_one_name_has_one_winner(store: Arc<dyn Stor
     );
     let all = room_page(&*store, first(10, None)).await;
     assert_eq!(all.items, vec![lobby.clone()]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events of committed writes
+// ---------------------------------------------------------------------------------------------
+
+async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Store>) {
+    let mut events = store
+        .take_events()
+        .expect("the first take gets the channel");
+    assert!(
+        store.take_events().is_none(),
+        "the channel is handed out once"
+    );
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+
+    store.add_member(lobby.id, bob.id).await.unwrap();
+    store.add_member(lobby.id, bob.id).await.unwrap(); // no change, no event
+    let message = send(&*store, &lobby, &ada, "hi", Some("k")).await.value;
+    send(&*store, &lobby, &ada, "hi again", Some("k")).await; // a retry, no event
+    let edited = store.edit_message(message.id, "hello").await.unwrap();
+    store.delete_message(message.id).await.unwrap();
+    store.delete_message(message.id).await.unwrap(); // already a tombstone, no event
+    store.remove_member(lobby.id, bob.id).await.unwrap();
+    store.remove_member(lobby.id, bob.id).await.unwrap(); // no change, no event
+
+    let mut announced = Vec::new();
+    // Every write above has returned, so its event is already queued.
+    while let Ok(event) = events.try_recv() {
+        announced.push(event);
+    }
+    assert_eq!(
+        announced,
+        vec![
+            RoomEvent::MemberJoined {
+                room_id: lobby.id,
+                user: bob.clone()
+            },
+            RoomEvent::MessageAdded(message.clone()),
+            RoomEvent::MessageEdited(edited),
+            RoomEvent::MessageDeleted {
+                room_id: lobby.id,
+                message_id: message.id
+            },
+            RoomEvent::MemberLeft {
+                room_id: lobby.id,
+                user: bob
+            },
+        ]
+    );
+}
+
+async fn concurrent_inserts_are_announced_in_id_order(store: Arc<dyn Store>) {
+    let mut events = store.take_events().expect("the channel");
+    let ada = user(&*store, "ada").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (store, lobby, ada) = (store.clone(), lobby.clone(), ada.clone());
+            tokio::spawn(async move { send(&*store, &lobby, &ada, &format!("c{i}"), None).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("insert task");
+    }
+    let mut ids = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        match event {
+            RoomEvent::MessageAdded(message) => ids.push(message.id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids.len(), 100);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "announced out of id order"
+    );
+}
+
+async fn last_message_id_counts_tombstones(store: Arc<dyn Store>) {
+    let (alice, general, sent) = room_with_messages(&*store, 3).await;
+    let quiet = room(&*store, "quiet", &alice).await;
+    assert_eq!(store.last_message_id(quiet.id).await.unwrap(), None);
+    assert_eq!(
+        store.last_message_id(general.id).await.unwrap(),
+        Some(sent[2].id)
+    );
+    store.delete_message(sent[2].id).await.unwrap();
+    assert_eq!(
+        store.last_message_id(general.id).await.unwrap(),
+        Some(sent[2].id)
+    );
 }

@@ -2,9 +2,16 @@
 //! with no gap and no duplicate.
 //!
 //! The bus subscription is taken *before* the store is read, so an event committed during the
-//! replay is both in the store and queued on the feed; the ids replayed are remembered and the
-//! queued copy is skipped. When the subscriber falls behind the bus (`Lagged`), the messages
-//! created after the last one it saw are read again from the store, the same way.
+//! replay is both in the store and queued on the feed. Live events arrive in commit order, which
+//! is message-id order, so one number says what was delivered: `last_seen`, the newest message
+//! given to the subscriber; a queued `MessageAdded` at or below it was replayed and is skipped.
+//! When the subscriber falls behind the bus (`Lagged`), the messages after `last_seen` are read
+//! again from the store, the same way, and membership is checked again (the subscriber's own
+//! `MemberLeft` may be among the events lost).
+//!
+//! What the store cannot replay after a lag are edits and deletions of messages older than
+//! `last_seen`, joins and typing; a lag takes more than `bus::ROOM_BUFFER` events in a burst
+//! that the subscriber could not take, and is logged.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -12,7 +19,7 @@ use futures_util::Stream;
 
 use crate::{
     bus::{Received, RoomFeed},
-    error::Result,
+    error::{Error, Result},
     model::{Message, MessageId, RoomEvent, RoomId, UserId},
     store::Store,
 };
@@ -31,20 +38,22 @@ fn replayed(message: Message) -> RoomEvent {
     }
 }
 
+/// The feed of `room` for `subscriber`, starting after message `start` (replayed from the
+/// store first when `replay` is set).
 pub(super) fn room_feed(
     store: Arc<dyn Store>,
     mut feed: RoomFeed,
     room: RoomId,
     subscriber: UserId,
-    after: Option<MessageId>,
-    watermark: MessageId,
+    start: MessageId,
+    replay: bool,
 ) -> impl Stream<Item = Result<Arc<RoomEvent>>> + Send + 'static {
     async_stream::stream! {
-        // Ids delivered from the store, so their live copies are not delivered again.
-        let mut from_store: HashSet<MessageId> = HashSet::new();
-        // The newest message this subscriber has been given, or the point it started from.
-        let mut last_seen = after.unwrap_or(watermark);
-        let mut replay = after.is_some();
+        let mut last_seen = start;
+        let mut replay = replay;
+        // Deletions replayed from tombstones, whose live copies may still be queued. They are
+        // all ahead of the first live message newer than the replay, which clears this.
+        let mut replayed_deletions: HashSet<MessageId> = HashSet::new();
         loop {
             if replay {
                 loop {
@@ -58,7 +67,9 @@ pub(super) fn room_feed(
                     let complete = batch.len() < REPLAY_BATCH;
                     for message in batch {
                         last_seen = message.id;
-                        from_store.insert(message.id);
+                        if message.is_deleted() {
+                            replayed_deletions.insert(message.id);
+                        }
                         yield Ok(Arc::new(replayed(message)));
                     }
                     if complete {
@@ -69,11 +80,20 @@ pub(super) fn room_feed(
             }
             match feed.recv().await {
                 Received::Event(event) => {
-                    if let RoomEvent::MessageAdded(message) = &*event {
-                        if from_store.contains(&message.id) {
-                            continue;
+                    match &*event {
+                        RoomEvent::MessageAdded(message) => {
+                            if message.id <= last_seen {
+                                continue;
+                            }
+                            last_seen = message.id;
+                            replayed_deletions.clear();
                         }
-                        last_seen = last_seen.max(message.id);
+                        RoomEvent::MessageDeleted { message_id, .. } => {
+                            if replayed_deletions.remove(message_id) {
+                                continue;
+                            }
+                        }
+                        _ => {}
                     }
                     let left = matches!(
                         &*event,
@@ -87,9 +107,19 @@ pub(super) fn room_feed(
                 }
                 Received::Lagged(missed) => {
                     tracing::warn!(%room, missed, "subscriber fell behind; resyncing from the store");
-                    replay = true;
+                    match store.is_member(room, subscriber).await {
+                        Ok(true) => replay = true,
+                        Ok(false) => return,
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
+                    }
                 }
-                Received::Closed => return,
+                Received::Closed => {
+                    yield Err(Error::internal("the event bus closed"));
+                    return;
+                }
             }
         }
     }
@@ -143,14 +173,7 @@ mod tests {
             sent.push(message.id);
             bus.publish(RoomEvent::MessageAdded(message)).await;
         }
-        let events = room_feed(
-            store.clone(),
-            feed,
-            room.id,
-            user.id,
-            Some(seen.id),
-            ObjectId::new(),
-        );
+        let events = room_feed(store.clone(), feed, room.id, user.id, seen.id, true);
         let mut events = Box::pin(events);
         let mut received = Vec::new();
         for _ in 0..sent.len() {
@@ -173,7 +196,8 @@ mod tests {
         let user = store.create_user("ada", "hash").await.unwrap();
         let room = store.create_room("lobby", user.id).await.unwrap();
         let feed = bus.subscribe(room.id);
-        let events = room_feed(store.clone(), feed, room.id, user.id, None, ObjectId::new());
+        let start = ObjectId::from_bytes([0; 12]);
+        let events = room_feed(store.clone(), feed, room.id, user.id, start, false);
 
         // More than the room buffer is published before the subscriber reads anything.
         let total = ROOM_BUFFER + 100;

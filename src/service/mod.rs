@@ -1,9 +1,11 @@
 //! `ChatService`: the one place for chat rules.
 //!
-//! Transports call it with a [`Caller`] and plain arguments. It checks input limits, who may do
-//! what (members read and write a room, authors edit and delete their messages), commits to the
-//! [`Store`] and only then publishes the event on the [`EventBus`]: nothing is announced that
-//! is not stored.
+//! Transports call it with a [`Caller`] and plain arguments. It checks input limits and who may
+//! do what (members read and write a room, authors edit and delete their messages), then commits
+//! to the [`Store`]. The store reports the events of committed writes in commit order, and one
+//! publisher task puts them on the [`EventBus`] in that order: nothing is announced that is not
+//! stored, live events follow message-id order, and a write is announced even when the request
+//! that made it is gone. Typing, which is not stored, is published directly.
 
 mod feed;
 pub mod limits;
@@ -97,7 +99,16 @@ pub struct ChatService {
 }
 
 impl ChatService {
+    /// Builds the service and starts publishing the store's events (so: inside a runtime).
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, tokens: Tokens) -> Self {
+        if let Some(mut events) = store.take_events() {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    bus.publish(event).await;
+                }
+            });
+        }
         Self {
             store,
             bus,
@@ -203,14 +214,7 @@ impl ChatService {
     pub async fn join_room(&self, caller: &Caller, room: RoomId) -> Result<Room> {
         let me = self.me(caller).await?;
         let found = self.existing_room(room).await?;
-        if self.store.add_member(room, me.id).await?.changed {
-            self.bus
-                .publish(RoomEvent::MemberJoined {
-                    room_id: room,
-                    user: me,
-                })
-                .await;
-        }
+        self.store.add_member(room, me.id).await?;
         Ok(found)
     }
 
@@ -218,16 +222,7 @@ impl ChatService {
     pub async fn leave_room(&self, caller: &Caller, room: RoomId) -> Result<bool> {
         let me = self.me(caller).await?;
         self.existing_room(room).await?;
-        let left = self.store.remove_member(room, me.id).await?.changed;
-        if left {
-            self.bus
-                .publish(RoomEvent::MemberLeft {
-                    room_id: room,
-                    user: me,
-                })
-                .await;
-        }
-        Ok(left)
+        Ok(self.store.remove_member(room, me.id).await?.changed)
     }
 
     pub async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
@@ -278,11 +273,6 @@ impl ChatService {
                 client_id: client_id.map(str::to_owned),
             })
             .await?;
-        if written.changed {
-            self.bus
-                .publish(RoomEvent::MessageAdded(written.value.clone()))
-                .await;
-        }
         Ok(written.value)
     }
 
@@ -294,27 +284,13 @@ impl ChatService {
     ) -> Result<Message> {
         limits::body(body)?;
         self.own_message(caller, id).await?;
-        let edited = self.store.edit_message(id, body).await?;
-        self.bus
-            .publish(RoomEvent::MessageEdited(edited.clone()))
-            .await;
-        Ok(edited)
+        self.store.edit_message(id, body).await
     }
 
     /// Deletes one of the caller's messages, leaving a tombstone. Deleting again is a no-op.
     pub async fn delete_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         self.own_message(caller, id).await?;
-        let deleted = self.store.delete_message(id).await?;
-        if deleted.changed {
-            let message = &deleted.value;
-            self.bus
-                .publish(RoomEvent::MessageDeleted {
-                    room_id: message.room_id,
-                    message_id: message.id,
-                })
-                .await;
-        }
-        Ok(deleted.value)
+        Ok(self.store.delete_message(id).await?.value)
     }
 
     /// Tells the room the caller is (or stopped) typing. Not stored.
@@ -351,17 +327,20 @@ impl ChatService {
                 }
             }
         }
-        // Taken before anything is read from the store: see `feed`. The store mints ids in
-        // commit order, so a fresh id marks "now" for a resync when nothing was seen yet.
-        let watermark = ObjectId::new();
+        // The feed is taken before anything is read from the store: see `feed`.
         let subscription = self.bus.subscribe(room);
+        // Where a subscription without `after` starts: messages after the newest stored now.
+        let newest = self.store.last_message_id(room).await?;
+        let start = after
+            .or(newest)
+            .unwrap_or_else(|| ObjectId::from_bytes([0; 12]));
         Ok(feed::room_feed(
             self.store.clone(),
             subscription,
             room,
             me,
-            after,
-            watermark,
+            start,
+            after.is_some(),
         ))
     }
 

@@ -4,6 +4,12 @@
 //! database's own unique indexes and report a collision as [`Error::Conflict`]; they apply no
 //! chat rule (membership, ownership, limits): that is `ChatService`'s job. Every driver passes
 //! the conformance suite in `tests/store_conformance.rs`, written against this trait.
+//!
+//! A driver also reports the room events of its committed writes, in commit order, on the
+//! channel [`Store::take_events`] hands out. Publishing from that one ordered stream (rather
+//! than from each request after its write returns) keeps live events in the order of message
+//! ids, which is what lets a client resume "after id X" without a gap, and announces a stored
+//! write even when the request that made it was abandoned.
 
 use std::sync::Arc;
 
@@ -12,7 +18,7 @@ use async_trait::async_trait;
 use crate::{
     config::DatabaseUrl,
     error::{Error, Result},
-    model::{Message, MessageId, Page, PageRequest, Room, RoomId, User, UserId},
+    model::{Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
 };
 
 pub mod sqlite;
@@ -41,10 +47,19 @@ pub struct Written<T> {
     pub changed: bool,
 }
 
+/// Events queued between a store and its publisher before writes wait for the publisher.
+pub const EVENT_QUEUE: usize = 4096;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database is reachable and usable.
     async fn ping(&self) -> Result<()>;
+
+    /// The events of writes committed from now on, in commit order: `MessageAdded` (not for an
+    /// idempotent retry), `MessageEdited`, `MessageDeleted` (not for a second delete),
+    /// `MemberJoined` and `MemberLeft` (only when membership changed). The first call gets the
+    /// channel, later calls `None`; until it is taken, nothing is queued.
+    fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<RoomEvent>>;
 
     // --- users ---
 
@@ -88,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>>;
     /// A message by id, tombstones included.
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
+    /// The id of the newest message of a room, tombstones included.
+    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>>;
     /// A page of a room's history in chronological order; tombstones are hidden.
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>>;
     /// Up to `limit` messages created after `after`, oldest first, tombstones included: what a

@@ -28,7 +28,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::{Credentials, NewMessage, Store, Written, unique_key};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, ObjectId, Page, PageRequest, Room, RoomId, User, UserId},
+    model::{
+        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
+    },
 };
 
 /// Most writes committed in one transaction.
@@ -85,7 +87,10 @@ const MESSAGE_COLS: &str =
 const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
 
 type Reply = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> Reply + Send>;
+/// A write run inside the batch's transaction: how to answer its caller once the batch is
+/// committed (or not), and the event to announce if it is.
+type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> (Reply, Option<RoomEvent>) + Send>;
+type EventSink = Arc<Mutex<Option<mpsc::Sender<RoomEvent>>>>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 enum Job {
@@ -97,6 +102,7 @@ enum Job {
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Option<Arc<ReaderPool>>,
+    events: EventSink,
 }
 
 impl SqliteStore {
@@ -139,9 +145,11 @@ impl SqliteStore {
         let ids = IdGen::resume(&conn)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
+        let events = EventSink::default();
+        let sink = events.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, ids, queue))
+            .spawn(move || run_writer(conn, ids, queue, sink))
             .context("cannot start the SQLite writer thread")?;
         let readers = path.map(|path| {
             Arc::new(ReaderPool {
@@ -150,7 +158,11 @@ impl SqliteStore {
                 permits: Semaphore::new(READERS),
             })
         });
-        Ok(Self { jobs, readers })
+        Ok(Self {
+            jobs,
+            readers,
+            events,
+        })
     }
 
     /// Runs `f` inside the writer's next transaction and answers once that transaction committed.
@@ -158,16 +170,29 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut IdGen) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_announcing(move |conn, ids| f(conn, ids).map(|value| (value, None)))
+            .await
+    }
+
+    /// Like [`write`](Self::write), with an event to announce once the write is committed.
+    async fn write_announcing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut IdGen) -> Result<(T, Option<RoomEvent>)> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn, ids| {
-            let result = in_savepoint(conn, |conn| f(conn, ids));
-            Box::new(move |commit| {
+            let (result, event) = match in_savepoint(conn, |conn| f(conn, ids)) {
+                Ok((value, event)) => (Ok(value), event),
+                Err(e) => (Err(e), None),
+            };
+            let reply: Reply = Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
                     Err(e) => Err(Error::internal(format!("SQLite commit failed: {e}"))),
                 };
                 let _ = tx.send(outcome);
-            })
+            });
+            (reply, event)
         });
         self.jobs
             .send(Job::Write(job))
@@ -216,8 +241,9 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     }
 }
 
-/// The writer thread: drain the queue, run the writes in one transaction, commit, answer.
-fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>) {
+/// The writer thread: drain the queue, run the writes in one transaction, commit, announce the
+/// committed writes' events in commit order, answer.
+fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, events: EventSink) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -227,32 +253,57 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>) 
                 Err(_) => break,
             }
         }
-        let mut replies = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len());
         let mut reads = Vec::new();
-        let mut began: Option<rusqlite::Result<()>> = None;
+        let mut open = false;
         for job in batch.drain(..) {
             match job {
                 Job::Write(write) => {
-                    let began = began.get_or_insert_with(|| conn.execute_batch("BEGIN IMMEDIATE"));
-                    match began {
-                        Ok(()) => replies.push(write(&conn, &mut ids)),
-                        Err(e) => {
+                    if !open {
+                        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                             tracing::error!(error = %e, "SQLite cannot begin a transaction");
                             // Dropping the job drops its reply sender: the caller gets an error.
+                            continue;
                         }
+                        open = true;
+                    }
+                    done.push(write(&conn, &mut ids));
+                    if conn.is_autocommit() {
+                        // A failure (disk full, I/O) rolled the whole transaction back: nothing
+                        // of this batch so far is stored. Say so, and start afresh for the rest.
+                        let lost = rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                            Some("the transaction was rolled back".into()),
+                        );
+                        for (reply, _) in done.drain(..) {
+                            reply(Err(&lost));
+                        }
+                        open = false;
                     }
                 }
                 Job::Read(read) => reads.push(read),
             }
         }
-        if let Some(Ok(())) = began {
+        if open {
             let commit = conn.execute_batch("COMMIT");
-            if let Err(e) = &commit {
-                tracing::error!(error = %e, "SQLite commit failed; the batch is rolled back");
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            for reply in replies {
-                reply(commit.as_ref().map(|_| ()));
+            match &commit {
+                Ok(()) => {
+                    let sink = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    for (reply, event) in done {
+                        if let (Some(sink), Some(event)) = (&sink, event) {
+                            // Waits when the publisher is behind; fails only once it is gone.
+                            let _ = sink.blocking_send(event);
+                        }
+                        reply(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SQLite commit failed; the batch is rolled back");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    for (reply, _) in done {
+                        reply(Err(e));
+                    }
+                }
             }
         }
         for read in reads {
@@ -485,6 +536,27 @@ fn page_by_id<T>(
     })
 }
 
+fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
+        .query_row([id.bytes()], user_row)
+        .optional()?)
+}
+
+/// The result of a membership write, announcing `event` with the user when it changed anything.
+fn membership_change(
+    conn: &Connection,
+    changed: bool,
+    user: UserId,
+    event: impl FnOnce(User) -> RoomEvent,
+) -> Result<(Written<()>, Option<RoomEvent>)> {
+    let announce = match changed {
+        true => user_by_id(conn, user)?.map(event),
+        false => None,
+    };
+    Ok((Written { value: (), changed }, announce))
+}
+
 fn message_by_id(conn: &Connection, id: MessageId) -> Result<Option<Message>> {
     Ok(conn
         .prepare_cached(&format!(
@@ -504,6 +576,16 @@ impl Store for SqliteStore {
             return Err(Error::internal("the SQLite writer has stopped"));
         }
         Ok(())
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
+        let mut slot = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(super::EVENT_QUEUE);
+        *slot = Some(sender);
+        Some(receiver)
     }
 
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<User> {
@@ -538,13 +620,7 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
-                .query_row([id.bytes()], user_row)
-                .optional()?)
-        })
-        .await
+        self.read(move |conn| user_by_id(conn, id)).await
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
@@ -622,7 +698,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
-        self.write(move |conn, _| {
+        self.write_announcing(move |conn, _| {
             let changed = conn
                 .prepare_cached(
                     "INSERT INTO memberships (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)
@@ -637,22 +713,22 @@ impl Store for SqliteStore {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
                     _ => e.into(),
                 })?;
-            Ok(Written {
-                value: (),
-                changed: changed == 1,
+            membership_change(conn, changed == 1, user, |user| RoomEvent::MemberJoined {
+                room_id: room,
+                user,
             })
         })
         .await
     }
 
     async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
-        self.write(move |conn, _| {
+        self.write_announcing(move |conn, _| {
             let changed = conn
                 .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
                 .execute([room.bytes(), user.bytes()])?;
-            Ok(Written {
-                value: (),
-                changed: changed == 1,
+            membership_change(conn, changed == 1, user, |user| RoomEvent::MemberLeft {
+                room_id: room,
+                user,
             })
         })
         .await
@@ -709,7 +785,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
-        self.write(move |conn, ids| {
+        self.write_announcing(move |conn, ids| {
             let stored = Message {
                 id: ids.next(),
                 room_id: message.room_id,
@@ -741,10 +817,14 @@ impl Store for SqliteStore {
                     _ => e.into(),
                 })?;
             if inserted == 1 {
-                return Ok(Written {
-                    value: stored,
-                    changed: true,
-                });
+                let event = RoomEvent::MessageAdded(stored.clone());
+                return Ok((
+                    Written {
+                        value: stored,
+                        changed: true,
+                    },
+                    Some(event),
+                ));
             }
             let first = conn
                 .prepare_cached(&format!(
@@ -759,16 +839,29 @@ impl Store for SqliteStore {
                     ],
                     message_row,
                 )?;
-            Ok(Written {
-                value: first,
-                changed: false,
-            })
+            Ok((
+                Written {
+                    value: first,
+                    changed: false,
+                },
+                None,
+            ))
         })
         .await
     }
 
     async fn message(&self, id: MessageId) -> Result<Option<Message>> {
         self.read(move |conn| message_by_id(conn, id)).await
+    }
+
+    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
+        self.read(move |conn| {
+            let last: Option<[u8; 12]> = conn
+                .prepare_cached("SELECT max(id) FROM messages WHERE room_id = ?1")?
+                .query_row([room.bytes()], |r| r.get(0))?;
+            Ok(last.map(ObjectId::from_bytes))
+        })
+        .await
     }
 
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
@@ -807,23 +900,26 @@ impl Store for SqliteStore {
 
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
         let body = body.to_owned();
-        self.write(move |conn, _| {
-            conn.prepare_cached(&format!(
-                "UPDATE messages SET body = ?1, edited_at = ?2
-                 WHERE id = ?3 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
-            ))?
-            .query_row(
-                params![body, now().timestamp_millis(), id.bytes()],
-                message_row,
-            )
-            .optional()?
-            .ok_or_else(|| Error::not_found("message not found"))
+        self.write_announcing(move |conn, _| {
+            let edited = conn
+                .prepare_cached(&format!(
+                    "UPDATE messages SET body = ?1, edited_at = ?2
+                     WHERE id = ?3 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
+                ))?
+                .query_row(
+                    params![body, now().timestamp_millis(), id.bytes()],
+                    message_row,
+                )
+                .optional()?
+                .ok_or_else(|| Error::not_found("message not found"))?;
+            let event = RoomEvent::MessageEdited(edited.clone());
+            Ok((edited, Some(event)))
         })
         .await
     }
 
     async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
-        self.write(move |conn, _| {
+        self.write_announcing(move |conn, _| {
             let deleted = conn
                 .prepare_cached(&format!(
                     "UPDATE messages SET body = '', deleted_at = ?1
@@ -832,15 +928,27 @@ impl Store for SqliteStore {
                 .query_row(params![now().timestamp_millis(), id.bytes()], message_row)
                 .optional()?;
             match deleted {
-                Some(message) => Ok(Written {
-                    value: message,
-                    changed: true,
-                }),
+                Some(message) => {
+                    let event = RoomEvent::MessageDeleted {
+                        room_id: message.room_id,
+                        message_id: message.id,
+                    };
+                    Ok((
+                        Written {
+                            value: message,
+                            changed: true,
+                        },
+                        Some(event),
+                    ))
+                }
                 None => match message_by_id(conn, id)? {
-                    Some(tombstone) => Ok(Written {
-                        value: tombstone,
-                        changed: false,
-                    }),
+                    Some(tombstone) => Ok((
+                        Written {
+                            value: tombstone,
+                            changed: false,
+                        },
+                        None,
+                    )),
                     None => Err(Error::not_found("message not found")),
                 },
             }

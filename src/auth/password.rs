@@ -22,7 +22,7 @@ pub struct Passwords {
 
 struct Inner {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     dummy: OnceCell<String>,
 }
 
@@ -34,7 +34,7 @@ impl Passwords {
         Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Semaphore::new(cores),
+                permits: Arc::new(Semaphore::new(cores)),
                 dummy: OnceCell::new(),
             }),
         }
@@ -91,15 +91,21 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
+        let permit = self
             .inner
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::internal("password hashing is shut down"))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::internal(format!("password task failed: {e}")))?
+        // The permit moves into the blocking task: a hash whose request was abandoned still
+        // holds its core until it ends, so at most `cores` hashes ever run at once.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("password task failed: {e}")))?
     }
 }
 

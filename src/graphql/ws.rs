@@ -56,6 +56,11 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub const OUT_QUEUE: usize = 64;
 /// How long one write may stall before the socket is considered dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest message the server sends; a result beyond it is answered with an `error` instead.
+/// (Complexity limits keep real results far below it.)
+pub const MAX_OUTGOING: usize = 4 * 1024 * 1024;
+/// How long closing may take: sending what is queued, then the close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const LEGACY_KEEPALIVE: Duration = Duration::from_secs(25);
 
 /// What the GraphQL endpoints (HTTP and WebSocket) need from the server.
@@ -128,7 +133,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
+        .max_write_buffer_size(2 * MAX_OUTGOING)
         .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller))
 }
 
@@ -207,20 +212,10 @@ impl Connection {
 
         let stop: Stop = loop {
             let expiry = conn.token_expiry();
+            // Biased: a finished operation frees its id before the client's next message is
+            // read, and timers and shutdown are never starved by a chatty client.
             tokio::select! {
-                message = incoming.next() => match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(stop) = conn.on_text(text.as_str()).await {
-                            break stop;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        break Some((4400, "Binary frames are not supported".into()));
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(e)) => break too_big(e).then(|| (1009, "Message too big".into())),
-                },
+                biased;
                 Some((id, generation)) = finished.recv() => {
                     if conn.operations.get(&id).is_some_and(|(g, _)| *g == generation) {
                         conn.operations.remove(&id);
@@ -238,6 +233,19 @@ impl Connection {
                 }
                 _ = shutdown.changed() => break Some((1001, "Server shutting down".into())),
                 _ = &mut writer => break None,
+                message = incoming.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(stop) = conn.on_text(text.as_str()).await {
+                            break stop;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some((4400, "Binary frames are not supported".into()));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => break read_error_close(e),
+                },
             }
         };
 
@@ -278,6 +286,12 @@ impl Connection {
     /// Handles one text message; `Some` stops the connection.
     async fn on_text(&mut self, text: &str) -> Option<Stop> {
         let Ok(message) = serde_json::from_str::<Incoming>(text) else {
+            if self.protocol == Protocol::Legacy {
+                // subscriptions-transport-ws answers a bad message and carries on.
+                let error = json!({"message": "the message is not valid JSON"});
+                self.send(frame(None, "error", Some(error))).await;
+                return None;
+            }
             return Some(Some((4400, "Invalid message received".into())));
         };
         match (self.protocol, message.kind.as_str()) {
@@ -448,11 +462,14 @@ fn init_token(payload: &serde_json::Value) -> Option<String> {
     from(payload).or_else(|| payload.get("headers").and_then(from))
 }
 
-fn too_big(error: axum::Error) -> bool {
-    matches!(
-        error.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// The close frame for a socket whose read failed, when the peer can still hear one.
+fn read_error_close(error: axum::Error) -> Stop {
+    match error.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((1009, "Message too big".into())),
+        Some(tungstenite::Error::Utf8(_)) => Some((1007, "Invalid UTF-8".into())),
+        Some(tungstenite::Error::Protocol(_)) => Some((1002, "Protocol error".into())),
+        _ => None,
+    }
 }
 
 /// Whether a document's chosen operation is a subscription (false when it does not parse:
@@ -507,18 +524,23 @@ async fn run_operation(
             break;
         }
         first = false;
-        if out
-            .send(frame(Some(&id), protocol.next(), Some(&response)))
-            .await
-            .is_err()
-        {
+        let mut next = frame(Some(&id), protocol.next(), Some(&response));
+        if matches!(&next, Message::Text(text) if text.as_str().len() > MAX_OUTGOING) {
+            let errors = json!([{
+                "message": format!("the result is larger than {MAX_OUTGOING} bytes; ask for less"),
+                "extensions": {"code": "BAD_USER_INPUT"}
+            }]);
+            next = frame(Some(&id), protocol.next(), Some(json!({"errors": errors})));
+        }
+        if out.send(next).await.is_err() {
             break;
         }
     }
+    // The id is free again before the client can learn so from `complete`.
+    let _ = finished.send((id.clone(), generation));
     if !refused {
         let _ = out.send(frame::<()>(Some(&id), "complete", None)).await;
     }
-    let _ = finished.send((id, generation));
 }
 
 async fn write_loop(
@@ -526,28 +548,34 @@ async fn write_loop(
     mut frames: mpsc::Receiver<Message>,
     mut close: oneshot::Receiver<Message>,
 ) {
-    loop {
+    let closing = loop {
         tokio::select! {
             biased;
-            message = &mut close => {
-                if let Ok(message) = message {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(message)).await;
-                }
-                break;
-            }
+            closing = &mut close => break closing.ok(),
             message = frames.recv() => {
                 let Some(message) = message else {
-                    // No sender left and no close frame given: wait for the close frame, if any.
-                    if let Ok(message) = close.await {
-                        let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(message)).await;
-                    }
-                    break;
+                    // No sender left: the connection is ending; a close frame may follow.
+                    break close.await.ok();
                 };
                 match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
                     Ok(Ok(())) => {}
-                    _ => break,
+                    _ => return,
                 }
             }
         }
-    }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some(close) = closing {
+            // What was queued before the close (a `connection_error`, an `error`) goes first.
+            while let Ok(message) = frames.try_recv() {
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.send(close).await;
+        }
+        // Flushes the close frame, or the reply to the peer's own close.
+        let _ = sink.close().await;
+    })
+    .await;
 }

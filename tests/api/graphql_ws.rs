@@ -316,3 +316,59 @@ async fn shutdown_closes_sockets_with_1001() {
     app.shutdown().await;
     assert_eq!(ws.closed().await.0, 1001);
 }
+
+#[tokio::test]
+async fn an_id_is_free_again_as_soon_as_its_complete_arrives() {
+    let app = TestApp::spawn().await;
+    let mut ws = app.ws(TRANSPORT).await;
+    ws.init(json!({})).await;
+    for _ in 0..50 {
+        ws.subscribe("reused", "{ __typename }", json!({})).await;
+        assert_eq!(
+            ws.next_payload("reused").await["data"]["__typename"],
+            "Query"
+        );
+        assert_eq!(ws.recv().await, json!({"id": "reused", "type": "complete"}));
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let app = TestApp::spawn().await;
+    let mut ws = app.ws(TRANSPORT).await;
+    ws.init(json!({})).await;
+    ws.stream
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    assert_eq!(ws.closed().await.0, 1000, "a reply, not an abnormal 1006");
+}
+
+#[tokio::test]
+async fn legacy_clients_hear_why_before_the_socket_closes() {
+    let app = TestApp::spawn().await;
+    let mut ws = app.ws("graphql-ws").await;
+    ws.send_json(
+        json!({"type": "connection_init", "payload": {"authorization": "Bearer nonsense"}}),
+    )
+    .await;
+    let error = ws.recv().await;
+    assert_eq!(error["type"], "connection_error", "{error}");
+    assert_eq!(ws.closed().await.0, 4403);
+
+    // A malformed message is answered, and the socket stays open.
+    let mut ws = app.ws("graphql-ws").await;
+    ws.send_json(json!({"type": "connection_init"})).await;
+    assert_eq!(ws.recv().await["type"], "connection_ack");
+    assert_eq!(ws.recv().await["type"], "ka");
+    ws.send_text("not json").await;
+    assert_eq!(ws.recv().await["type"], "error");
+    ws.send_json(json!({"id": "1", "type": "start", "payload": {"query": "{ __typename }"}}))
+        .await;
+    assert_eq!(ws.recv().await["type"], "data");
+}

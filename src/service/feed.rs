@@ -88,10 +88,10 @@ pub(super) fn room_feed(
                             last_seen = message.id;
                             replayed_deletions.clear();
                         }
-                        RoomEvent::MessageDeleted { message_id, .. } => {
-                            if replayed_deletions.remove(message_id) {
-                                continue;
-                            }
+                        RoomEvent::MessageDeleted { message_id, .. }
+                            if replayed_deletions.remove(message_id) =>
+                        {
+                            continue;
                         }
                         _ => {}
                     }

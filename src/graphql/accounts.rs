@@ -18,6 +18,10 @@ impl AccountQuery {
     }
 }
 
+/// What one argon2 hash costs against `MAX_COMPLEXITY`: a request may hash at most a few
+/// passwords, so aliased `login` fields cannot queue thousands of hashes behind one request.
+const PASSWORD_HASH_COST: usize = super::MAX_COMPLEXITY / 5;
+
 #[derive(Default)]
 pub struct AccountMutation;
 
@@ -25,6 +29,7 @@ pub struct AccountMutation;
 impl AccountMutation {
     /// Creates an account (username: 3–32 of A-Z a-z 0-9 _ . -; password: 8–128 characters)
     /// and signs it in.
+    #[graphql(complexity = "PASSWORD_HASH_COST + child_complexity")]
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -39,6 +44,7 @@ impl AccountMutation {
     }
 
     /// Signs in; the token goes in `Authorization: Bearer <token>`.
+    #[graphql(complexity = "PASSWORD_HASH_COST + child_complexity")]
     async fn login(
         &self,
         ctx: &Context<'_>,

@@ -25,6 +25,9 @@ use super::ws::GraphqlState;
 use crate::auth::Caller;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+/// Most operations one batched POST may hold: each is checked against the complexity limit on
+/// its own, so the batch length bounds what one request can cost.
+const MAX_BATCH: usize = 10;
 
 fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
@@ -111,6 +114,15 @@ pub async fn post(State(ctx): State<GraphqlState>, headers: HeaderMap, body: Byt
             );
         }
     };
+    if let BatchRequest::Batch(requests) = &batch
+        && requests.len() > MAX_BATCH
+    {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            format!("a batch may hold at most {MAX_BATCH} operations"),
+            &headers,
+        );
+    }
     let empty = match &batch {
         BatchRequest::Single(r) => r.query.trim().is_empty(),
         BatchRequest::Batch(rs) => rs.is_empty() || rs.iter().any(|r| r.query.trim().is_empty()),

@@ -8,13 +8,13 @@ use async_graphql::{
 use futures_util::{Stream, StreamExt};
 
 use super::{
-    GqlResult, caller, connection, id_arg, service,
+    GqlResult, caller, connection, id_arg, page_complexity, page_size, service,
     types::{Message, RoomEvent},
 };
 use crate::{
     error::Error,
     model::{self, parse_id},
-    service::PageArgs,
+    service::{PageArgs, limits},
 };
 
 #[derive(Default)]
@@ -24,6 +24,11 @@ pub struct MessageQuery;
 impl MessageQuery {
     /// A room's messages in chronological order (members only). With no arguments, the newest
     /// page; `last`/`before` page backwards, `first`/`after` forwards (at most 100 a page).
+    // `first.max(last)`: the larger one given (giving both is refused anyway).
+    #[graphql(complexity = "page_complexity(
+        page_size(first.max(last), limits::PAGE_DEFAULT, limits::PAGE_MAX),
+        child_complexity
+    )")]
     async fn messages(
         &self,
         ctx: &Context<'_>,

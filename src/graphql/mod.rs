@@ -42,6 +42,19 @@ pub struct Subscription(messages::MessageSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
+/// The most an operation may cost. A field costs 1 plus what it selects; a list or connection
+/// costs 1 plus its page size times what one item selects (see `page_complexity`), so the cost
+/// roughly counts the values the response can hold.
+///
+/// A client's ordinary screen in one request, `me { id username }`, `rooms(first: 50)` with `id
+/// name memberCount`, and `messages(last: 100)` with every `Message` field, `sender { id
+/// username }`, cursors and `pageInfo`, costs 1,855 (3 + 251 + 1,601): it fits twice over. What
+/// the limit is for does not fit: `messages(last: 100) { edges { node { body } } }` costs 301, so
+/// a request can read at most 16 such pages (1,600 messages, not 120,000 through 1,200 aliases
+/// as when every field cost 1), and `rooms(first: 100)` listing `members(first: 1000)` costs
+/// over 100,000.
+pub const MAX_COMPLEXITY: usize = 5_000;
+
 /// Builds the schema. With `None` it can only print its SDL (`confab schema`).
 pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
     let mut builder = Schema::build(
@@ -50,7 +63,7 @@ pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
         Subscription::default(),
     )
     .limit_depth(16)
-    .limit_complexity(5_000)
+    .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
     .limit_directives(16);
     if let Some(service) = service {
@@ -111,6 +124,24 @@ pub(crate) fn connection<T, N: async_graphql::OutputType>(
         async_graphql::connection::Edge::new(id.to_hex(), node)
     }));
     connection
+}
+
+/// The page a list field may return: `asked` clamped to `0..=max`, or `default` when the request
+/// names none. Out-of-range sizes are refused by the service; here they only must not overflow.
+pub(crate) fn page_size(asked: Option<i32>, default: usize, max: usize) -> usize {
+    asked.map_or(default, |n| usize::try_from(n).unwrap_or(0).min(max))
+}
+
+/// The complexity of a list or connection field returning up to `page` items, each costing
+/// `child_complexity` (for a connection that includes `pageInfo`, which is counted per item: a
+/// small overestimate). An empty page costs as one item, so no field costs less than the plain
+/// `1 + child_complexity`. Saturates at `i32::MAX`, so sums of such costs cannot overflow.
+pub(crate) fn page_complexity(page: usize, child_complexity: usize) -> usize {
+    const CAP: usize = i32::MAX as usize;
+    page.max(1)
+        .saturating_mul(child_complexity)
+        .saturating_add(1)
+        .min(CAP)
 }
 
 pub(crate) fn id_arg(

@@ -2,8 +2,13 @@
 
 use async_graphql::{Context, ID, Object, Result, connection::Connection};
 
-use super::{GqlResult, caller, connection, id_arg, service, types::Room};
-use crate::service::PageArgs;
+use super::{
+    GqlResult, caller, connection, id_arg, page_complexity, page_size, service, types::Room,
+};
+use crate::service::{PageArgs, limits};
+
+/// How many rooms `myRooms`, an unpaged list, counts as when costing a query.
+const MY_ROOMS_ESTIMATE: usize = 100;
 
 #[derive(Default)]
 pub struct RoomQuery;
@@ -17,6 +22,10 @@ impl RoomQuery {
     }
 
     /// Every room, oldest first (at most 100 a page, 50 by default).
+    #[graphql(complexity = "page_complexity(
+        page_size(first, limits::PAGE_DEFAULT, limits::PAGE_MAX),
+        child_complexity
+    )")]
     async fn rooms(
         &self,
         ctx: &Context<'_>,
@@ -33,6 +42,8 @@ impl RoomQuery {
     }
 
     /// The rooms the signed-in user is a member of, oldest first.
+    // Not paged: counted as MY_ROOMS_ESTIMATE rooms.
+    #[graphql(complexity = "page_complexity(MY_ROOMS_ESTIMATE, child_complexity)")]
     async fn my_rooms(&self, ctx: &Context<'_>) -> Result<Vec<Room>> {
         let rooms = service(ctx)?.my_rooms(caller(ctx)).await.gql()?;
         Ok(rooms.into_iter().map(Room).collect())

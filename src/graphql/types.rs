@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject, Union};
 use chrono::{DateTime, Utc};
 
-use super::{GqlResult, service};
+use super::{GqlResult, page_complexity, page_size, service};
 use crate::{model, service::limits};
 
 pub struct User(pub model::User);
@@ -38,6 +38,10 @@ impl Room {
         service(ctx)?.user(self.0.created_by).await.map(User).gql()
     }
     /// Members in the order they joined, at most `first` (up to 1000).
+    #[graphql(complexity = "page_complexity(
+        page_size(Some(first), 100, limits::MEMBERS_MAX),
+        child_complexity
+    )")]
     async fn members(
         &self,
         ctx: &Context<'_>,

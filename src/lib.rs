@@ -3,6 +3,7 @@
 //! Layers, outermost first (see `ARCHITECTURE.md` in the design notes):
 //! - [`server`]: axum routes, middleware, startup and graceful shutdown;
 //! - [`graphql`]: the schema (a library) and its HTTP and WebSocket transports;
+//! - [`rest`]: the original service's REST routes and their OpenAPI document;
 //! - [`service`]: `ChatService`, the one place for chat rules;
 //! - [`store`]: persistence behind one trait (SQLite embedded; MongoDB next);
 //! - [`bus`]: room events from the service to subscribers;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod model;
+pub mod rest;
 pub mod server;
 pub mod service;
 pub mod store;

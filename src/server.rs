@@ -36,6 +36,7 @@ use crate::{
         self, build_schema,
         ws::{GraphqlState, WsStats},
     },
+    rest,
     service::ChatService,
     store,
 };
@@ -53,6 +54,12 @@ pub struct ConfigError(pub String);
 struct AppState {
     service: Arc<ChatService>,
     graphql: GraphqlState,
+}
+
+impl FromRef<AppState> for Arc<ChatService> {
+    fn from_ref(state: &AppState) -> Self {
+        state.service.clone()
+    }
 }
 
 impl FromRef<AppState> for GraphqlState {
@@ -159,7 +166,9 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(rest::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -232,6 +241,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
         stats.operations.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method",
+    )
 }
 
 async fn not_found() -> Response {

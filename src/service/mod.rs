@@ -363,7 +363,8 @@ impl ChatService {
         ))
     }
 
-    async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+    /// One of the caller's own messages (tombstones included); `FORBIDDEN` for another's.
+    pub async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         let user = caller.user_id()?;
         let message = self
             .store

@@ -7,5 +7,6 @@ mod http;
 mod limits;
 mod messages;
 mod process;
+mod rest;
 mod rooms;
 mod subscriptions;

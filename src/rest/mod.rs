@@ -1,0 +1,449 @@
+//! The original service's REST routes, as a thin adapter over [`ChatService`].
+//!
+//! Same paths and request bodies as the Flask service it replaces (`roomname`, `roomID`,
+//! `messageID`, `userID`, `message` or `content`), JSON responses, Bearer auth on all but
+//! `/register` and `/login`. No rule lives here: every route calls the service the GraphQL API
+//! uses, so both behave alike. The OpenAPI document at `/openapi.json` is generated from these
+//! handlers and types.
+
+mod body;
+mod views;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{FromRef, FromRequestParts, Path, RawQuery, State},
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use utoipa::OpenApi;
+
+use crate::{
+    auth::{Caller, Claims},
+    error::Error,
+    model::parse_id,
+    service::{ChatService, PageArgs},
+};
+use body::JsonBody;
+use views::*;
+
+/// The REST routes, for any router state that can hand out the service.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<ChatService>: FromRef<S>,
+{
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/create_room", post(create_room))
+        .route("/join_room", post(join_room))
+        .route("/send_message", post(send_message))
+        .route("/delete_message", post(delete_message))
+        .route("/get_messages/{roomID}", get(get_messages))
+        .route("/get_rooms", get(get_rooms))
+        .route("/openapi.json", get(openapi))
+}
+
+/// An error as the REST routes report it: the status its code calls for and
+/// `{"error": {"code", "message", "field"?}}`, with fields named as in the request bodies.
+pub struct RestError {
+    error: Error,
+    /// A status other than the code's own (413 for a body too large).
+    status: Option<StatusCode>,
+    /// Whether `error` already names fields as the request does (it came from reading it).
+    request_named: bool,
+}
+
+impl From<Error> for RestError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            status: None,
+            request_named: false,
+        }
+    }
+}
+
+impl RestError {
+    /// A body that could not be read: too large (413), or otherwise unreadable (400).
+    fn too_large_or_invalid(status: StatusCode, reason: String) -> Self {
+        let status = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => status,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self {
+            error: Error::invalid("body", reason),
+            status: Some(status),
+            request_named: true,
+        }
+    }
+
+    /// A mistake in the request as sent, already named in the request's own terms.
+    fn in_request(error: Error) -> Self {
+        Self {
+            error,
+            status: None,
+            request_named: true,
+        }
+    }
+}
+
+/// The service names fields as the GraphQL API does; the REST bodies name some differently.
+fn rest_field(field: &str) -> &str {
+    match field {
+        "name" => "roomname",
+        "body" => "message",
+        "roomId" => "roomID",
+        "messageId" => "messageID",
+        other => other,
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let error = self.error;
+        error.log_if_internal();
+        let status = self.status.unwrap_or(match &error {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: error.code().to_owned(),
+                message: error.to_string(),
+                field: error
+                    .field()
+                    .map(|f| if self.request_named { f } else { rest_field(f) }.to_owned()),
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+type RestResult<T> = Result<T, RestError>;
+
+/// The signed-in caller of a route that needs one (`Authorization: Bearer <token>`).
+pub struct SignedIn(Caller, Claims);
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    S: Send + Sync,
+    Arc<ChatService>: FromRef<S>,
+{
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let service = Arc::<ChatService>::from_ref(state);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let caller = Caller::from_authorization(service.tokens(), value);
+        let claims = caller.user()?.clone();
+        Ok(Self(caller, claims))
+    }
+}
+
+impl SignedIn {
+    /// A `userID` in a body may only name the caller: the token, not the body, says who acts.
+    fn check_user_id(&self, user_id: Option<&str>) -> Result<(), Error> {
+        let Some(user_id) = user_id else {
+            return Ok(());
+        };
+        if parse_id("userID", user_id)? != self.1.user_id {
+            return Err(Error::forbidden(
+                "userID must be your own id: the access token says who acts",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Register a user.
+#[utoipa::path(
+    post, path = "/register", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered", body = RegisterResponse),
+        (status = 400, description = "Malformed body or a limit broken", body = ErrorBody),
+        (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn register(
+    State(service): State<Arc<ChatService>>,
+    JsonBody(body): JsonBody<Credentials>,
+) -> RestResult<(StatusCode, Json<RegisterResponse>)> {
+    let payload = service.register(&body.username, &body.password).await?;
+    let response = RegisterResponse {
+        message: "user registered".into(),
+        user: UserView::from(&payload.user),
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// Log in and get an access token.
+#[utoipa::path(
+    post, path = "/login", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn login(
+    State(service): State<Arc<ChatService>>,
+    JsonBody(body): JsonBody<Credentials>,
+) -> RestResult<Json<LoginResponse>> {
+    let payload = service.login(&body.username, &body.password).await?;
+    Ok(Json(LoginResponse {
+        access_token: payload.token,
+        token_type: "Bearer".into(),
+        user: UserView::from(&payload.user),
+    }))
+}
+
+/// Create a room; its creator becomes a member.
+#[utoipa::path(
+    post, path = "/create_room", tag = "rooms",
+    request_body = CreateRoom,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = RoomResponse),
+        (status = 400, description = "Malformed body or a limit broken", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "userID is not the caller's", body = ErrorBody),
+        (status = 409, description = "Room name taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn create_room(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    JsonBody(body): JsonBody<CreateRoom>,
+) -> RestResult<(StatusCode, Json<RoomResponse>)> {
+    caller.check_user_id(body.user_id.as_deref())?;
+    let room = service.create_room(&caller.0, &body.roomname).await?;
+    let response = RoomResponse {
+        message: "room created".into(),
+        room: RoomView::from(&room),
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// Join a room (joining again changes nothing).
+#[utoipa::path(
+    post, path = "/join_room", tag = "rooms",
+    request_body = JoinRoom,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Joined", body = RoomResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "userID is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn join_room(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    JsonBody(body): JsonBody<JoinRoom>,
+) -> RestResult<Json<RoomResponse>> {
+    caller.check_user_id(body.user_id.as_deref())?;
+    let room_id = parse_id("roomID", &body.room_id)?;
+    let room = service.join_room(&caller.0, room_id).await?;
+    Ok(Json(RoomResponse {
+        message: "joined the room".into(),
+        room: RoomView::from(&room),
+    }))
+}
+
+/// Send a message to a room the caller is a member of. The same `clientId` from the same
+/// sender in the same room returns the first message instead of sending a duplicate.
+#[utoipa::path(
+    post, path = "/send_message", tag = "messages",
+    request_body = SendMessage,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Sent (or, for a repeated clientId, the first message)", body = SendResponse),
+        (status = 400, description = "Malformed body or a limit broken", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a member, or userID is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn send_message(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    JsonBody(body): JsonBody<SendMessage>,
+) -> RestResult<(StatusCode, Json<SendResponse>)> {
+    caller.check_user_id(body.user_id.as_deref())?;
+    let room_id = parse_id("roomID", &body.room_id)?;
+    let message = service
+        .send_message(&caller.0, room_id, &body.message, body.client_id.as_deref())
+        .await?;
+    let view = MessageView::load(&service, message).await?;
+    Ok((StatusCode::CREATED, Json(SendResponse { message: view })))
+}
+
+/// Delete one of the caller's own messages.
+#[utoipa::path(
+    post, path = "/delete_message", tag = "messages",
+    request_body = DeleteMessage,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not the author, or userID is not the caller's", body = ErrorBody),
+        (status = 404, description = "No such message (in that room)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    )
+)]
+async fn delete_message(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    JsonBody(body): JsonBody<DeleteMessage>,
+) -> RestResult<Json<DeleteResponse>> {
+    caller.check_user_id(body.user_id.as_deref())?;
+    let message_id = parse_id("messageID", &body.message_id)?;
+    let room_id = body
+        .room_id
+        .as_deref()
+        .map(|r| parse_id("roomID", r))
+        .transpose()?;
+    if let Some(room_id) = room_id {
+        // Named a room: the message must be in it.
+        let message = service.own_message(&caller.0, message_id).await?;
+        if message.room_id != room_id {
+            return Err(Error::not_found("no such message in that room").into());
+        }
+    }
+    let deleted = service.delete_message(&caller.0, message_id).await?;
+    Ok(Json(DeleteResponse {
+        message: "message deleted".into(),
+        message_id: deleted.id.to_hex(),
+    }))
+}
+
+/// A room's messages, oldest first: the newest `limit` before `before` (a message id).
+#[utoipa::path(
+    get, path = "/get_messages/{roomID}", tag = "messages",
+    params(
+        ("roomID" = String, Path, description = "The room's id (24 hex characters)"),
+        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)"),
+        ("before" = Option<String>, Query, description = "Only messages older than this message id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of history, oldest first", body = MessagesResponse),
+        (status = 400, description = "A malformed id or limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+    )
+)]
+async fn get_messages(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> RestResult<Json<MessagesResponse>> {
+    let room_id = parse_id("roomID", &room_id)?;
+    let params = body::query(query.as_deref(), &["limit", "before"])?;
+    let args = PageArgs {
+        last: Some(body::limit(params.get("limit"))?),
+        before: params.get("before").cloned(),
+        ..PageArgs::default()
+    };
+    let page = service.messages(&caller.0, room_id, &args).await?;
+    let mut messages = Vec::with_capacity(page.items.len());
+    for message in page.items {
+        messages.push(MessageView::load(&service, message).await?);
+    }
+    Ok(Json(MessagesResponse { messages }))
+}
+
+/// Every room, oldest first: `limit` rooms after `after` (a room id).
+#[utoipa::path(
+    get, path = "/get_rooms", tag = "rooms",
+    params(
+        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)"),
+        ("after" = Option<String>, Query, description = "Only rooms created after this room id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the room directory, oldest first", body = RoomsResponse),
+        (status = 400, description = "A malformed id or limit", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
+async fn get_rooms(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    RawQuery(query): RawQuery,
+) -> RestResult<Json<RoomsResponse>> {
+    let params = body::query(query.as_deref(), &["limit", "after"])?;
+    let args = PageArgs {
+        first: Some(body::limit(params.get("limit"))?),
+        after: params.get("after").cloned(),
+        ..PageArgs::default()
+    };
+    let page = service.rooms(&caller.0, &args).await?;
+    Ok(Json(RoomsResponse {
+        rooms: page.items.iter().map(RoomView::from).collect(),
+    }))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Confab REST compatibility API",
+        description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one."
+    ),
+    paths(register, login, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
+    modifiers(&BearerScheme)
+)]
+pub struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

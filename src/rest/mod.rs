@@ -349,9 +349,9 @@ async fn delete_message(
 #[utoipa::path(
     get, path = "/get_messages/{roomID}", tag = "messages",
     params(
-        ("roomID" = String, Path, description = "The room's id (24 hex characters)"),
-        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)"),
-        ("before" = Option<String>, Query, description = "Only messages older than this message id"),
+        ("roomID" = String, Path, description = "The room's id (24 hex characters)", pattern = "^[0-9a-fA-F]{24}$"),
+        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)", minimum = 1, maximum = 100),
+        ("before" = Option<String>, Query, description = "Only messages older than this message id", pattern = "^[0-9a-fA-F]{24}$"),
     ),
     security(("bearer" = [])),
     responses(
@@ -387,8 +387,8 @@ async fn get_messages(
 #[utoipa::path(
     get, path = "/get_rooms", tag = "rooms",
     params(
-        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)"),
-        ("after" = Option<String>, Query, description = "Only rooms created after this room id"),
+        ("limit" = Option<i64>, Query, description = "How many (1 to 100, 50 by default)", minimum = 1, maximum = 100),
+        ("after" = Option<String>, Query, description = "Only rooms created after this room id", pattern = "^[0-9a-fA-F]{24}$"),
     ),
     security(("bearer" = [])),
     responses(

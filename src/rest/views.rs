@@ -15,18 +15,22 @@ fn time(at: &DateTime<Utc>) -> String {
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// 3–32 of A-Z a-z 0-9 _ . -
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     pub username: String,
     /// 8–128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
 }
 
 /// `POST /create_room`.
 #[derive(Deserialize, ToSchema)]
 pub struct CreateRoom {
-    /// 1–64 characters, unique in any letter case.
+    /// 1–64 characters, not blank, unique in any letter case.
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
     pub roomname: String,
     /// Optional; when given it must be the caller's own id.
     #[serde(rename = "userID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub user_id: Option<String>,
 }
 
@@ -34,9 +38,11 @@ pub struct CreateRoom {
 #[derive(Deserialize, ToSchema)]
 pub struct JoinRoom {
     #[serde(rename = "roomID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub room_id: String,
     /// Optional; when given it must be the caller's own id.
     #[serde(rename = "userID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub user_id: Option<String>,
 }
 
@@ -44,16 +50,20 @@ pub struct JoinRoom {
 #[derive(Deserialize, ToSchema)]
 pub struct SendMessage {
     #[serde(rename = "roomID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub room_id: String,
-    /// 1–4000 characters (alias: `content`).
+    /// 1–4000 characters, not blank (alias: `content`).
     #[serde(alias = "content")]
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub message: String,
     /// Optional; when given it must be the caller's own id.
     #[serde(rename = "userID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub user_id: Option<String>,
     /// Optional idempotency key, 1–64 characters: a retry with the same key returns the first
     /// message instead of sending it twice.
     #[serde(rename = "clientId")]
+    #[schema(min_length = 1, max_length = 64)]
     pub client_id: Option<String>,
 }
 
@@ -62,11 +72,14 @@ pub struct SendMessage {
 pub struct DeleteMessage {
     /// Optional; when given the message must be in this room.
     #[serde(rename = "roomID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub room_id: Option<String>,
     #[serde(rename = "messageID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub message_id: String,
     /// Optional; when given it must be the caller's own id.
     #[serde(rename = "userID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     pub user_id: Option<String>,
 }
 
@@ -128,6 +141,7 @@ pub struct MessageView {
     #[serde(rename = "editedAt")]
     pub edited_at: Option<String>,
     #[serde(rename = "clientId")]
+    #[schema(min_length = 1, max_length = 64)]
     pub client_id: Option<String>,
 }
 

@@ -50,6 +50,11 @@ pub struct Config {
     pub ws_max_operations: usize,
 }
 
+/// A configuration problem: reported in one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
 /// Subcommands besides the default (serving).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {

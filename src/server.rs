@@ -45,10 +45,7 @@ use crate::{
 pub const MAX_BODY: usize = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A configuration problem: reported in one line, exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub use crate::config::ConfigError;
 
 #[derive(Clone)]
 struct AppState {
@@ -80,12 +77,6 @@ impl Application {
     /// Opens the store, builds the schema and routes, and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(&config.database_url).map_err(ConfigError)?;
-        if let DatabaseUrl::Mongo(_) = url {
-            return Err(ConfigError(
-                "MongoDB is not supported by this build yet; use --database-url sqlite://PATH or sqlite::memory:".into(),
-            )
-            .into());
-        }
         if config.redis_url.is_some() {
             return Err(ConfigError(
                 "--redis-url is not supported by this build yet; run a single instance without it"

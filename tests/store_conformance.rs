@@ -8,6 +8,9 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+#[path = "support/mod.rs"]
+mod support;
+
 use confab::{
     error::Error,
     model::{Message, ObjectId, Page, PageRequest, Room, RoomEvent, User},
@@ -85,22 +88,16 @@ conformance_suite!(sqlite_file, || async {
     Some((Arc::new(store) as Arc<dyn Store>, dir))
 });
 
-// MongoDB goes here, once `src/store/mongo.rs` exists: one database per test, dropped by the
-// guard; skipped when no server is configured, except in CI (`CONFAB_REQUIRE_MONGODB=1`), where
-// a missing server fails every test instead. Roughly:
-//
-// conformance_suite!(mongo, || async {
-//     let Ok(uri) = std::env::var("CONFAB_TEST_MONGODB_URI") else {
-//         assert!(
-//             std::env::var("CONFAB_REQUIRE_MONGODB").as_deref() != Ok("1"),
-//             "CONFAB_REQUIRE_MONGODB=1 but CONFAB_TEST_MONGODB_URI is not set"
-//         );
-//         return None;
-//     };
-//     let db = TestDatabase::create(&uri).await; // a unique database name; dropped on drop
-//     let store = confab::store::mongo::MongoStore::connect(&uri, db.name()).await.expect("connect");
-//     Some((Arc::new(store) as Arc<dyn Store>, db))
-// });
+// MongoDB: a fresh database per test on the test server (see tests/support/mongo.rs); skipped
+// loudly when there is none, and failing instead under CONFAB_REQUIRE_MONGODB=1 (CI).
+conformance_suite!(mongo, || async {
+    let uri = support::mongo::server_uri()?;
+    let store =
+        confab::store::mongo::MongoStore::connect_database(&uri, &support::mongo::fresh_database())
+            .await
+            .expect("connect to the MongoDB test server");
+    Some((Arc::new(store) as Arc<dyn Store>, ()))
+});
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

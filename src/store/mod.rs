@@ -17,10 +17,11 @@ use async_trait::async_trait;
 
 use crate::{
     config::DatabaseUrl,
-    error::{Error, Result},
+    error::Result,
     model::{Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
 };
 
+pub mod mongo;
 pub mod sqlite;
 
 /// A user as stored, with the password hash that never leaves the service layer.
@@ -122,16 +123,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_message(&self, id: MessageId) -> Result<Written<Message>>;
 }
 
-/// Opens the store a `--database-url` names, creating or migrating its schema.
-pub async fn connect(url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
-    match url {
-        DatabaseUrl::SqliteFile(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
-        DatabaseUrl::SqliteMemory => Ok(Arc::new(sqlite::SqliteStore::open_in_memory().await?)),
-        DatabaseUrl::Mongo(_) => Err(Error::invalid(
-            "database-url",
-            "MongoDB is not supported yet in this build; use sqlite://PATH or sqlite::memory:",
-        )),
-    }
+/// Opens the store a `--database-url` names, creating or migrating its schema (SQLite) or its
+/// indexes (MongoDB).
+pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match url {
+        DatabaseUrl::SqliteFile(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
+        DatabaseUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_in_memory().await?),
+        DatabaseUrl::Mongo(url) => Arc::new(mongo::MongoStore::connect(url).await?),
+    })
 }
 
 /// The case-folded key that makes usernames and room names unique regardless of letter case.

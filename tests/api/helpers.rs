@@ -42,6 +42,12 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
         init_tracing();
         let mut config = Config::ephemeral();
+        // CONFAB_TEST_STORE=mongo runs the suite against a fresh MongoDB database per test.
+        if std::env::var("CONFAB_TEST_STORE").as_deref() == Ok("mongo") {
+            let uri = crate::support::mongo::server_uri()
+                .expect("CONFAB_TEST_STORE=mongo needs a MongoDB (see tests/support/mongo.rs)");
+            config.database_url = format!("{uri}/{}", crate::support::mongo::fresh_database());
+        }
         configure(&mut config);
         let app = Application::build(&config)
             .await

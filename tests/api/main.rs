@@ -10,3 +10,5 @@ mod process;
 mod rest;
 mod rooms;
 mod subscriptions;
+#[path = "../support/mod.rs"]
+mod support;

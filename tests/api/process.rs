@@ -79,10 +79,7 @@ fn schema_graphql_is_what_confab_schema_prints() {
 #[test]
 fn configuration_mistakes_exit_2_with_one_clear_line() {
     let cases: [(&[&str], &str); 4] = [
-        (
-            &["--database-url", "mongodb://127.0.0.1:1/chat"],
-            "MongoDB is not supported",
-        ),
+        (&["--database-url", "mongodb://"], "not a valid MongoDB URI"),
         (
             &["--database-url", "postgres://x"],
             "--database-url must start with",
@@ -105,6 +102,28 @@ fn configuration_mistakes_exit_2_with_one_clear_line() {
         assert!(all.contains(expected), "{args:?}: {all}");
         assert!(!all.contains("panicked"), "{all}");
     }
+}
+
+#[test]
+fn an_unreachable_mongodb_is_one_clear_line_naming_the_host() {
+    let output = confab()
+        .args(["--addr", "127.0.0.1:0", "--database-url"])
+        .arg("mongodb://127.0.0.1:1/chat?serverSelectionTimeoutMS=300")
+        .output()
+        .expect("confab runs");
+    assert!(!output.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let errors: Vec<&str> = all.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{all}");
+    assert!(
+        errors[0].contains("cannot reach MongoDB at 127.0.0.1:1"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
 }
 
 #[tokio::test]

@@ -1,0 +1,775 @@
+//! The production store: MongoDB through the official driver.
+//!
+//! Collections `users`, `rooms`, `memberships` and `messages`, shaped as ARCHITECTURE.md says.
+//! Uniqueness is the indexes' job (created idempotently at startup): usernames and room names
+//! through a stored lower-case key (so it works on every MongoDB-compatible server, without
+//! collations), `(room_id, user_id)` memberships, and `(room_id, sender_id, client_id)` where a
+//! client id exists (a partial index). A duplicate-key error (11000) becomes `Conflict`, or for
+//! a client id the first message: no read-then-write checks. History pages are keyset queries on
+//! the `(room_id, _id)` index, never `skip`. Nothing needs transactions or change streams.
+//!
+//! Ordering: writes to one room go one at a time through that room's lock, which mints the
+//! message id, writes, and queues the room event before the next write of the room starts. So
+//! within this instance a room's ids, commits and events share one order, as with SQLite.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bson::{Bson, Document, doc, oid::ObjectId};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::{
+    Client, Collection, Database, IndexModel,
+    error::{ErrorKind, WriteFailure},
+    options::{ClientOptions, IndexOptions, ReturnDocument},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Credentials, EVENT_QUEUE, NewMessage, Store, Written, unique_key};
+use crate::{
+    config::ConfigError,
+    error::{Error, Result},
+    model::{Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
+};
+
+/// How long startup waits for a server when the URI names no `serverSelectionTimeoutMS`.
+pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize)]
+struct UserDoc {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    username: String,
+    username_key: String,
+    password_hash: String,
+    created_at: bson::DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomDoc {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    name: String,
+    name_key: String,
+    created_by: ObjectId,
+    created_at: bson::DateTime,
+}
+
+/// `_id` is minted in join order, so sorting by it lists members as they joined.
+#[derive(Serialize, Deserialize)]
+struct MembershipDoc {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    room_id: ObjectId,
+    user_id: ObjectId,
+    joined_at: bson::DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MessageDoc {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    room_id: ObjectId,
+    sender_id: ObjectId,
+    body: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    client_id: Option<String>,
+    created_at: bson::DateTime,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    edited_at: Option<bson::DateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    deleted_at: Option<bson::DateTime>,
+}
+
+fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
+}
+
+fn now() -> bson::DateTime {
+    bson::DateTime::now()
+}
+
+impl From<UserDoc> for User {
+    fn from(d: UserDoc) -> Self {
+        User {
+            id: d.id,
+            username: d.username,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+impl From<RoomDoc> for Room {
+    fn from(d: RoomDoc) -> Self {
+        Room {
+            id: d.id,
+            name: d.name,
+            created_by: d.created_by,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+impl From<MessageDoc> for Message {
+    fn from(d: MessageDoc) -> Self {
+        Message {
+            id: d.id,
+            room_id: d.room_id,
+            sender_id: d.sender_id,
+            body: d.body,
+            client_id: d.client_id,
+            created_at: to_chrono(d.created_at),
+            edited_at: d.edited_at.map(to_chrono),
+            deleted_at: d.deleted_at.map(to_chrono),
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for Error {
+    fn from(e: mongodb::error::Error) -> Self {
+        Error::Internal(anyhow::Error::new(e).context("MongoDB"))
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
+
+/// Mints ObjectIds that strictly increase within this process (see the module docs).
+#[derive(Default)]
+struct IdGen {
+    last: Mutex<[u8; 12]>,
+}
+
+impl IdGen {
+    fn next(&self) -> ObjectId {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut id = ObjectId::new().bytes();
+        if id <= *last {
+            id = *last;
+            for byte in id.iter_mut().rev() {
+                let (value, carry) = byte.overflowing_add(1);
+                *byte = value;
+                if !carry {
+                    break;
+                }
+            }
+        }
+        *last = id;
+        ObjectId::from_bytes(id)
+    }
+}
+
+/// One async lock per room with writes under way; idle rooms hold none.
+#[derive(Default)]
+struct RoomLocks {
+    locks: Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RoomLocks {
+    async fn lock(&self, room: RoomId) -> RoomGuard<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(room)
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        RoomGuard {
+            locks: self,
+            room,
+            lock,
+            _guard: guard,
+        }
+    }
+}
+
+struct RoomGuard<'a> {
+    locks: &'a RoomLocks,
+    room: RoomId,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Ours, the map's, and the guard's own: nobody else waits for this room.
+        if Arc::strong_count(&self.lock) <= 3 {
+            locks.remove(&self.room);
+        }
+    }
+}
+
+pub struct MongoStore {
+    db: Database,
+    users: Collection<UserDoc>,
+    rooms: Collection<RoomDoc>,
+    memberships: Collection<MembershipDoc>,
+    messages: Collection<MessageDoc>,
+    ids: IdGen,
+    room_locks: RoomLocks,
+    events: Mutex<Option<mpsc::Sender<RoomEvent>>>,
+}
+
+impl MongoStore {
+    /// Connects to the URI's servers, checks one answers within the server-selection timeout,
+    /// and creates the indexes. The database is the URI's path, `confab` when it has none.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(url).await.map_err(|e| {
+            ConfigError(format!(
+                "--database-url is not a valid MongoDB URI: {}",
+                short(&e)
+            ))
+        })?;
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "confab".into());
+        Self::connect_to(options_with_defaults(&mut options), &database).await
+    }
+
+    /// Like [`connect`](Self::connect), with the database named explicitly (tests use one
+    /// database each).
+    pub async fn connect_database(url: &str, database: &str) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("not a valid MongoDB URI: {e}"))?;
+        Self::connect_to(options_with_defaults(&mut options), database).await
+    }
+
+    async fn connect_to(options: ClientOptions, database: &str) -> anyhow::Result<Self> {
+        let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        let client = Client::with_options(options)?;
+        let db = client.database(database);
+        db.run_command(doc! {"ping": 1}).await.map_err(|e| {
+            anyhow::anyhow!("cannot reach MongoDB at {}: {}", hosts.join(","), short(&e))
+        })?;
+        let store = Self {
+            users: db.collection("users"),
+            rooms: db.collection("rooms"),
+            memberships: db.collection("memberships"),
+            messages: db.collection("messages"),
+            db,
+            ids: IdGen::default(),
+            room_locks: RoomLocks::default(),
+            events: Mutex::new(None),
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<()> {
+        let unique = || IndexOptions::builder().unique(true).build();
+        self.users
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"username_key": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.rooms
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"name_key": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.memberships
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"room_id": 1, "user_id": 1})
+                    .options(unique())
+                    .build(),
+            )
+            .await?;
+        self.memberships
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"user_id": 1, "room_id": 1})
+                    .build(),
+            )
+            .await?;
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"room_id": 1, "_id": 1})
+                    .build(),
+            )
+            .await?;
+        let client_ids = IndexOptions::builder()
+            .unique(true)
+            .partial_filter_expression(doc! {"client_id": {"$exists": true}})
+            .build();
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"room_id": 1, "sender_id": 1, "client_id": 1})
+                    .options(client_ids)
+                    .build(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn announce(&self, event: RoomEvent) {
+        let sink = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(sink) = sink {
+            // Waits when the publisher is behind; fails only once it is gone.
+            let _ = sink.send(event).await;
+        }
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
+        Ok(self.users.find_one(doc! {"_id": id}).await?.map(User::from))
+    }
+
+    /// One keyset page over `collection` ordered by `_id`, within `scope`.
+    async fn page<D, T>(
+        &self,
+        collection: &Collection<D>,
+        scope: Document,
+        page: PageRequest,
+    ) -> Result<Page<T>>
+    where
+        D: serde::de::DeserializeOwned + Send + Sync + Unpin,
+        T: From<D>,
+    {
+        let (cursor, limit, backward) = match page {
+            PageRequest::Backward { before, last } => (before.map(|b| ("$lt", b)), last, true),
+            PageRequest::Forward { after, first } => (after.map(|a| ("$gt", a)), first, false),
+        };
+        let mut filter = scope.clone();
+        if let Some((op, id)) = cursor {
+            filter.insert("_id", doc! {op: id});
+        }
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut items: Vec<D> = collection
+            .find(filter)
+            .sort(doc! {"_id": if backward { -1 } else { 1 }})
+            .limit(fetch)
+            .await?
+            .try_collect()
+            .await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let beyond_cursor = match cursor {
+            Some((op, id)) => {
+                let mut far = scope;
+                far.insert("_id", doc! {if op == "$lt" { "$gte" } else { "$lte" }: id});
+                collection.find_one(far).await?.is_some()
+            }
+            None => false,
+        };
+        if backward {
+            items.reverse();
+        }
+        let items = items.into_iter().map(T::from).collect();
+        Ok(if backward {
+            Page {
+                items,
+                has_previous: more,
+                has_next: beyond_cursor,
+            }
+        } else {
+            Page {
+                items,
+                has_previous: beyond_cursor,
+                has_next: more,
+            }
+        })
+    }
+}
+
+fn options_with_defaults(options: &mut ClientOptions) -> ClientOptions {
+    if options.server_selection_timeout.is_none() {
+        options.server_selection_timeout = Some(DEFAULT_SERVER_SELECTION_TIMEOUT);
+    }
+    options.app_name.get_or_insert_with(|| "confab".into());
+    options.clone()
+}
+
+/// The first line of a driver error: enough to say what failed, not a stack of them.
+fn short(e: &mongodb::error::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.chars().take(300).collect()
+}
+
+fn live_in_room(room: RoomId) -> Document {
+    doc! {"room_id": room, "deleted_at": Bson::Null}
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> Result<()> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
+        let mut slot = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(EVENT_QUEUE);
+        *slot = Some(sender);
+        Some(receiver)
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<User> {
+        let doc = UserDoc {
+            id: self.ids.next(),
+            username: username.to_owned(),
+            username_key: unique_key(username),
+            password_hash: password_hash.to_owned(),
+            created_at: now(),
+        };
+        if let Err(e) = self.users.insert_one(&doc).await {
+            if is_duplicate_key(&e) {
+                return Err(Error::Conflict {
+                    field: "username",
+                    message: "that username is already taken".into(),
+                });
+            }
+            return Err(e.into());
+        }
+        Ok(doc.into())
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.user_by_id(id).await
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let found = self
+            .users
+            .find_one(doc! {"username_key": unique_key(username)})
+            .await?;
+        Ok(found.map(|d| {
+            let password_hash = d.password_hash.clone();
+            Credentials {
+                user: d.into(),
+                password_hash,
+            }
+        }))
+    }
+
+    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
+        let room = RoomDoc {
+            id: self.ids.next(),
+            name: name.to_owned(),
+            name_key: unique_key(name),
+            created_by: creator,
+            created_at: now(),
+        };
+        if self.user_by_id(creator).await?.is_none() {
+            return Err(Error::not_found("user not found"));
+        }
+        if let Err(e) = self.rooms.insert_one(&room).await {
+            if is_duplicate_key(&e) {
+                return Err(Error::Conflict {
+                    field: "name",
+                    message: "a room with that name already exists".into(),
+                });
+            }
+            return Err(e.into());
+        }
+        let membership = MembershipDoc {
+            id: self.ids.next(),
+            room_id: room.id,
+            user_id: creator,
+            joined_at: room.created_at,
+        };
+        if let Err(e) = self.memberships.insert_one(&membership).await {
+            // Without transactions: take the room back rather than leave it without its creator.
+            let _ = self.rooms.delete_one(doc! {"_id": room.id}).await;
+            return Err(e.into());
+        }
+        Ok(room.into())
+    }
+
+    async fn room(&self, id: RoomId) -> Result<Option<Room>> {
+        Ok(self.rooms.find_one(doc! {"_id": id}).await?.map(Room::from))
+    }
+
+    async fn rooms(&self, page: PageRequest) -> Result<Page<Room>> {
+        self.page(&self.rooms, Document::new(), page).await
+    }
+
+    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        let _room = self.room_locks.lock(room).await;
+        if self.rooms.find_one(doc! {"_id": room}).await?.is_none() {
+            return Err(Error::not_found("room not found"));
+        }
+        let membership = MembershipDoc {
+            id: self.ids.next(),
+            room_id: room,
+            user_id: user,
+            joined_at: now(),
+        };
+        match self.memberships.insert_one(&membership).await {
+            Ok(_) => {}
+            Err(e) if is_duplicate_key(&e) => {
+                return Ok(Written {
+                    value: (),
+                    changed: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(user) = self.user_by_id(user).await? {
+            self.announce(RoomEvent::MemberJoined {
+                room_id: room,
+                user,
+            })
+            .await;
+        }
+        Ok(Written {
+            value: (),
+            changed: true,
+        })
+    }
+
+    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        let _room = self.room_locks.lock(room).await;
+        let removed = self
+            .memberships
+            .delete_one(doc! {"room_id": room, "user_id": user})
+            .await?;
+        let changed = removed.deleted_count == 1;
+        if changed && let Some(user) = self.user_by_id(user).await? {
+            self.announce(RoomEvent::MemberLeft {
+                room_id: room,
+                user,
+            })
+            .await;
+        }
+        Ok(Written { value: (), changed })
+    }
+
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
+        Ok(self
+            .memberships
+            .find_one(doc! {"room_id": room, "user_id": user})
+            .await?
+            .is_some())
+    }
+
+    async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let memberships: Vec<MembershipDoc> = self
+            .memberships
+            .find(doc! {"room_id": room})
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        let ids: Vec<ObjectId> = memberships.iter().map(|m| m.user_id).collect();
+        let mut users: HashMap<ObjectId, User> = self
+            .users
+            .find(doc! {"_id": {"$in": &ids}})
+            .await?
+            .map_ok(|d| (d.id, User::from(d)))
+            .try_collect()
+            .await?;
+        Ok(ids.iter().filter_map(|id| users.remove(id)).collect())
+    }
+
+    async fn member_count(&self, room: RoomId) -> Result<u64> {
+        Ok(self
+            .memberships
+            .count_documents(doc! {"room_id": room})
+            .await?)
+    }
+
+    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
+        let ids: Vec<ObjectId> = self
+            .memberships
+            .find(doc! {"user_id": user})
+            .await?
+            .map_ok(|m| m.room_id)
+            .try_collect()
+            .await?;
+        let rooms: Vec<RoomDoc> = self
+            .rooms
+            .find(doc! {"_id": {"$in": ids}})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(rooms.into_iter().map(Room::from).collect())
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
+        let _room = self.room_locks.lock(message.room_id).await;
+        if self
+            .rooms
+            .find_one(doc! {"_id": message.room_id})
+            .await?
+            .is_none()
+        {
+            return Err(Error::not_found("room not found"));
+        }
+        let doc = MessageDoc {
+            id: self.ids.next(),
+            room_id: message.room_id,
+            sender_id: message.sender_id,
+            body: message.body,
+            client_id: message.client_id,
+            created_at: now(),
+            edited_at: None,
+            deleted_at: None,
+        };
+        match self.messages.insert_one(&doc).await {
+            Ok(_) => {
+                let stored = Message::from(doc);
+                self.announce(RoomEvent::MessageAdded(stored.clone())).await;
+                Ok(Written {
+                    value: stored,
+                    changed: true,
+                })
+            }
+            // The partial unique index decides idempotency: the first message stands.
+            Err(e) if is_duplicate_key(&e) => {
+                let first = self
+                    .messages
+                    .find_one(doc! {
+                        "room_id": doc.room_id,
+                        "sender_id": doc.sender_id,
+                        "client_id": doc.client_id.clone(),
+                    })
+                    .await?
+                    .ok_or_else(|| Error::internal("a duplicate client id without its message"))?;
+                Ok(Written {
+                    value: first.into(),
+                    changed: false,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        Ok(self
+            .messages
+            .find_one(doc! {"_id": id})
+            .await?
+            .map(Message::from))
+    }
+
+    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
+        let last = self
+            .messages
+            .find_one(doc! {"room_id": room})
+            .sort(doc! {"_id": -1})
+            .await?;
+        Ok(last.map(|m| m.id))
+    }
+
+    async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
+        self.page(&self.messages, live_in_room(room), page).await
+    }
+
+    async fn messages_after(
+        &self,
+        room: RoomId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found: Vec<MessageDoc> = self
+            .messages
+            .find(doc! {"room_id": room, "_id": {"$gt": after}})
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(Message::from).collect())
+    }
+
+    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
+        let room = self
+            .message(id)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?
+            .room_id;
+        let _room = self.room_locks.lock(room).await;
+        let edited = self
+            .messages
+            .find_one_and_update(
+                doc! {"_id": id, "deleted_at": Bson::Null},
+                doc! {"$set": {"body": body, "edited_at": now()}},
+            )
+            .return_document(ReturnDocument::After)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?;
+        let edited = Message::from(edited);
+        self.announce(RoomEvent::MessageEdited(edited.clone()))
+            .await;
+        Ok(edited)
+    }
+
+    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+        let room = self
+            .message(id)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?
+            .room_id;
+        let _room = self.room_locks.lock(room).await;
+        let deleted = self
+            .messages
+            .find_one_and_update(
+                doc! {"_id": id, "deleted_at": Bson::Null},
+                doc! {"$set": {"body": "", "deleted_at": now()}},
+            )
+            .return_document(ReturnDocument::After)
+            .await?;
+        match deleted {
+            Some(message) => {
+                let message = Message::from(message);
+                self.announce(RoomEvent::MessageDeleted {
+                    room_id: message.room_id,
+                    message_id: message.id,
+                })
+                .await;
+                Ok(Written {
+                    value: message,
+                    changed: true,
+                })
+            }
+            None => match self.message(id).await? {
+                Some(tombstone) => Ok(Written {
+                    value: tombstone,
+                    changed: false,
+                }),
+                None => Err(Error::not_found("message not found")),
+            },
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`server`]: axum routes, middleware, startup and graceful shutdown;
 //! - [`graphql`]: the schema (a library) and its HTTP and WebSocket transports;
 //! - [`rest`]: the original service's REST routes and their OpenAPI document;
+//! - [`socketio`]: the original service's Socket.IO events;
 //! - [`service`]: `ChatService`, the one place for chat rules;
 //! - [`store`]: persistence behind one trait (SQLite embedded; MongoDB next);
 //! - [`bus`]: room events from the service to subscribers;
@@ -19,4 +20,5 @@ pub mod model;
 pub mod rest;
 pub mod server;
 pub mod service;
+pub mod socketio;
 pub mod store;

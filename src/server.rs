@@ -38,6 +38,7 @@ use crate::{
     },
     rest,
     service::ChatService,
+    socketio,
     store,
 };
 
@@ -106,9 +107,12 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
         let addr = listener.local_addr()?;
+        let (socketio, _io) = socketio::layer(state.service.clone());
         Ok(Self {
             listener,
-            router: router(state),
+            // Outermost: Socket.IO long-polls outlive the request timeout, and it has its own
+            // payload limit.
+            router: router(state).layer(socketio),
             addr,
             shutdown,
             stats,

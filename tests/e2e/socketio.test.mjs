@@ -1,0 +1,145 @@
+// The real socket.io-client 4.x against Confab's Socket.IO events: two clients chat, a GraphQL
+// subscriber and a Socket.IO client see each other, bad tokens and non-members are refused.
+import { test as nodeTest, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import { barrier, gql, register, startConfab, subscribe, wsClient } from './confab.mjs';
+
+const test = (name, fn) => nodeTest(name, { timeout: 30_000 }, fn);
+
+let server;
+let ada;
+let bob;
+let room;
+
+before(async () => {
+  server = await startConfab();
+  ada = await register(server, 'ada');
+  bob = await register(server, 'bob');
+  room = (await gql(server, 'mutation { createRoom(name: "socket room") { id } }', {}, ada.token)).createRoom.id;
+});
+
+after(async () => {
+  await server?.stop();
+});
+
+/// A connected socket.io client signed in with `token`.
+async function connect(token) {
+  const socket = io(server.url, { auth: { token }, transports: ['websocket'], reconnection: false });
+  await new Promise((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('connect_error', reject);
+  });
+  return socket;
+}
+
+/// The next `name` event's payload (the first one `wanted` accepts, when given).
+const next = (socket, name, wanted = () => true) => new Promise((resolve) => {
+  const listener = (payload) => {
+    if (wanted(payload)) {
+      socket.off(name, listener);
+      resolve(payload);
+    }
+  };
+  socket.on(name, listener);
+});
+
+test('two socket.io clients join a room and exchange messages', async () => {
+  const a = await connect(ada.token);
+  const b = await connect(bob.token);
+  try {
+    assert.equal((await a.emitWithAck('join', { roomID: room })).ok, true);
+    const joined = next(a, 'user_join');
+    const answer = await b.emitWithAck('join', { roomID: room });
+    assert.equal(answer.ok, true, JSON.stringify(answer));
+    assert.equal(answer.room.id, room);
+    assert.equal((await joined).user.username, 'bob');
+
+    // Everyone in the room gets a message, its sender too (listen before acting: the event
+    // may arrive before the acknowledgement).
+    const arriving = next(b, 'message', (m) => m.body === 'hello bob');
+    const echoed = next(a, 'message', (m) => m.body === 'hello bob');
+    const sent = await a.emitWithAck('message', { roomID: room, message: 'hello bob' });
+    assert.equal(sent.ok, true, JSON.stringify(sent));
+    const received = await arriving;
+    assert.equal(received.id, sent.message.id);
+    assert.equal(received.body, 'hello bob');
+    assert.equal(received.roomID, room);
+    assert.equal(received.sender.username, 'ada');
+
+    assert.equal((await echoed).id, sent.message.id);
+    const viaContent = next(a, 'message', (m) => m.body === 'hi ada');
+    assert.equal((await b.emitWithAck('message', { roomID: room, content: 'hi ada' })).ok, true);
+    assert.equal((await viaContent).body, 'hi ada');
+
+    const gone = next(b, 'delete_message', (d) => d.messageID === sent.message.id);
+    const deleted = await a.emitWithAck('delete_message', { messageID: sent.message.id });
+    assert.equal(deleted.ok, true, JSON.stringify(deleted));
+    assert.deepEqual(await gone, { messageID: sent.message.id, roomID: room });
+  } finally {
+    a.disconnect();
+    b.disconnect();
+  }
+});
+
+test('GraphQL subscribers and socket.io clients see each other', async () => {
+  const socket = await connect(bob.token);
+  const client = wsClient(server, ada.token);
+  try {
+    assert.equal((await socket.emitWithAck('join', { roomID: room })).ok, true);
+    const events = subscribe(client, `subscription($r: ID!) { roomEvents(roomId: $r) { __typename
+      ... on MessageAdded { message { id body sender { username } } }
+      ... on MessageDeleted { messageId } } }`, { r: room });
+    await barrier(client);
+
+    // Socket.IO → GraphQL.
+    const sent = await socket.emitWithAck('message', { roomID: room, message: 'from socket.io' });
+    assert.equal(sent.ok, true);
+    const added = (await events.next()).data.roomEvents;
+    assert.equal(added.__typename, 'MessageAdded');
+    assert.equal(added.message.id, sent.message.id);
+    assert.equal(added.message.sender.username, 'bob');
+
+    // GraphQL → Socket.IO, and deletions both ways.
+    const arriving = next(socket, 'message', (m) => m.body === 'from graphql');
+    const viaGraphql = (await gql(server, 'mutation($r: ID!) { sendMessage(roomId: $r, body: "from graphql") { id } }', { r: room }, ada.token)).sendMessage.id;
+    assert.equal((await arriving).id, viaGraphql);
+    assert.equal((await events.next()).data.roomEvents.message.id, viaGraphql);
+
+    const deletion = next(socket, 'delete_message', (d) => d.messageID === viaGraphql);
+    await gql(server, 'mutation($m: ID!) { deleteMessage(messageId: $m) }', { m: viaGraphql }, ada.token);
+    assert.equal((await deletion).messageID, viaGraphql);
+    assert.equal((await events.next()).data.roomEvents.messageId, viaGraphql);
+
+    assert.equal((await socket.emitWithAck('delete_message', { messageID: sent.message.id })).ok, true);
+    assert.equal((await events.next()).data.roomEvents.messageId, sent.message.id);
+  } finally {
+    socket.disconnect();
+    await client.dispose();
+  }
+});
+
+test('a bad or missing token is refused with connect_error', async () => {
+  for (const auth of [{ token: 'not-a-token' }, {}]) {
+    const socket = io(server.url, { auth, transports: ['websocket'], reconnection: false });
+    const error = await new Promise((resolve) => socket.once('connect_error', resolve));
+    assert.match(error.message, /unauthenticated/);
+    socket.disconnect();
+  }
+});
+
+test('a non-member is refused with FORBIDDEN, and bad input with BAD_USER_INPUT', async () => {
+  const eve = await register(server, 'eve');
+  const socket = await connect(eve.token);
+  try {
+    const refused = await socket.emitWithAck('message', { roomID: room, message: 'let me in' });
+    assert.equal(refused.ok, false);
+    assert.equal(refused.error.code, 'FORBIDDEN');
+    const bad = await socket.emitWithAck('join', { roomID: 'lobby' });
+    assert.deepEqual([bad.ok, bad.error.code, bad.error.field], [false, 'BAD_USER_INPUT', 'roomID']);
+    const missing = await socket.emitWithAck('message', { roomID: room });
+    assert.deepEqual([missing.ok, missing.error.field], [false, 'message']);
+  } finally {
+    socket.disconnect();
+  }
+});

@@ -38,8 +38,7 @@ use crate::{
     },
     rest,
     service::ChatService,
-    socketio,
-    store,
+    socketio, store,
 };
 
 /// Largest HTTP request body accepted.

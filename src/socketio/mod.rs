@@ -60,7 +60,12 @@ struct Session {
 
 impl Session {
     fn stop(&self, room: RoomId) {
-        if let Some(task) = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(&room) {
+        if let Some(task) = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&room)
+        {
             task.abort();
         }
     }
@@ -92,7 +97,10 @@ async fn authenticate(
     };
     let caller = Caller::from_authorization(service.tokens(), Some(&token));
     caller.user().map_err(|e| format!("unauthenticated: {e}"))?;
-    socket.extensions.insert(Session { caller, rooms: Arc::default() });
+    socket.extensions.insert(Session {
+        caller,
+        rooms: Arc::default(),
+    });
     Ok(())
 }
 
@@ -137,7 +145,10 @@ fn answer(ack: AckSender, result: Result<Value, Error>) {
 }
 
 /// A string field of an event's payload, named in the error when missing.
-fn field<'a>(data: &'a Result<Value, impl std::fmt::Display>, names: &[&'static str]) -> Result<&'a str, Error> {
+fn field<'a>(
+    data: &'a Result<Value, impl std::fmt::Display>,
+    names: &[&'static str],
+) -> Result<&'a str, Error> {
     let data = data
         .as_ref()
         .map_err(|e| Error::invalid("data", format!("send a JSON object ({e})")))?;
@@ -157,7 +168,12 @@ async fn on_join(
     let result = async {
         let room = parse_id("roomID", field(&data, &["roomID"])?)?;
         let joined = service.join_room(&session.caller, room).await?;
-        if !session.rooms.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&room) {
+        if !session
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&room)
+        {
             // Live before the acknowledgement: the client sees what happens after it.
             let events = service.room_events(&session.caller, room, None).await?;
             let task = tokio::spawn(forward(socket.clone(), service.clone(), events));
@@ -202,9 +218,14 @@ async fn on_message(
             .as_ref()
             .ok()
             .and_then(|d| d.get("clientId"))
-            .map(|v| v.as_str().ok_or_else(|| Error::invalid("clientId", "must be a string")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| Error::invalid("clientId", "must be a string"))
+            })
             .transpose()?;
-        let message = service.send_message(&session.caller, room, body, client_id).await?;
+        let message = service
+            .send_message(&session.caller, room, body, client_id)
+            .await?;
         Ok(json!({"message": message_payload(&service, &message).await?}))
     }
     .await;
@@ -226,7 +247,10 @@ async fn on_delete(
     answer(ack, result);
 }
 
-async fn message_payload(service: &ChatService, message: &crate::model::Message) -> Result<Value, Error> {
+async fn message_payload(
+    service: &ChatService,
+    message: &crate::model::Message,
+) -> Result<Value, Error> {
     let sender = service.user(message.sender_id).await?;
     Ok(json!({
         "id": message.id.to_hex(),
@@ -240,22 +264,35 @@ async fn message_payload(service: &ChatService, message: &crate::model::Message)
 }
 
 /// The seed's event name and payload for a room event.
-async fn socket_event(service: &ChatService, event: &RoomEvent) -> Result<(&'static str, Value), Error> {
-    let user = |user: &crate::model::User| json!({"id": user.id.to_hex(), "username": user.username});
+async fn socket_event(
+    service: &ChatService,
+    event: &RoomEvent,
+) -> Result<(&'static str, Value), Error> {
+    let user =
+        |user: &crate::model::User| json!({"id": user.id.to_hex(), "username": user.username});
     Ok(match event {
         RoomEvent::MessageAdded(m) => ("message", message_payload(service, m).await?),
         RoomEvent::MessageEdited(m) => ("message_edited", message_payload(service, m).await?),
-        RoomEvent::MessageDeleted { room_id, message_id } => (
+        RoomEvent::MessageDeleted {
+            room_id,
+            message_id,
+        } => (
             "delete_message",
             json!({"messageID": message_id.to_hex(), "roomID": room_id.to_hex()}),
         ),
-        RoomEvent::MemberJoined { room_id, user: who } => {
-            ("user_join", json!({"roomID": room_id.to_hex(), "user": user(who)}))
-        }
-        RoomEvent::MemberLeft { room_id, user: who } => {
-            ("user_leave", json!({"roomID": room_id.to_hex(), "user": user(who)}))
-        }
-        RoomEvent::Typing { room_id, user: who, typing } => (
+        RoomEvent::MemberJoined { room_id, user: who } => (
+            "user_join",
+            json!({"roomID": room_id.to_hex(), "user": user(who)}),
+        ),
+        RoomEvent::MemberLeft { room_id, user: who } => (
+            "user_leave",
+            json!({"roomID": room_id.to_hex(), "user": user(who)}),
+        ),
+        RoomEvent::Typing {
+            room_id,
+            user: who,
+            typing,
+        } => (
             "typing",
             json!({"roomID": room_id.to_hex(), "user": user(who), "typing": typing}),
         ),

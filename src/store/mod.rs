@@ -133,6 +133,25 @@ pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// A fresh ObjectId strictly greater than `last`, which becomes it. Drivers mint ids through
+/// this so that, within one process, a later id is always a larger one, even within one second
+/// or when the clock steps back.
+pub(crate) fn next_object_id(last: &mut [u8; 12]) -> crate::model::ObjectId {
+    let mut id = crate::model::ObjectId::new().bytes();
+    if id <= *last {
+        id = *last;
+        for byte in id.iter_mut().rev() {
+            let (value, carry) = byte.overflowing_add(1);
+            *byte = value;
+            if !carry {
+                break;
+            }
+        }
+    }
+    *last = id;
+    crate::model::ObjectId::from_bytes(id)
+}
+
 /// The case-folded key that makes usernames and room names unique regardless of letter case.
 pub fn unique_key(name: &str) -> String {
     name.to_lowercase()

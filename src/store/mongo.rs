@@ -152,20 +152,7 @@ struct IdGen {
 
 impl IdGen {
     fn next(&self) -> ObjectId {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let mut id = ObjectId::new().bytes();
-        if id <= *last {
-            id = *last;
-            for byte in id.iter_mut().rev() {
-                let (value, carry) = byte.overflowing_add(1);
-                *byte = value;
-                if !carry {
-                    break;
-                }
-            }
-        }
-        *last = id;
-        ObjectId::from_bytes(id)
+        super::next_object_id(&mut self.last.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

@@ -387,19 +387,7 @@ impl IdGen {
     }
 
     fn next(&mut self) -> ObjectId {
-        let mut id = ObjectId::new().bytes();
-        if id <= self.last {
-            id = self.last;
-            for byte in id.iter_mut().rev() {
-                let (value, carry) = byte.overflowing_add(1);
-                *byte = value;
-                if !carry {
-                    break;
-                }
-            }
-        }
-        self.last = id;
-        ObjectId::from_bytes(id)
+        super::next_object_id(&mut self.last)
     }
 }
 

@@ -156,6 +156,8 @@ fn router(state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
     Router::new()
         .route("/", get(playground))
+        .route("/playground/app.js", get(playground_script))
+        .route("/playground/style.css", get(playground_style))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -173,8 +175,23 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+// The chat page is compiled in, so the binary serves it offline with no build step.
 async fn playground() -> Html<&'static str> {
     Html(include_str!("../playground/index.html"))
+}
+
+async fn playground_script() -> Response {
+    let script = include_str!("../playground/app.js");
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        script,
+    )
+        .into_response()
+}
+
+async fn playground_style() -> Response {
+    let style = include_str!("../playground/style.css");
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], style).into_response()
 }
 
 async fn graphql_get(

@@ -129,6 +129,21 @@ async fn health_readiness_metrics_playground_and_unknown_routes() {
     assert!(metrics.contains("confab_ws_connections 0"), "{metrics}");
     let page = get("/").await.unwrap().text().await.unwrap();
     assert!(page.contains("Confab") && page.contains("/graphql"));
+    assert!(page.contains("/playground/app.js"));
+    let script = get("/playground/app.js").await.unwrap();
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        script
+            .text()
+            .await
+            .unwrap()
+            .contains("graphql-transport-ws")
+    );
+    let style = get("/playground/style.css").await.unwrap();
+    assert_eq!(style.headers()["content-type"], "text/css; charset=utf-8");
     let missing = get("/no/such/route").await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(

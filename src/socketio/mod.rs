@@ -8,14 +8,13 @@
 //!
 //! A joined room's events come from the same room feed GraphQL subscriptions use, whichever
 //! transport caused them, and go out as the seed's events: `message`, `delete_message`,
-//! `user_join`, `user_leave` (plus `message_edited` and `typing`). Each socket's outgoing buffer
-//! is bounded (`max_buffer_size`): a socket that cannot take its events is disconnected rather
-//! than allowed to hold memory.
+//! `user_join`, `user_leave` (plus `message_edited` and `typing`).
+//!
+//! Every socket is bounded: its outgoing buffer (`max_buffer_size`; a socket that cannot take
+//! its events is disconnected), the rooms it may join at once, and the events it may have in
+//! flight. A socket whose token expires is refused and disconnected, as a GraphQL socket is.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -25,7 +24,10 @@ use socketioxide::{
     handler::ConnectHandler,
     layer::SocketIoLayer,
 };
-use tokio::task::AbortHandle;
+use tokio::{
+    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
+    task::AbortHandle,
+};
 
 use crate::{
     auth::Caller,
@@ -38,6 +40,10 @@ use crate::{
 const SOCKET_BUFFER: usize = 256;
 /// Largest HTTP long-polling payload.
 const MAX_PAYLOAD: u64 = 64 * 1024;
+/// Rooms one socket may have joined at once.
+const MAX_ROOMS: usize = 100;
+/// Events of one socket being handled at once; more are refused with `RATE_LIMITED`.
+const MAX_IN_FLIGHT: usize = 16;
 
 /// The layer serving `/socket.io/`, and its handle.
 pub fn layer(service: Arc<ChatService>) -> (SocketIoLayer, SocketIo) {
@@ -54,27 +60,57 @@ pub fn layer(service: Arc<ChatService>) -> (SocketIoLayer, SocketIo) {
 #[derive(Clone)]
 struct Session {
     caller: Caller,
-    /// The forwarding task of each room this socket joined.
+    /// Token expiry, seconds since the Unix epoch.
+    expires_at: u64,
+    /// The forwarding task of each room this socket joined. An async lock, held across a whole
+    /// join, so two joins of one room cannot both start a task.
     rooms: Arc<Mutex<HashMap<RoomId, AbortHandle>>>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Session {
-    fn stop(&self, room: RoomId) {
-        if let Some(task) = self
-            .rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&room)
-        {
+    async fn stop(&self, room: RoomId) {
+        if let Some(task) = self.rooms.lock().await.remove(&room) {
             task.abort();
         }
     }
 
-    fn stop_all(&self) {
-        for (_, task) in self.rooms.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+    async fn stop_all(&self) {
+        for (_, task) in self.rooms.lock().await.drain() {
             task.abort();
         }
     }
+
+    fn expired(&self) -> bool {
+        jsonwebtoken::get_current_timestamp() >= self.expires_at
+    }
+
+    /// Admits one event: refused once the token has expired (and the socket is then closed),
+    /// or while too many of this socket's events are in flight.
+    fn admit(&self, socket: &SocketRef) -> Result<OwnedSemaphorePermit, Error> {
+        if self.expired() {
+            disconnect(socket.clone());
+            return Err(Error::Unauthenticated(
+                "the token has expired; log in again".into(),
+            ));
+        }
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Error::RateLimited(format!("at most {MAX_IN_FLIGHT} events at once").into())
+        })
+    }
+}
+
+/// Closes a socket, waiting for room in its buffer if it is full (a full buffer refuses the
+/// disconnect packet too). A dead peer is closed by the Engine.IO heartbeat meanwhile.
+fn disconnect(socket: SocketRef) {
+    tokio::spawn(async move {
+        for _ in 0..300 {
+            if !socket.connected() || socket.clone().disconnect().is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 }
 
 /// Refuses a socket without a valid token; the message reaches the client's `connect_error`.
@@ -96,10 +132,15 @@ async fn authenticate(
         return Err("unauthenticated: send auth: {token: \"<access token>\"}".into());
     };
     let caller = Caller::from_authorization(service.tokens(), Some(&token));
-    caller.user().map_err(|e| format!("unauthenticated: {e}"))?;
+    let expires_at = caller
+        .user()
+        .map_err(|e| format!("unauthenticated: {e}"))?
+        .expires_at;
     socket.extensions.insert(Session {
         caller,
+        expires_at,
         rooms: Arc::default(),
+        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     });
     Ok(())
 }
@@ -109,7 +150,7 @@ async fn on_connect(socket: SocketRef) {
     socket.on("leave", on_leave);
     socket.on("message", on_message);
     socket.on("delete_message", on_delete);
-    socket.on_disconnect(async |Extension(session): Extension<Session>| session.stop_all());
+    socket.on_disconnect(async |Extension(session): Extension<Session>| session.stop_all().await);
 }
 
 fn ok(fields: Value) -> Value {
@@ -166,22 +207,31 @@ async fn on_join(
     State(service): State<Arc<ChatService>>,
 ) {
     let result = async {
+        let _permit = session.admit(&socket)?;
         let room = parse_id("roomID", field(&data, &["roomID"])?)?;
+        let mut rooms = session.rooms.lock().await;
+        if !rooms.contains_key(&room) && rooms.len() >= MAX_ROOMS {
+            return Err(Error::RateLimited(
+                format!("a socket may join at most {MAX_ROOMS} rooms; leave one first").into(),
+            ));
+        }
         let joined = service.join_room(&session.caller, room).await?;
-        if !session
-            .rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&room)
-        {
+        // A feed that ended (the user left the room elsewhere) is started again.
+        if rooms.get(&room).is_none_or(AbortHandle::is_finished) {
             // Live before the acknowledgement: the client sees what happens after it.
             let events = service.room_events(&session.caller, room, None).await?;
-            let task = tokio::spawn(forward(socket.clone(), service.clone(), events));
-            session
-                .rooms
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(room, task.abort_handle());
+            let task = tokio::spawn(forward(
+                socket.clone(),
+                session.clone(),
+                service.clone(),
+                events,
+            ));
+            rooms.insert(room, task.abort_handle());
+            if !socket.connected() {
+                // Disconnected while joining: its cleanup has already run.
+                task.abort();
+                rooms.remove(&room);
+            }
         }
         Ok(json!({"room": {"id": joined.id.to_hex(), "name": joined.name}}))
     }
@@ -190,14 +240,16 @@ async fn on_join(
 }
 
 async fn on_leave(
+    socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     Extension(session): Extension<Session>,
     State(service): State<Arc<ChatService>>,
 ) {
     let result = async {
+        let _permit = session.admit(&socket)?;
         let room = parse_id("roomID", field(&data, &["roomID"])?)?;
-        session.stop(room);
+        session.stop(room).await;
         let left = service.leave_room(&session.caller, room).await?;
         Ok(json!({"left": left}))
     }
@@ -206,12 +258,14 @@ async fn on_leave(
 }
 
 async fn on_message(
+    socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     Extension(session): Extension<Session>,
     State(service): State<Arc<ChatService>>,
 ) {
     let result = async {
+        let _permit = session.admit(&socket)?;
         let room = parse_id("roomID", field(&data, &["roomID"])?)?;
         let body = field(&data, &["message", "content"])?;
         let client_id = data
@@ -233,12 +287,14 @@ async fn on_message(
 }
 
 async fn on_delete(
+    socket: SocketRef,
     TryData(data): TryData<Value>,
     ack: AckSender,
     Extension(session): Extension<Session>,
     State(service): State<Arc<ChatService>>,
 ) {
     let result = async {
+        let _permit = session.admit(&socket)?;
         let id = parse_id("messageID", field(&data, &["messageID"])?)?;
         let deleted = service.delete_message(&session.caller, id).await?;
         Ok(json!({"messageID": deleted.id.to_hex(), "roomID": deleted.room_id.to_hex()}))
@@ -299,14 +355,20 @@ async fn socket_event(
     })
 }
 
-/// Sends a room's events to one socket until the feed ends or the socket cannot keep up.
+/// Sends a room's events to one socket until the feed ends, the token expires or the socket
+/// cannot keep up.
 async fn forward(
     socket: SocketRef,
+    session: Session,
     service: Arc<ChatService>,
     events: impl futures_util::Stream<Item = crate::error::Result<Arc<RoomEvent>>>,
 ) {
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
+        if session.expired() {
+            disconnect(socket);
+            return;
+        }
         let sent = match event {
             Ok(event) => match socket_event(&service, &event).await {
                 Ok((name, payload)) => socket.emit(name, &payload).is_ok(),
@@ -324,7 +386,7 @@ async fn forward(
             // Its buffer is full or it is gone: a client that cannot keep up reconnects and
             // reads the history it missed, rather than the server holding it.
             tracing::warn!(socket = %socket.id, "Socket.IO client cannot keep up; disconnecting it");
-            let _ = socket.disconnect();
+            disconnect(socket);
             return;
         }
     }

@@ -143,3 +143,35 @@ test('a non-member is refused with FORBIDDEN, and bad input with BAD_USER_INPUT'
     socket.disconnect();
   }
 });
+
+test('joining twice at once delivers each event once; a feed ended elsewhere restarts on join', async () => {
+  const carol = await register(server, 'carol');
+  const socket = await connect(carol.token);
+  try {
+    const [first, second] = await Promise.all([
+      socket.emitWithAck('join', { roomID: room }),
+      socket.emitWithAck('join', { roomID: room }),
+    ]);
+    assert.equal(first.ok && second.ok, true);
+    const seen = [];
+    socket.on('message', (m) => seen.push(m.id));
+    const send = async (body) => (await gql(server, 'mutation($r: ID!, $b: String!) { sendMessage(roomId: $r, body: $b) { id } }', { r: room, b: body }, ada.token)).sendMessage.id;
+    const sentinel = next(socket, 'message', (m) => m.body === 'sentinel');
+    const once = await send('once');
+    await send('sentinel');
+    await sentinel;
+    assert.deepEqual(seen.filter((id) => id === once), [once], 'delivered exactly once');
+
+    // Carol leaves through GraphQL: her socket's feed ends with her user_leave.
+    const left = next(socket, 'user_leave', (e) => e.user.username === 'carol');
+    await gql(server, 'mutation($r: ID!) { leaveRoom(roomId: $r) }', { r: room }, carol.token);
+    await left;
+    // Joining again from the socket brings the room back.
+    assert.equal((await socket.emitWithAck('join', { roomID: room })).ok, true);
+    const back = next(socket, 'message', (m) => m.body === 'welcome back');
+    await send('welcome back');
+    assert.equal((await back).body, 'welcome back');
+  } finally {
+    socket.disconnect();
+  }
+});

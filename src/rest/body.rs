@@ -43,7 +43,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         return Err(Error::invalid("body", "must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -59,7 +59,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             None if path == "." => Error::invalid("body", "must be a JSON object"),
             None => Error::invalid(path, "has the wrong type (expected a string)"),
         }
-    })
+    })?;
+    // One JSON object and nothing after it.
+    deserializer
+        .end()
+        .map_err(|e| Error::invalid("body", format!("has data after the JSON object ({e})")))?;
+    Ok(value)
 }
 
 /// Parses a query string, keeping only `known` names and refusing a name given twice.
@@ -122,6 +127,8 @@ mod tests {
         assert_eq!(field(br#"{"roomname": 5}"#), "roomname");
         assert_eq!(field(br#"{"roomname": "x", "userID": []}"#), "userID");
         assert!(parse::<Room>(br#"{"roomname": "x", "extra": 1}"#).is_ok());
+        assert_eq!(field(br#"{"roomname": "x"}garbage"#), "body");
+        assert_eq!(field(br#"{"roomname": "x"} {"roomname": "y"}"#), "body");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{FromRef, FromRequestParts, Path, RawQuery, State},
+    extract::{FromRef, FromRequestParts, Path, RawQuery, State, rejection::PathRejection},
     http::{StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -115,13 +115,19 @@ impl IntoResponse for RestError {
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         });
+        let field = error
+            .field()
+            .map(|f| if self.request_named { f } else { rest_field(f) }.to_owned());
+        let message = match (&error, &field) {
+            // Say the field as the request names it, in the text too.
+            (Error::Invalid { reason, .. }, Some(field)) => format!("{field}: {reason}"),
+            _ => error.to_string(),
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: error.code().to_owned(),
-                message: error.to_string(),
-                field: error
-                    .field()
-                    .map(|f| if self.request_named { f } else { rest_field(f) }.to_owned()),
+                message,
+                field,
             },
         };
         let mut response = (status, Json(body)).into_response();
@@ -365,9 +371,12 @@ async fn delete_message(
 async fn get_messages(
     State(service): State<Arc<ChatService>>,
     caller: SignedIn,
-    Path(room_id): Path<String>,
+    room_id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> RestResult<Json<MessagesResponse>> {
+    let Path(room_id) = room_id.map_err(|_| {
+        RestError::in_request(Error::invalid("roomID", "must be a 24-character hex id"))
+    })?;
     let room_id = parse_id("roomID", &room_id)?;
     let params = body::query(query.as_deref(), &["limit", "before"])?;
     let args = PageArgs {

@@ -10,7 +10,11 @@
 //!
 //! Ordering: writes to one room go one at a time through that room's lock, which mints the
 //! message id, writes, and queues the room event before the next write of the room starts. So
-//! within this instance a room's ids, commits and events share one order, as with SQLite.
+//! within this instance a room's ids, commits and events share one order, as with SQLite. Each
+//! write runs in a task of its own: a request abandoned midway (a client gone, a timeout) cannot
+//! stop a write between the database and its announcement, or release the room's lock early.
+//! Ids resume above the largest stored one. (Several instances writing one room at once order
+//! their ids only by time; see the README's notes on running several instances.)
 
 use std::{
     collections::HashMap,
@@ -198,7 +202,12 @@ impl Drop for RoomGuard<'_> {
     }
 }
 
+/// The handle: cheap to clone into the task that runs a write.
 pub struct MongoStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Database,
     users: Collection<UserDoc>,
     rooms: Collection<RoomDoc>,
@@ -210,6 +219,35 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
+    /// Connects to the URI's servers, checks one answers within the server-selection timeout,
+    /// and creates the indexes. The database is the URI's path, `confab` when it has none.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner::connect(url).await?),
+        })
+    }
+
+    /// Like [`connect`](Self::connect), with the database named explicitly (tests use one
+    /// database each).
+    pub async fn connect_database(url: &str, database: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner::connect_database(url, database).await?),
+        })
+    }
+
+    /// Runs a write in a task of its own (see the module docs) and waits for it.
+    async fn write<T, F>(&self, write: impl FnOnce(Arc<Inner>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(write(self.inner.clone()))
+            .await
+            .map_err(|e| Error::internal(format!("a MongoDB write task failed: {e}")))?
+    }
+}
+
+impl Inner {
     /// Connects to the URI's servers, checks one answers within the server-selection timeout,
     /// and creates the indexes. The database is the URI's path, `confab` when it has none.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
@@ -242,7 +280,7 @@ impl MongoStore {
         db.run_command(doc! {"ping": 1}).await.map_err(|e| {
             anyhow::anyhow!("cannot reach MongoDB at {}: {}", hosts.join(","), short(&e))
         })?;
-        let store = Self {
+        let store = Inner {
             users: db.collection("users"),
             rooms: db.collection("rooms"),
             memberships: db.collection("memberships"),
@@ -253,7 +291,41 @@ impl MongoStore {
             events: Mutex::new(None),
         };
         store.create_indexes().await?;
+        store.resume_ids().await?;
         Ok(store)
+    }
+
+    /// Starts minting ids above the largest stored one, as the SQLite driver does.
+    async fn resume_ids(&self) -> Result<()> {
+        let newest = doc! {"_id": -1};
+        let mut last = [0u8; 12];
+        let ids = [
+            self.users
+                .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id),
+            self.rooms
+                .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id),
+            self.memberships
+                .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id),
+            self.messages
+                .find_one(doc! {})
+                .sort(newest)
+                .await?
+                .map(|d| d.id),
+        ];
+        for id in ids.into_iter().flatten() {
+            last = last.max(id.bytes());
+        }
+        *self.ids.last.lock().unwrap_or_else(|p| p.into_inner()) = last;
+        Ok(())
     }
 
     async fn create_indexes(&self) -> Result<()> {
@@ -403,8 +475,8 @@ fn live_in_room(room: RoomId) -> Document {
     doc! {"room_id": room, "deleted_at": Bson::Null}
 }
 
-#[async_trait]
-impl Store for MongoStore {
+/// The work of each `Store` method; writes are called in a task of their own.
+impl Inner {
     async fn ping(&self) -> Result<()> {
         self.db.run_command(doc! {"ping": 1}).await?;
         Ok(())
@@ -459,6 +531,9 @@ impl Store for MongoStore {
     }
 
     async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
+        if self.user_by_id(creator).await?.is_none() {
+            return Err(Error::not_found("user not found"));
+        }
         let room = RoomDoc {
             id: self.ids.next(),
             name: name.to_owned(),
@@ -466,27 +541,27 @@ impl Store for MongoStore {
             created_by: creator,
             created_at: now(),
         };
-        if self.user_by_id(creator).await?.is_none() {
-            return Err(Error::not_found("user not found"));
-        }
-        if let Err(e) = self.rooms.insert_one(&room).await {
-            if is_duplicate_key(&e) {
-                return Err(Error::Conflict {
-                    field: "name",
-                    message: "a room with that name already exists".into(),
-                });
-            }
-            return Err(e.into());
-        }
+        // Without transactions: the creator's membership goes first, so the room is never
+        // seen without its first member, and nobody can join ahead of its creator.
+        let _room = self.room_locks.lock(room.id).await;
         let membership = MembershipDoc {
             id: self.ids.next(),
             room_id: room.id,
             user_id: creator,
             joined_at: room.created_at,
         };
-        if let Err(e) = self.memberships.insert_one(&membership).await {
-            // Without transactions: take the room back rather than leave it without its creator.
-            let _ = self.rooms.delete_one(doc! {"_id": room.id}).await;
+        self.memberships.insert_one(&membership).await?;
+        if let Err(e) = self.rooms.insert_one(&room).await {
+            let _ = self
+                .memberships
+                .delete_one(doc! {"_id": membership.id})
+                .await;
+            if is_duplicate_key(&e) {
+                return Err(Error::Conflict {
+                    field: "name",
+                    message: "a room with that name already exists".into(),
+                });
+            }
             return Err(e.into());
         }
         Ok(room.into())
@@ -758,5 +833,107 @@ impl Store for MongoStore {
                 None => Err(Error::not_found("message not found")),
             },
         }
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
+        self.inner.take_events()
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str) -> Result<User> {
+        let (username, hash) = (username.to_owned(), password_hash.to_owned());
+        self.write(move |inner| async move { inner.create_user(&username, &hash).await })
+            .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.inner.user(id).await
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        self.inner.credentials(username).await
+    }
+
+    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
+        let name = name.to_owned();
+        self.write(move |inner| async move { inner.create_room(&name, creator).await })
+            .await
+    }
+
+    async fn room(&self, id: RoomId) -> Result<Option<Room>> {
+        self.inner.room(id).await
+    }
+
+    async fn rooms(&self, page: PageRequest) -> Result<Page<Room>> {
+        self.inner.rooms(page).await
+    }
+
+    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.write(move |inner| async move { inner.add_member(room, user).await })
+            .await
+    }
+
+    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.write(move |inner| async move { inner.remove_member(room, user).await })
+            .await
+    }
+
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
+        self.inner.is_member(room, user).await
+    }
+
+    async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
+        self.inner.members(room, limit).await
+    }
+
+    async fn member_count(&self, room: RoomId) -> Result<u64> {
+        self.inner.member_count(room).await
+    }
+
+    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
+        self.inner.rooms_of(user).await
+    }
+
+    async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
+        self.write(move |inner| async move { inner.insert_message(message).await })
+            .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        self.inner.message(id).await
+    }
+
+    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
+        self.inner.last_message_id(room).await
+    }
+
+    async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
+        self.inner.messages(room, page).await
+    }
+
+    async fn messages_after(
+        &self,
+        room: RoomId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        self.inner.messages_after(room, after, limit).await
+    }
+
+    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
+        let body = body.to_owned();
+        self.write(move |inner| async move { inner.edit_message(id, &body).await })
+            .await
+    }
+
+    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+        self.write(move |inner| async move { inner.delete_message(id).await })
+            .await
     }
 }

@@ -299,6 +299,11 @@ async fn messages_are_sent_listed_and_deleted() {
         (status, error(&body)),
         (StatusCode::BAD_REQUEST, ("BAD_USER_INPUT", "message"))
     );
+    let text = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("message:"),
+        "the text names the field as sent: {body}"
+    );
     let (status, body) = rest
         .post("/send_message", Some(&ada), json!({"roomID": lobby}))
         .await;
@@ -369,6 +374,11 @@ async fn messages_are_sent_listed_and_deleted() {
     assert_eq!(
         (status, error(&body).0),
         (StatusCode::FORBIDDEN, "FORBIDDEN")
+    );
+    let (status, body) = rest.get("/get_messages/%FF%FE", &ada).await;
+    assert_eq!(
+        (status, error(&body)),
+        (StatusCode::BAD_REQUEST, ("BAD_USER_INPUT", "roomID"))
     );
     let (status, body) = rest
         .get(&format!("/get_messages/{lobby}?limit=0"), &ada)

@@ -75,7 +75,14 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
     } else {
         StatusCode::OK
     };
-    let body = match serde_json::to_vec(&response) {
+    // A request that never executed has no `data` entry at all (GraphQL over HTTP).
+    let encoded = match &response {
+        BatchResponse::Single(r) if failed_before_execution => {
+            serde_json::to_vec(&json!({ "errors": r.errors }))
+        }
+        _ => serde_json::to_vec(&response),
+    };
+    let body = match encoded {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a GraphQL response");

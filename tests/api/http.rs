@@ -107,6 +107,12 @@ async fn graphql_response_json_clients_get_400_for_invalid_documents() {
         response.headers()[header::CONTENT_TYPE],
         "application/graphql-response+json"
     );
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body.get("data").is_none(),
+        "no data entry when nothing executed: {body}"
+    );
+    assert!(body["errors"][0]["message"].is_string());
     let response = app
         .http
         .post(app.url("/graphql"))

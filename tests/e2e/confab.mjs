@@ -5,14 +5,15 @@ import { createInterface } from 'node:readline';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
-export async function startConfab() {
+/// Starts Confab; `addr` and `database` let a test restart it where it was.
+export async function startConfab({ addr = '127.0.0.1:0', database = 'sqlite::memory:' } = {}) {
   const binary = process.env.CONFAB_BIN;
   if (!binary) {
     throw new Error('set CONFAB_BIN to the confab binary (.ci/run does)');
   }
   const child = spawn(binary, [
-    '--addr', '127.0.0.1:0',
-    '--database-url', 'sqlite::memory:',
+    '--addr', addr,
+    '--database-url', database,
     '--jwt-secret', 'e2e-secret-e2e-secret-e2e-secret-e2e',
   ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'info' } });
   const lines = createInterface({ input: child.stdout });

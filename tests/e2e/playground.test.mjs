@@ -3,9 +3,11 @@
 // the other screen. Screenshots go to tests/e2e/artifacts/.
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startConfab } from './confab.mjs';
+import { gql, startConfab } from './confab.mjs';
 
 const test = (name, fn) => nodeTest(name, { timeout: 60_000 }, fn);
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
@@ -88,4 +90,42 @@ test('errors reach the person in words', async () => {
   assert.match(await page.textContent('#error'), /wrong username or password/);
   await page.screenshot({ path: `${ARTIFACTS}/sign-in-error.png` });
   await context.close();
+});
+
+test('the page resumes after the server restarts, and misses nothing sent meanwhile', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'confab-e2e-'));
+  const database = `sqlite://${join(dir, 'confab.db')}`;
+  let restartable = await startConfab({ database });
+  const addr = restartable.url.replace('http://', '');
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(restartable.url);
+    await page.fill('input[name=username]', 'carol');
+    await page.fill('input[name=password]', 'correct horse battery');
+    await page.click('button[value=register]');
+    await page.waitForSelector('#status.live');
+    await page.fill('#new-room input[name=name]', 'durable');
+    await page.click('#new-room button');
+    await page.waitForSelector('#room-name:text("durable")');
+    await page.fill('#composer textarea', 'before the restart');
+    await page.press('#composer textarea', 'Enter');
+    await page.waitForSelector('#messages li:has-text("before the restart")');
+
+    await restartable.stop();
+    await page.waitForSelector('#status.reconnecting');
+    restartable = await startConfab({ addr, database });
+    // Sent by someone else while the page was away or reconnecting.
+    const token = await page.evaluate(() => localStorage.getItem('confab.token'));
+    const roomId = await page.evaluate(() => document.querySelector('.rooms li.current').dataset.id);
+    await gql(restartable, 'mutation($r: ID!) { sendMessage(roomId: $r, body: "while you were away") { id } }', { r: roomId }, token);
+
+    await page.waitForSelector('#status.live', { timeout: 20_000 });
+    await page.waitForSelector('#messages li:has-text("while you were away")');
+    assert.equal(await page.locator('#messages li:has-text("before the restart")').count(), 1);
+    await page.screenshot({ path: `${ARTIFACTS}/after-restart.png` });
+    await context.close();
+  } finally {
+    await restartable.stop();
+  }
 });

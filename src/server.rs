@@ -30,7 +30,7 @@ use tower_http::{
 
 use crate::{
     auth::Tokens,
-    bus::{EventBus, LocalBus},
+    bus::{EventBus, LocalBus, redis::RedisBus},
     config::{Config, DatabaseUrl},
     graphql::{
         self, build_schema,
@@ -77,17 +77,13 @@ impl Application {
     /// Opens the store, builds the schema and routes, and binds the listener.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(&config.database_url).map_err(ConfigError)?;
-        if config.redis_url.is_some() {
-            return Err(ConfigError(
-                "--redis-url is not supported by this build yet; run a single instance without it"
-                    .into(),
-            )
-            .into());
-        }
         let store = store::connect(&url).await?;
         let secret = jwt_secret(config, &url)?;
         let tokens = Tokens::new(&secret, config.token_ttl);
-        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new());
+        let bus: Arc<dyn EventBus> = match &config.redis_url {
+            Some(url) => RedisBus::connect(url).await?,
+            None => Arc::new(LocalBus::new()),
+        };
         let service = Arc::new(ChatService::new(store, bus, tokens.clone()));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());
@@ -227,7 +223,9 @@ async fn graphql_post(
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.ready().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => {
+            Json(json!({"status": "ready", "bus": state.service.bus_health()})).into_response()
+        }
         Err(e) => {
             e.log_if_internal();
             (

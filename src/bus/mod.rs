@@ -11,7 +11,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+pub mod redis;
 
 use crate::model::{RoomEvent, RoomId};
 
@@ -24,6 +26,10 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, event: RoomEvent);
     /// Starts receiving the events of `room` published from now on.
     fn subscribe(&self, room: RoomId) -> RoomFeed;
+    /// How the bus is, for `/readyz`: `local`, or the state of the link between instances.
+    fn health(&self) -> &'static str {
+        "local"
+    }
 }
 
 /// What a subscriber receives next.
@@ -39,16 +45,23 @@ pub enum Received {
 /// One subscriber's feed of one room.
 pub struct RoomFeed {
     receiver: broadcast::Receiver<Arc<RoomEvent>>,
+    /// Bumped when events may have been missed for every room (the link between instances
+    /// was down): the feed then resyncs from the store, as after a lag.
+    resync: watch::Receiver<u64>,
     room: RoomId,
     rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
 }
 
 impl RoomFeed {
     pub async fn recv(&mut self) -> Received {
-        match self.receiver.recv().await {
-            Ok(event) => Received::Event(event),
-            Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
-            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        tokio::select! {
+            biased;
+            Ok(()) = self.resync.changed() => Received::Lagged(0),
+            received = self.receiver.recv() => match received {
+                Ok(event) => Received::Event(event),
+                Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
+                Err(broadcast::error::RecvError::Closed) => Received::Closed,
+            },
         }
     }
 }
@@ -68,14 +81,29 @@ impl Drop for RoomFeed {
 }
 
 /// The in-process bus: enough for one instance.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LocalBus {
     rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
+    resync: Arc<watch::Sender<u64>>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self {
+            rooms: Arc::default(),
+            resync: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 impl LocalBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tells every feed that events may have been missed: each resyncs from the store.
+    pub fn resync_all(&self) {
+        self.resync.send_modify(|generation| *generation += 1);
     }
 
     /// Rooms that currently have at least one subscriber.
@@ -107,6 +135,7 @@ impl EventBus for LocalBus {
             .subscribe();
         RoomFeed {
             receiver,
+            resync: self.resync.subscribe(),
             room,
             rooms: self.rooms.clone(),
         }
@@ -159,6 +188,14 @@ mod tests {
         assert_eq!(bus.active_rooms(), 1);
         bus.publish(typing(room)).await;
         assert!(matches!(second.recv().await, Received::Event(_)));
+    }
+
+    #[tokio::test]
+    async fn a_resync_reaches_every_feed_as_a_lag() {
+        let bus = LocalBus::new();
+        let mut feed = bus.subscribe(ObjectId::new());
+        bus.resync_all();
+        assert!(matches!(feed.recv().await, Received::Lagged(0)));
     }
 
     #[tokio::test]

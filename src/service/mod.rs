@@ -122,6 +122,11 @@ impl ChatService {
         &self.tokens
     }
 
+    /// The event bus's state, for `/readyz`.
+    pub fn bus_health(&self) -> &'static str {
+        self.bus.health()
+    }
+
     /// Whether the store answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await

@@ -4,6 +4,7 @@ mod accounts;
 mod graphql_ws;
 mod helpers;
 mod http;
+mod instances;
 mod limits;
 mod messages;
 mod process;

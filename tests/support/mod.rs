@@ -1,1 +1,4 @@
 pub mod mongo;
+// Not every test binary starts every service.
+#[allow(dead_code)]
+pub mod redis;

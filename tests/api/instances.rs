@@ -3,8 +3,12 @@
 
 use serde_json::{Value, json};
 
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::{
-    helpers::{ROOM_EVENTS, TestApp, WsClient},
+    helpers::{PATIENCE, ROOM_EVENTS, TestApp, WsClient},
+    process::{gql, start_with},
     support::{mongo, redis::RedisServer},
 };
 
@@ -127,4 +131,177 @@ async fn a_redis_restart_loses_no_message_for_a_connected_subscriber() {
     assert_eq!(received, ["during 1", "during 2", "during 3", "after"]);
     send(&b, &ada.token, &room, "sentinel").await;
     assert_eq!(added(&on_a.next_payload("events").await), "sentinel");
+}
+
+/// A graphql-transport-ws socket to `base` (an `http://` URL), signed in, subscribed to a
+/// room's events after `after`, live.
+async fn subscribe_at(base: &str, token: &str, room: &str, after: Option<&str>) -> WsClient {
+    let url = format!("{}/graphql", base.replacen("http", "ws", 1));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("a header"),
+    );
+    let (stream, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let mut ws = WsClient { stream };
+    ws.init(json!({"authorization": format!("Bearer {token}")}))
+        .await;
+    ws.subscribe("events", ROOM_EVENTS, json!({"r": room, "after": after}))
+        .await;
+    ws
+}
+
+/// The next message id and body, or `None` once the server is gone.
+async fn next_message(ws: &mut WsClient) -> Option<(String, String)> {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.stream.next())
+            .await
+            .expect("in time");
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => return None,
+        };
+        let value: Value = serde_json::from_str(text.as_str()).expect("JSON");
+        if value["type"] == "pong" {
+            continue;
+        }
+        assert_eq!(value["type"], "next", "{value}");
+        let message = &value["payload"]["data"]["roomEvents"]["message"];
+        return Some((
+            message["id"].as_str().expect("an id").to_owned(),
+            message["body"].as_str().expect("a body").to_owned(),
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_instance_after_sigkill() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Some(uri) = mongo::server_uri() else {
+        return;
+    };
+    let database = format!("{uri}/{}", mongo::fresh_database());
+    let redis_url = redis.url();
+    let (a, url_a) = start_with(&database, &["--redis-url", &redis_url]);
+    let (b, url_b) = start_with(&database, &["--redis-url", &redis_url]);
+    // Killed when the test ends, whatever happens in it.
+    let (mut a, _b) = (Instance(a), Instance(b));
+
+    let register =
+        "mutation { register(username: \"failover\", password: \"kill dash nine\") { token } }";
+    let token = gql(&url_b, None, register, json!({})).await["register"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let room = gql(
+        &url_b,
+        Some(&token),
+        "mutation { createRoom(name: \"ha\") { id } }",
+        json!({}),
+    )
+    .await["createRoom"]["id"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
+
+    // Subscribed on A; everything is sent through B, by GraphQL and by REST in turn.
+    let mut on_a = subscribe_at(&url_a, &token, &room, None).await;
+    on_a.send_json(json!({"type": "ping"})).await;
+    assert_eq!(on_a.recv().await["type"], "pong");
+    let bodies: Vec<String> = (0..30).map(|i| format!("m{i}")).collect();
+    // Ten messages go out while A lives, twenty only once it is dead.
+    let (killed, after_kill) = tokio::sync::oneshot::channel::<()>();
+    let sender = {
+        let (url, token, room, bodies) =
+            (url_b.clone(), token.clone(), room.clone(), bodies.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut after_kill = Some(after_kill);
+            for (i, body) in bodies.iter().enumerate() {
+                if i == 10
+                    && let Some(signal) = after_kill.take()
+                {
+                    signal.await.expect("A was killed");
+                }
+                if i % 2 == 0 {
+                    gql(&url, Some(&token), "mutation($r: ID!, $b: String!) { sendMessage(roomId: $r, body: $b) { id } }", json!({"r": room, "b": body})).await;
+                } else {
+                    let response = http
+                        .post(format!("{url}/send_message"))
+                        .bearer_auth(&token)
+                        .json(&json!({"roomID": room, "message": body}))
+                        .send()
+                        .await
+                        .expect("REST send");
+                    assert_eq!(response.status(), 201);
+                }
+            }
+        })
+    };
+
+    // A few arrive on A, then A dies while B goes on.
+    let mut received = Vec::new();
+    while received.len() < 5 {
+        let (id, body) = next_message(&mut on_a).await.expect("A is alive");
+        received.push((id, body));
+    }
+    a.0.kill().expect("SIGKILL");
+    a.0.wait().expect("reaped");
+    killed.send(()).expect("the sender waits");
+    while let Some(message) = next_message(&mut on_a).await {
+        received.push(message);
+    }
+
+    // The client resumes on B after the last message it saw.
+    assert!(
+        received.len() <= 10,
+        "nothing sent after the kill came through A"
+    );
+    let last = received.last().map(|(id, _)| id.clone());
+    let mut on_b = subscribe_at(&url_b, &token, &room, last.as_deref()).await;
+    while received.len() < bodies.len() {
+        received.push(next_message(&mut on_b).await.expect("B is alive"));
+    }
+    sender.await.expect("the sender finishes");
+    let got: Vec<&str> = received.iter().map(|(_, body)| body.as_str()).collect();
+    assert_eq!(
+        got,
+        bodies.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+
+    // Nothing further is queued on B: the next event is a new message.
+    gql(
+        &url_b,
+        Some(&token),
+        "mutation($r: ID!) { sendMessage(roomId: $r, body: \"last\") { id } }",
+        json!({"r": room}),
+    )
+    .await;
+    assert_eq!(
+        next_message(&mut on_b)
+            .await
+            .map(|(_, body)| body)
+            .as_deref(),
+        Some("last")
+    );
+    let _ = on_b.stream.send(Message::Close(None)).await;
+    drop(redis);
+}
+
+/// A confab process that is killed when dropped.
+struct Instance(std::process::Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

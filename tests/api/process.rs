@@ -21,10 +21,15 @@ fn confab() -> Command {
 
 /// Starts the binary on a free port and returns it with its base URL, read from its log.
 fn start(database: &Path) -> (Child, String) {
+    start_with(&format!("sqlite://{}", database.display()), &[])
+}
+
+/// Starts the binary on a free port with a database URL and more arguments.
+pub fn start_with(database_url: &str, args: &[&str]) -> (Child, String) {
     let mut child = confab()
         .args(["--addr", "127.0.0.1:0", "--jwt-secret", SECRET])
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", database.display()))
+        .args(["--database-url", database_url])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -45,7 +50,7 @@ fn start(database: &Path) -> (Child, String) {
     (child, url)
 }
 
-async fn gql(url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
+pub async fn gql(url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
     let mut request = reqwest::Client::new()
         .post(format!("{url}/graphql"))
         .json(&json!({"query": query, "variables": variables}));

@@ -89,7 +89,7 @@ test('Apollo Client: log in, query rooms, a live subscription, and the cache aft
   }
 });
 
-test('urql: query, mutation and a subscription over graphql-ws', async () => {
+test('urql: log in, query rooms, mutate, and a subscription over graphql-ws', async () => {
   const ws = wsClient(server, bob.token);
   const client = new UrqlClient({
     url: `${server.url}/graphql`,
@@ -105,6 +105,12 @@ test('urql: query, mutation and a subscription over graphql-ws', async () => {
     ],
   });
   try {
+    const login = await client
+      .mutation('mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token user { username } } }', { u: 'bob', p: 'end to end password' })
+      .toPromise();
+    assert.equal(login.data.login.user.username, 'bob', JSON.stringify(login.error));
+    const rooms = await client.query('{ rooms(first: 10) { edges { node { id name } } } }', {}).toPromise();
+    assert.ok(rooms.data.rooms.edges.some(({ node }) => node.id === room), JSON.stringify(rooms.error));
     const me = await client.query('{ me { username } }', {}).toPromise();
     assert.equal(me.data.me.username, 'bob', JSON.stringify(me.error));
 

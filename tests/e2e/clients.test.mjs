@@ -34,6 +34,16 @@ after(async () => {
   await server?.stop();
 });
 
+/// Waits (bounded) until the server runs exactly `count` WebSocket operations.
+async function untilOperations(count) {
+  for (let i = 0; i < 500; i++) {
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    if (metrics.includes(`confab_ws_operations ${count}\n`)) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`the server never ran ${count} WebSocket operation(s)`);
+}
+
 /// The first value an observable-like source produces.
 const first = (source) => new Promise((resolve, reject) => {
   const subscription = source.subscribe({
@@ -122,7 +132,8 @@ test('urql: log in, query rooms, mutate, and a subscription over graphql-ws', as
         }
       });
     });
-    await barrier(ws);
+    // urql may hand its subscription to the socket a tick later: wait until the server runs it.
+    await untilOperations(1);
     const sent = await client.mutation(SEND, { r: room, b: 'to urql' }).toPromise();
     assert.equal(sent.error, undefined);
     const event = await arriving;

@@ -152,6 +152,28 @@ pub(crate) fn next_object_id(last: &mut [u8; 12]) -> crate::model::ObjectId {
     crate::model::ObjectId::from_bytes(id)
 }
 
+/// What a driver reports when a unique index refused a name: `Conflict` naming the field, in
+/// the same words whichever database said so.
+pub(crate) enum Taken {
+    Username,
+    RoomName,
+}
+
+impl From<Taken> for crate::error::Error {
+    fn from(taken: Taken) -> Self {
+        match taken {
+            Taken::Username => Self::Conflict {
+                field: "username",
+                message: "that username is already taken".into(),
+            },
+            Taken::RoomName => Self::Conflict {
+                field: "name",
+                message: "a room with that name already exists".into(),
+            },
+        }
+    }
+}
+
 /// The case-folded key that makes usernames and room names unique regardless of letter case.
 pub fn unique_key(name: &str) -> String {
     name.to_lowercase()

@@ -34,7 +34,7 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Credentials, EVENT_QUEUE, NewMessage, Store, Written, unique_key};
+use super::{Credentials, EVENT_QUEUE, NewMessage, Store, Taken, Written, unique_key};
 use crate::{
     config::ConfigError,
     error::{Error, Result},
@@ -502,10 +502,7 @@ impl Inner {
         };
         if let Err(e) = self.users.insert_one(&doc).await {
             if is_duplicate_key(&e) {
-                return Err(Error::Conflict {
-                    field: "username",
-                    message: "that username is already taken".into(),
-                });
+                return Err(Error::from(Taken::Username));
             }
             return Err(e.into());
         }
@@ -557,10 +554,7 @@ impl Inner {
                 .delete_one(doc! {"_id": membership.id})
                 .await;
             if is_duplicate_key(&e) {
-                return Err(Error::Conflict {
-                    field: "name",
-                    message: "a room with that name already exists".into(),
-                });
+                return Err(Error::from(Taken::RoomName));
             }
             return Err(e.into());
         }

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Credentials, NewMessage, Store, Written, unique_key};
+use super::{Credentials, NewMessage, Store, Taken, Written, unique_key};
 use crate::{
     error::{Error, Result},
     model::{
@@ -596,10 +596,7 @@ impl Store for SqliteStore {
                 user.created_at.timestamp_millis()
             ])
             .map_err(|e| match constraint(&e) {
-                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::Conflict {
-                    field: "username",
-                    message: "that username is already taken".into(),
-                },
+                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::from(Taken::Username),
                 _ => e.into(),
             })?;
             Ok(user)
@@ -650,10 +647,7 @@ impl Store for SqliteStore {
                 room.created_at.timestamp_millis()
             ])
             .map_err(|e| match constraint(&e) {
-                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::Conflict {
-                    field: "name",
-                    message: "a room with that name already exists".into(),
-                },
+                Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => Error::from(Taken::RoomName),
                 Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("user not found"),
                 _ => e.into(),
             })?;

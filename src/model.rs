@@ -48,6 +48,11 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The room's change sequence number of this message's latest change (its creation, edit
+    /// or deletion): every message change in a room takes the next number, in commit order,
+    /// across every instance. Internal: a subscriber that misses events reads the changes
+    /// after the last number it saw.
+    pub seq: u64,
 }
 
 impl Message {
@@ -64,6 +69,8 @@ pub enum RoomEvent {
     MessageDeleted {
         room_id: RoomId,
         message_id: MessageId,
+        /// The deletion's change sequence number (see [`Message::seq`]).
+        seq: u64,
     },
     MemberJoined {
         room_id: RoomId,
@@ -88,6 +95,15 @@ impl RoomEvent {
             | Self::MemberJoined { room_id, .. }
             | Self::MemberLeft { room_id, .. }
             | Self::Typing { room_id, .. } => *room_id,
+        }
+    }
+
+    /// The room change sequence number of a message event; `None` for membership and typing.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Self::MessageAdded(m) | Self::MessageEdited(m) => Some(m.seq),
+            Self::MessageDeleted { seq, .. } => Some(*seq),
+            _ => None,
         }
     }
 

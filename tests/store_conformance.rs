@@ -13,8 +13,8 @@ mod support;
 
 use confab::{
     error::Error,
-    model::{Message, ObjectId, Page, PageRequest, Room, RoomEvent, User},
-    store::{NewMessage, Store, Written},
+    model::{Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, User},
+    store::{NewMessage, RoomHead, Store, Written},
 };
 
 /// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
@@ -50,7 +50,9 @@ macro_rules! conformance_suite {
             concurrent_create_room_with_one_name_has_one_winner,
             committed_writes_are_announced_once_in_commit_order,
             concurrent_inserts_are_announced_in_id_order,
-            last_message_id_counts_tombstones,
+            room_head_names_the_newest_message_and_the_change_number,
+            changes_after_lists_each_message_once_at_its_latest_change,
+            concurrent_changes_take_consecutive_numbers_in_id_order,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {
@@ -775,12 +777,14 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     let edited_at = edited.edited_at.expect("edited_at is set");
     assert!(edited_at >= m[1].created_at, "edited after creation");
     assert_eq!(edited.deleted_at, None);
+    assert_eq!(edited.seq, 4, "an edit is the room's next change");
     let unchanged = Message {
         body: m[1].body.clone(),
         edited_at: None,
+        seq: m[1].seq,
         ..edited.clone()
     };
-    assert_eq!(unchanged, m[1], "only body and edited_at change");
+    assert_eq!(unchanged, m[1], "only body, edited_at and seq change");
     assert_eq!(store.message(m[1].id).await.unwrap(), Some(edited.clone()));
 
     let again = store
@@ -1171,7 +1175,8 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
             RoomEvent::MessageEdited(edited),
             RoomEvent::MessageDeleted {
                 room_id: lobby.id,
-                message_id: message.id
+                message_id: message.id,
+                seq: 3,
             },
             RoomEvent::MemberLeft {
                 room_id: lobby.id,
@@ -1208,17 +1213,222 @@ async fn concurrent_inserts_are_announced_in_id_order(store: Arc<dyn Store>) {
     );
 }
 
-async fn last_message_id_counts_tombstones(store: Arc<dyn Store>) {
+async fn room_head_names_the_newest_message_and_the_change_number(store: Arc<dyn Store>) {
     let (alice, general, sent) = room_with_messages(&*store, 3).await;
     let quiet = room(&*store, "quiet", &alice).await;
-    assert_eq!(store.last_message_id(quiet.id).await.unwrap(), None);
+    let head = |last_message, seq| RoomHead { last_message, seq };
+    assert_eq!(store.room_head(quiet.id).await.unwrap(), head(None, 0));
     assert_eq!(
-        store.last_message_id(general.id).await.unwrap(),
-        Some(sent[2].id)
+        store.room_head(general.id).await.unwrap(),
+        head(Some(sent[2].id), 3)
     );
+    // A tombstone still counts as the newest message; the deletion is a change.
     store.delete_message(sent[2].id).await.unwrap();
     assert_eq!(
-        store.last_message_id(general.id).await.unwrap(),
-        Some(sent[2].id)
+        store.room_head(general.id).await.unwrap(),
+        head(Some(sent[2].id), 4)
+    );
+    let missing = ObjectId::from_bytes([7; 12]);
+    assert!(matches!(
+        store.room_head(missing).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn changes_after_lists_each_message_once_at_its_latest_change(store: Arc<dyn Store>) {
+    let (alice, general, sent) = room_with_messages(&*store, 3).await;
+    assert_eq!(
+        sent.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "each new message takes the room's next number"
+    );
+    let edited = store.edit_message(sent[0].id, "edited").await.unwrap();
+    assert_eq!(edited.seq, 4);
+    let deleted = store.delete_message(sent[1].id).await.unwrap().value;
+    assert_eq!(deleted.seq, 5);
+    // Nothing changed, nothing numbered: a retried client id, a second delete, a failed edit.
+    send(&*store, &general, &alice, "k", Some("k1")).await;
+    send(&*store, &general, &alice, "k again", Some("k1")).await;
+    store.delete_message(sent[1].id).await.unwrap();
+    assert!(store.edit_message(sent[1].id, "zombie").await.is_err());
+    let retried = store.changes_after(general.id, 5, 10).await.unwrap();
+    assert_eq!(retried.iter().map(|m| m.seq).collect::<Vec<_>>(), [6]);
+
+    let all = store.changes_after(general.id, 0, 10).await.unwrap();
+    let listed: Vec<(MessageId, u64, &str)> =
+        all.iter().map(|m| (m.id, m.seq, m.body.as_str())).collect();
+    assert_eq!(
+        listed,
+        [
+            (sent[2].id, 3, "m2"),
+            (sent[0].id, 4, "edited"),
+            (sent[1].id, 5, ""),
+            (retried[0].id, 6, "k"),
+        ],
+        "in change order, each message once, as it is now, tombstones included"
+    );
+    assert!(all[2].is_deleted() && all[1].edited_at.is_some());
+    let page = store.changes_after(general.id, 3, 1).await.unwrap();
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), [4]);
+    assert!(
+        store
+            .changes_after(general.id, 6, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .changes_after(general.id, 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Numbers are per room.
+    let other = room(&*store, "other", &alice).await;
+    assert_eq!(send(&*store, &other, &alice, "o", None).await.value.seq, 1);
+    assert_eq!(store.changes_after(other.id, 0, 10).await.unwrap().len(), 1);
+}
+
+async fn concurrent_changes_take_consecutive_numbers_in_id_order(store: Arc<dyn Store>) {
+    let (alice, general, sent) = room_with_messages(&*store, 20).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (store, general, alice) = (store.clone(), general.clone(), alice.clone());
+            let target = sent[i % 20].id;
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    send(&*store, &general, &alice, &format!("c{i}"), None).await;
+                } else {
+                    store.edit_message(target, &format!("e{i}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("change task");
+    }
+    let head = store.room_head(general.id).await.unwrap();
+    assert_eq!(head.seq, 60, "20 sends, then 20 more and 20 edits");
+    let changes = store.changes_after(general.id, 20, 100).await.unwrap();
+    let mut numbers: Vec<u64> = changes.iter().map(|m| m.seq).collect();
+    numbers.dedup();
+    assert_eq!(numbers.len(), changes.len(), "a number taken twice");
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+    // Messages are numbered at creation in id order: new ones are never edited here.
+    let created: Vec<&Message> = changes.iter().filter(|m| m.edited_at.is_none()).collect();
+    assert_eq!(created.len(), 20);
+    assert!(
+        created.windows(2).all(|w| w[0].id < w[1].id),
+        "ids do not follow the change order"
+    );
+    assert_eq!(Some(created[19].id), head.last_message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MongoDB only: several instances on one database
+// ---------------------------------------------------------------------------------------------
+
+/// A store on the test database `db`, standing for one Confab instance.
+async fn mongo_instance(uri: &str, db: &str) -> Arc<dyn Store> {
+    Arc::new(
+        confab::store::mongo::MongoStore::connect_database(uri, db)
+            .await
+            .expect("connect to the MongoDB test server"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_instances_sharing_a_database_number_changes_in_commit_order() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let instances = [
+        mongo_instance(&uri, &db).await,
+        mongo_instance(&uri, &db).await,
+    ];
+    let ada = user(&*instances[0], "ada").await;
+    let lobby = room(&*instances[0], "lobby", &ada).await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (store, lobby, ada) = (instances[i % 2].clone(), lobby.clone(), ada.clone());
+            tokio::spawn(async move { send(&*store, &lobby, &ada, &format!("c{i}"), None).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("insert task");
+    }
+    let changes = instances[1].changes_after(lobby.id, 0, 100).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=60).collect::<Vec<u64>>(),
+        "each change takes the next number, whichever instance wrote it"
+    );
+    assert!(
+        changes.windows(2).all(|w| w[0].id < w[1].id),
+        "ids minted by two instances do not follow commit order"
+    );
+    for instance in &instances {
+        assert_eq!(
+            instance.room_head(lobby.id).await.unwrap(),
+            RoomHead {
+                last_message: Some(changes[59].id),
+                seq: 60
+            }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_write_lease_left_by_a_dead_instance_is_taken_over() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let store = mongo_instance(&uri, &db).await;
+    let (alice, general, sent) = room_with_messages(&*store, 2).await;
+    // An instance died after writing change 3 and before releasing the room's lease, which has
+    // since expired. Its message id is a second ahead of this instance's.
+    let raw = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("a raw client")
+        .database(&db);
+    let mut ghost_id = sent[1].id.bytes();
+    ghost_id[3] = ghost_id[3].wrapping_add(1);
+    if ghost_id[3] == 0 {
+        ghost_id[2] = ghost_id[2].wrapping_add(1);
+    }
+    let ghost_id = ObjectId::from_bytes(ghost_id);
+    raw.collection::<bson::Document>("messages")
+        .insert_one(bson::doc! {
+            "_id": ghost_id, "room_id": general.id, "sender_id": alice.id, "body": "ghost",
+            "created_at": bson::DateTime::now(), "seq": 3_i64,
+        })
+        .await
+        .expect("insert the dead instance's message");
+    let expired = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 1);
+    raw.collection::<bson::Document>("rooms")
+        .update_one(
+            bson::doc! {"_id": general.id},
+            bson::doc! {"$set": {"lease": {"token": ObjectId::new(), "until": expired}}},
+        )
+        .await
+        .expect("leave an expired lease");
+
+    let next = send(&*store, &general, &alice, "after", None).await.value;
+    assert_eq!(
+        next.seq, 4,
+        "the dead instance's change number was taken again"
+    );
+    assert!(next.id > ghost_id, "an id below the dead instance's newest");
+    assert_eq!(
+        store.room_head(general.id).await.unwrap(),
+        RoomHead {
+            last_message: Some(next.id),
+            seq: 4
+        }
     );
 }

@@ -151,6 +151,7 @@ impl From<&model::RoomEvent> for RoomEvent {
             E::MessageDeleted {
                 room_id,
                 message_id,
+                ..
             } => Self::MessageDeleted(MessageDeleted {
                 message_id: id(message_id),
                 room_id: id(room_id),

@@ -2,16 +2,19 @@
 //! with no gap and no duplicate.
 //!
 //! The bus subscription is taken *before* the store is read, so an event committed during the
-//! replay is both in the store and queued on the feed. Live events arrive in commit order, which
-//! is message-id order, so one number says what was delivered: `last_seen`, the newest message
-//! given to the subscriber; a queued `MessageAdded` at or below it was replayed and is skipped.
-//! When the subscriber falls behind the bus (`Lagged`), the messages after `last_seen` are read
-//! again from the store, the same way, and membership is checked again (the subscriber's own
-//! `MemberLeft` may be among the events lost).
+//! replay is both in the store and queued on the feed. Two numbers say what the subscriber has:
+//! `last_id`, its newest message (ids follow commit order within a room), and `last_seq`, the
+//! room change number (see [`Message::seq`]) up to which every change is reflected in what it
+//! was given. A live message event numbered at or below `last_seq` is skipped; one numbered
+//! right after it is delivered (a `MessageAdded` at or below `last_id` was replayed, and is
+//! skipped too).
 //!
-//! What the store cannot replay after a lag are edits and deletions of messages older than
-//! `last_seen`, joins and typing; a lag takes more than `bus::ROOM_BUFFER` events in a burst
-//! that the subscriber could not take, and is logged.
+//! A live event numbered further ahead means changes are missing: published by another
+//! instance and not here yet, or lost while Redis was down. So do a lag (`Lagged`, a bus
+//! resync). Either way the feed catches up from the store: the changes after `last_seq`, in
+//! order, as new messages, edits and deletions; a lag checks membership again too, since the
+//! subscriber's own `MemberLeft` may be among the events lost. Joins and typing are not
+//! replayed.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -25,6 +28,20 @@ use crate::{
 };
 
 const REPLAY_BATCH: usize = 100;
+/// Changes read per catch-up query. New messages are given in id order within one batch.
+const CATCH_UP_BATCH: usize = 500;
+
+/// Where a feed starts.
+pub(super) struct Start {
+    pub room: RoomId,
+    pub subscriber: UserId,
+    /// The newest message the subscriber has.
+    pub after: MessageId,
+    /// The room's change number when the feed was taken (see [`Store::room_head`]).
+    pub seq: u64,
+    /// Whether to replay the messages after `after` first.
+    pub replay: bool,
+}
 
 /// The event a stored message stands for when replayed: a tombstone as its deletion.
 fn replayed(message: Message) -> RoomEvent {
@@ -32,68 +49,163 @@ fn replayed(message: Message) -> RoomEvent {
         RoomEvent::MessageDeleted {
             room_id: message.room_id,
             message_id: message.id,
+            seq: message.seq,
         }
     } else {
         RoomEvent::MessageAdded(message)
     }
 }
 
-/// The feed of `room` for `subscriber`, starting after message `start` (replayed from the
-/// store first when `replay` is set).
+/// What the subscriber has been given (see the module docs).
+struct Position {
+    last_id: MessageId,
+    last_seq: u64,
+    /// Deletions replayed from tombstones, whose live copies may still be queued. They are all
+    /// ahead of the first live message newer than the replay, which clears this.
+    replayed_deletions: HashSet<MessageId>,
+}
+
+/// What to do with a live event.
+enum Verdict {
+    Deliver,
+    Skip,
+    CatchUp,
+}
+
+impl Position {
+    fn replay(&mut self, message: Message) -> RoomEvent {
+        self.last_id = self.last_id.max(message.id);
+        if message.is_deleted() {
+            self.replayed_deletions.insert(message.id);
+        }
+        replayed(message)
+    }
+
+    fn live(&mut self, event: &RoomEvent) -> Verdict {
+        let Some(seq) = event.seq() else {
+            return Verdict::Deliver;
+        };
+        if seq <= self.last_seq {
+            return Verdict::Skip;
+        }
+        if seq > self.last_seq + 1 {
+            return Verdict::CatchUp;
+        }
+        self.last_seq = seq;
+        match event {
+            RoomEvent::MessageAdded(message) => {
+                if message.id <= self.last_id {
+                    return Verdict::Skip;
+                }
+                self.last_id = message.id;
+                self.replayed_deletions.clear();
+            }
+            RoomEvent::MessageDeleted { message_id, .. }
+                if self.replayed_deletions.remove(message_id) =>
+            {
+                return Verdict::Skip;
+            }
+            _ => {}
+        }
+        Verdict::Deliver
+    }
+
+    /// The events for a batch of changes read from the store: edits and deletions of messages
+    /// the subscriber has, then new messages in id order.
+    fn catch_up(&mut self, changes: Vec<Message>) -> Vec<RoomEvent> {
+        let mut events = Vec::new();
+        let mut new = Vec::new();
+        for message in changes {
+            self.last_seq = self.last_seq.max(message.seq);
+            if message.id > self.last_id {
+                new.push(message);
+            } else if message.is_deleted() {
+                if !self.replayed_deletions.remove(&message.id) {
+                    events.push(replayed(message));
+                }
+            } else if message.edited_at.is_some() {
+                events.push(RoomEvent::MessageEdited(message));
+            }
+            // Otherwise: the addition of a message the subscriber has.
+        }
+        new.sort_by_key(|m| m.id);
+        for message in new {
+            events.push(self.replay(message));
+        }
+        events
+    }
+}
+
+/// The feed of `start.room` for `start.subscriber` (see the module docs).
 pub(super) fn room_feed(
     store: Arc<dyn Store>,
     mut feed: RoomFeed,
-    room: RoomId,
-    subscriber: UserId,
-    start: MessageId,
-    replay: bool,
+    start: Start,
 ) -> impl Stream<Item = Result<Arc<RoomEvent>>> + Send + 'static {
+    let Start {
+        room,
+        subscriber,
+        after,
+        seq,
+        replay,
+    } = start;
     async_stream::stream! {
-        let mut last_seen = start;
-        let mut replay = replay;
-        // Deletions replayed from tombstones, whose live copies may still be queued. They are
-        // all ahead of the first live message newer than the replay, which clears this.
-        let mut replayed_deletions: HashSet<MessageId> = HashSet::new();
+        let mut position = Position {
+            last_id: after,
+            last_seq: seq,
+            replayed_deletions: HashSet::new(),
+        };
+        if replay {
+            let mut cursor = after;
+            loop {
+                let batch = match store.messages_after(room, cursor, REPLAY_BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
+                let complete = batch.len() < REPLAY_BATCH;
+                for message in batch {
+                    cursor = message.id;
+                    yield Ok(Arc::new(position.replay(message)));
+                }
+                if complete {
+                    break;
+                }
+            }
+        }
+        let mut catch_up = false;
         loop {
-            if replay {
+            if catch_up {
                 loop {
-                    let batch = match store.messages_after(room, last_seen, REPLAY_BATCH).await {
+                    let batch = match store.changes_after(room, position.last_seq, CATCH_UP_BATCH).await {
                         Ok(batch) => batch,
                         Err(e) => {
                             yield Err(e);
                             return;
                         }
                     };
-                    let complete = batch.len() < REPLAY_BATCH;
-                    for message in batch {
-                        last_seen = message.id;
-                        if message.is_deleted() {
-                            replayed_deletions.insert(message.id);
-                        }
-                        yield Ok(Arc::new(replayed(message)));
+                    let complete = batch.len() < CATCH_UP_BATCH;
+                    for event in position.catch_up(batch) {
+                        yield Ok(Arc::new(event));
                     }
                     if complete {
                         break;
                     }
                 }
-                replay = false;
+                catch_up = false;
             }
             match feed.recv().await {
                 Received::Event(event) => {
-                    match &*event {
-                        RoomEvent::MessageAdded(message) => {
-                            if message.id <= last_seen {
-                                continue;
-                            }
-                            last_seen = message.id;
-                            replayed_deletions.clear();
-                        }
-                        RoomEvent::MessageDeleted { message_id, .. }
-                            if replayed_deletions.remove(message_id) =>
-                        {
+                    match position.live(&event) {
+                        Verdict::Skip => continue,
+                        Verdict::CatchUp => {
+                            // The store holds this change and every one before it.
+                            catch_up = true;
                             continue;
                         }
-                        _ => {}
+                        Verdict::Deliver => {}
                     }
                     let left = matches!(
                         &*event,
@@ -106,9 +218,9 @@ pub(super) fn room_feed(
                     }
                 }
                 Received::Lagged(missed) => {
-                    tracing::warn!(%room, missed, "subscriber fell behind; resyncing from the store");
+                    tracing::warn!(%room, missed, "subscriber fell behind; catching up from the store");
                     match store.is_member(room, subscriber).await {
-                        Ok(true) => replay = true,
+                        Ok(true) => catch_up = true,
                         Ok(false) => return,
                         Err(e) => {
                             yield Err(e);
@@ -136,6 +248,16 @@ mod tests {
         model::ObjectId,
         store::{NewMessage, sqlite::SqliteStore},
     };
+
+    fn start(room: RoomId, subscriber: UserId, after: MessageId, seq: u64, replay: bool) -> Start {
+        Start {
+            room,
+            subscriber,
+            after,
+            seq,
+            replay,
+        }
+    }
 
     async fn send(store: &Arc<dyn Store>, room: RoomId, sender: UserId, body: &str) -> Message {
         let message = NewMessage {
@@ -173,7 +295,11 @@ mod tests {
             sent.push(message.id);
             bus.publish(RoomEvent::MessageAdded(message)).await;
         }
-        let events = room_feed(store.clone(), feed, room.id, user.id, seen.id, true);
+        let events = room_feed(
+            store.clone(),
+            feed,
+            start(room.id, user.id, seen.id, 1, true),
+        );
         let mut events = Box::pin(events);
         let mut received = Vec::new();
         for _ in 0..sent.len() {
@@ -196,8 +322,8 @@ mod tests {
         let user = store.create_user("ada", "hash").await.unwrap();
         let room = store.create_room("lobby", user.id).await.unwrap();
         let feed = bus.subscribe(room.id);
-        let start = ObjectId::from_bytes([0; 12]);
-        let events = room_feed(store.clone(), feed, room.id, user.id, start, false);
+        let zero = ObjectId::from_bytes([0; 12]);
+        let events = room_feed(store.clone(), feed, start(room.id, user.id, zero, 0, false));
 
         // More than the room buffer is published before the subscriber reads anything.
         let total = ROOM_BUFFER + 100;
@@ -213,5 +339,81 @@ mod tests {
             received.push(next_added(&mut events).await);
         }
         assert_eq!(received, sent);
+    }
+
+    async fn next_event<S: futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Unpin>(
+        events: &mut S,
+    ) -> RoomEvent {
+        // The timeout only turns a lost event into a failure instead of a hang.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(20), events.next());
+        (*next.await.expect("an event arrives").unwrap().unwrap()).clone()
+    }
+
+    #[tokio::test]
+    async fn changes_announced_out_of_order_are_delivered_in_order_once() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let bus = LocalBus::new();
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        let feed = bus.subscribe(room.id);
+        let head = store.room_head(room.id).await.unwrap();
+        let zero = ObjectId::from_bytes([0; 12]);
+        let events = room_feed(
+            store.clone(),
+            feed,
+            start(room.id, user.id, zero, head.seq, false),
+        );
+        let mut events = Box::pin(events);
+        // As from two instances: the third change is announced before the first two.
+        let mut sent = Vec::new();
+        for body in ["one", "two", "three"] {
+            sent.push(send(&store, room.id, user.id, body).await);
+        }
+        for i in [2, 0, 1] {
+            bus.publish(RoomEvent::MessageAdded(sent[i].clone())).await;
+        }
+        let four = send(&store, room.id, user.id, "four").await;
+        bus.publish(RoomEvent::MessageAdded(four.clone())).await;
+        let mut received = Vec::new();
+        for _ in 0..4 {
+            received.push(next_added(&mut events).await);
+        }
+        assert_eq!(received, [sent[0].id, sent[1].id, sent[2].id, four.id]);
+    }
+
+    #[tokio::test]
+    async fn a_resync_brings_edits_and_deletions_of_messages_the_subscriber_had() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let bus = LocalBus::new();
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        let kept = send(&store, room.id, user.id, "kept").await;
+        let doomed = send(&store, room.id, user.id, "doomed").await;
+        let feed = bus.subscribe(room.id);
+        let head = store.room_head(room.id).await.unwrap();
+        let events = room_feed(
+            store.clone(),
+            feed,
+            start(room.id, user.id, doomed.id, head.seq, false),
+        );
+        let mut events = Box::pin(events);
+        // Changes whose events never reach this instance (Redis was down), then a resync.
+        let edited = store.edit_message(kept.id, "kept, edited").await.unwrap();
+        let deleted = store.delete_message(doomed.id).await.unwrap().value;
+        let new = send(&store, room.id, user.id, "new").await;
+        bus.resync_all();
+        assert_eq!(
+            next_event(&mut events).await,
+            RoomEvent::MessageEdited(edited)
+        );
+        assert_eq!(
+            next_event(&mut events).await,
+            RoomEvent::MessageDeleted {
+                room_id: room.id,
+                message_id: doomed.id,
+                seq: deleted.seq,
+            }
+        );
+        assert_eq!(next_added(&mut events).await, new.id);
     }
 }

@@ -334,18 +334,22 @@ impl ChatService {
         }
         // The feed is taken before anything is read from the store: see `feed`.
         let subscription = self.bus.subscribe(room);
-        // Where a subscription without `after` starts: messages after the newest stored now.
-        let newest = self.store.last_message_id(room).await?;
+        // Where the feed starts: every change numbered up to `head.seq` is in the store; a
+        // subscription without `after` starts after the newest message stored now.
+        let head = self.store.room_head(room).await?;
         let start = after
-            .or(newest)
+            .or(head.last_message)
             .unwrap_or_else(|| ObjectId::from_bytes([0; 12]));
         Ok(feed::room_feed(
             self.store.clone(),
             subscription,
-            room,
-            me,
-            start,
-            after.is_some(),
+            feed::Start {
+                room,
+                subscriber: me,
+                after: start,
+                seq: head.seq,
+                replay: after.is_some(),
+            },
         ))
     }
 

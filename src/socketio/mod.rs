@@ -332,6 +332,7 @@ async fn socket_event(
         RoomEvent::MessageDeleted {
             room_id,
             message_id,
+            ..
         } => (
             "delete_message",
             json!({"messageID": message_id.to_hex(), "roomID": room_id.to_hex()}),

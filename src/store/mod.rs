@@ -10,6 +10,12 @@
 //! than from each request after its write returns) keeps live events in the order of message
 //! ids, which is what lets a client resume "after id X" without a gap, and announces a stored
 //! write even when the request that made it was abandoned.
+//!
+//! Every message change (creation, edit, deletion) also takes the room's next change sequence
+//! number, stored on the message, in commit order across every instance sharing the database.
+//! Message ids follow commit order within a room too. A subscriber that sees a number skipped,
+//! or that lost events, reads the changes after the last number it saw ([`Store::changes_after`]),
+//! so it misses neither new messages nor edits and deletions of older ones.
 
 use std::sync::Arc;
 
@@ -46,6 +52,13 @@ pub struct Written<T> {
     pub value: T,
     /// `false` when the write was a no-op (an idempotent retry, an existing membership, …).
     pub changed: bool,
+}
+
+/// Where a room stands (see [`Store::room_head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomHead {
+    pub last_message: Option<MessageId>,
+    pub seq: u64,
 }
 
 /// Events queued between a store and its publisher before writes wait for the publisher.
@@ -104,8 +117,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>>;
     /// A message by id, tombstones included.
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
-    /// The id of the newest message of a room, tombstones included.
-    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>>;
+    /// Where a room stands: its newest message (tombstones included) and its change sequence
+    /// number, read together. Every change numbered up to `seq` is readable, none after it is
+    /// counted in `last_message`. `NotFound` for no such room.
+    async fn room_head(&self, room: RoomId) -> Result<RoomHead>;
     /// A page of a room's history in chronological order; tombstones are hidden.
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>>;
     /// Up to `limit` messages created after `after`, oldest first, tombstones included: what a
@@ -116,6 +131,10 @@ pub trait Store: Send + Sync + 'static {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<Message>>;
+    /// Up to `limit` messages whose latest change is numbered after `seq`, in change order,
+    /// tombstones included: what a subscriber that missed events reads to catch up. Once a
+    /// change is readable, so is every change of the room numbered before it.
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>>;
     /// Replaces a live message's body and sets `edited_at`; `NotFound` for a tombstone.
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message>;
     /// Turns a message into a tombstone (body cleared, `deleted_at` set); `changed` is false when

@@ -13,8 +13,8 @@
 //! within this instance a room's ids, commits and events share one order, as with SQLite. Each
 //! write runs in a task of its own: a request abandoned midway (a client gone, a timeout) cannot
 //! stop a write between the database and its announcement, or release the room's lock early.
-//! Ids resume above the largest stored one. (Several instances writing one room at once order
-//! their ids only by time; see the README's notes on running several instances.)
+//! Ids resume above the largest stored one. Across instances, a room's write lease (see
+//! [`Lease`]) does for one room's message changes what the local lock does within one instance.
 
 use std::{
     collections::HashMap,
@@ -34,7 +34,7 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Credentials, EVENT_QUEUE, NewMessage, Store, Taken, Written, unique_key};
+use super::{Credentials, EVENT_QUEUE, NewMessage, RoomHead, Store, Taken, Written, unique_key};
 use crate::{
     config::ConfigError,
     error::{Error, Result},
@@ -62,6 +62,21 @@ struct RoomDoc {
     name_key: String,
     created_by: ObjectId,
     created_at: bson::DateTime,
+    /// The number of the room's last message change (see `Store::changes_after`).
+    #[serde(default)]
+    seq: i64,
+    /// The room's newest message, set together with `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_message: Option<ObjectId>,
+    /// Who holds the room's write lease, and until when (see [`Lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseDoc {
+    token: ObjectId,
+    until: bson::DateTime,
 }
 
 /// `_id` is minted in join order, so sorting by it lists members as they joined.
@@ -88,6 +103,9 @@ struct MessageDoc {
     edited_at: Option<bson::DateTime>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     deleted_at: Option<bson::DateTime>,
+    /// The room change number of this message's latest change.
+    #[serde(default)]
+    seq: i64,
 }
 
 fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
@@ -130,6 +148,7 @@ impl From<MessageDoc> for Message {
             created_at: to_chrono(d.created_at),
             edited_at: d.edited_at.map(to_chrono),
             deleted_at: d.deleted_at.map(to_chrono),
+            seq: u64::try_from(d.seq).unwrap_or(0),
         }
     }
 }
@@ -158,6 +177,42 @@ impl IdGen {
     fn next(&self) -> ObjectId {
         super::next_object_id(&mut self.last.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// An id above `floor` too (a room's newest message, which another instance may have
+    /// minted).
+    fn next_after(&self, floor: Option<ObjectId>) -> ObjectId {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(floor) = floor {
+            *last = (*last).max(floor.bytes());
+        }
+        super::next_object_id(&mut last)
+    }
+}
+
+/// How long a room's write lease lasts unreleased: an instance that dies holding one delays
+/// the room's writes this long, at most.
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How long a write waits for a room's lease before it fails.
+const LEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// A room's write lease, held while one message change is numbered and written. Leases order
+/// the changes of a room across every instance that shares the database, without
+/// transactions: each change takes the number after the last and an id above the newest, and
+/// is written before the next change starts. So numbers and ids follow commit order, and a
+/// reader that sees a change also sees every change numbered before it. A lease is a field of
+/// the room document, taken with one atomic update; one left by a dead holder expires after
+/// [`LEASE_TTL`], and the next holder recounts from the messages themselves. A unique index on
+/// `(room_id, seq)` refuses a number written twice should a slow holder outlive its lease.
+struct Lease {
+    room: RoomId,
+    token: ObjectId,
+    /// The last number taken; the holder's change takes the next.
+    seq: u64,
+    last_message: Option<ObjectId>,
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// One async lock per room with writes under way; idle rooms hold none.
@@ -368,6 +423,18 @@ impl Inner {
                     .build(),
             )
             .await?;
+        let changes = IndexOptions::builder()
+            .unique(true)
+            .partial_filter_expression(doc! {"seq": {"$exists": true}})
+            .build();
+        self.messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"room_id": 1, "seq": 1})
+                    .options(changes)
+                    .build(),
+            )
+            .await?;
         let client_ids = IndexOptions::builder()
             .unique(true)
             .partial_filter_expression(doc! {"client_id": {"$exists": true}})
@@ -393,6 +460,120 @@ impl Inner {
             // Waits when the publisher is behind; fails only once it is gone.
             let _ = sink.send(event).await;
         }
+    }
+
+    /// Takes `room`'s write lease (see [`Lease`]), waiting while another holds it.
+    async fn lease(&self, room: RoomId) -> Result<Lease> {
+        let token = ObjectId::new();
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let now = now();
+            let until = bson::DateTime::from_millis(now.timestamp_millis().saturating_add(ttl));
+            let take = doc! {"$set": {"lease": {"token": token, "until": until}}};
+            // Plain conditional updates, which every MongoDB-wire server applies atomically
+            // (not find-and-modify, which some test servers do not). A free lease first; then
+            // one its holder left to expire, which means recounting.
+            let free = doc! {"_id": room, "lease": Bson::Null};
+            let mut taken_over = false;
+            let mut taken = self
+                .rooms
+                .update_one(free, take.clone())
+                .await?
+                .modified_count
+                == 1;
+            if !taken {
+                let expired = doc! {"_id": room, "lease.until": {"$lt": now}};
+                taken = self.rooms.update_one(expired, take).await?.modified_count == 1;
+                taken_over = taken;
+            }
+            if taken {
+                let Some(state) = self.rooms.find_one(doc! {"_id": room}).await? else {
+                    return Err(Error::not_found("room not found"));
+                };
+                let mut lease = Lease {
+                    room,
+                    token,
+                    seq: u64::try_from(state.seq).unwrap_or(0),
+                    last_message: state.last_message,
+                };
+                if taken_over {
+                    tracing::warn!(%room, "a room's write lease expired unreleased; taking it over");
+                    if let Err(e) = self.recount(&mut lease).await {
+                        self.release(lease).await;
+                        return Err(e);
+                    }
+                }
+                return Ok(lease);
+            }
+            if self.rooms.find_one(doc! {"_id": room}).await?.is_none() {
+                return Err(Error::not_found("room not found"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::internal(format!(
+                    "room {room}: timed out waiting for its write lease"
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Brings a lease's number and newest id up to what the messages hold: after a holder
+    /// died, or a write failed without saying whether it landed.
+    async fn recount(&self, lease: &mut Lease) -> Result<()> {
+        let newest_change = self
+            .messages
+            .find_one(doc! {"room_id": lease.room, "seq": {"$exists": true}})
+            .sort(doc! {"seq": -1})
+            .await?;
+        if let Some(m) = newest_change {
+            lease.seq = lease.seq.max(u64::try_from(m.seq).unwrap_or(0));
+        }
+        let newest = self
+            .messages
+            .find_one(doc! {"room_id": lease.room})
+            .sort(doc! {"_id": -1})
+            .await?;
+        if let Some(m) = newest {
+            lease.last_message = lease.last_message.max(Some(m.id));
+        }
+        Ok(())
+    }
+
+    /// Records the lease's number and newest id on the room and lets the lease go. A failure
+    /// is logged, not returned: the change itself is stored, and the lease expires.
+    async fn release(&self, lease: Lease) {
+        let released = self
+            .rooms
+            .update_one(
+                doc! {"_id": lease.room, "lease.token": lease.token},
+                doc! {"$set": {
+                    "seq": seq_i64(lease.seq),
+                    "last_message": lease.last_message,
+                    "lease": Bson::Null,
+                }},
+            )
+            .await;
+        match released {
+            Ok(r) if r.matched_count == 1 => {}
+            Ok(_) => {
+                tracing::warn!(room = %lease.room, "a room's write lease expired before release")
+            }
+            Err(e) => {
+                tracing::warn!(room = %lease.room, error = %short(&e), "cannot release a room's write lease; it will expire")
+            }
+        }
+    }
+
+    /// Releases after a write that failed: recounted first, as it may have landed anyway.
+    async fn release_after_failure(&self, mut lease: Lease) {
+        if let Err(e) = self.recount(&mut lease).await {
+            tracing::warn!(room = %lease.room, error = %e, "cannot recount a room's changes; its lease will expire");
+            return;
+        }
+        self.release(lease).await;
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>> {
@@ -537,6 +718,9 @@ impl Inner {
             name_key: unique_key(name),
             created_by: creator,
             created_at: now(),
+            seq: 0,
+            last_message: None,
+            lease: None,
         };
         // Without transactions: the creator's membership goes first, so the room is never
         // seen without its first member, and nobody can join ahead of its creator.
@@ -680,16 +864,10 @@ impl Inner {
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
         let _room = self.room_locks.lock(message.room_id).await;
-        if self
-            .rooms
-            .find_one(doc! {"_id": message.room_id})
-            .await?
-            .is_none()
-        {
-            return Err(Error::not_found("room not found"));
-        }
+        let mut lease = self.lease(message.room_id).await?;
+        let seq = lease.seq + 1;
         let doc = MessageDoc {
-            id: self.ids.next(),
+            id: self.ids.next_after(lease.last_message),
             room_id: message.room_id,
             sender_id: message.sender_id,
             body: message.body,
@@ -697,9 +875,13 @@ impl Inner {
             created_at: now(),
             edited_at: None,
             deleted_at: None,
+            seq: seq_i64(seq),
         };
         match self.messages.insert_one(&doc).await {
             Ok(_) => {
+                lease.seq = seq;
+                lease.last_message = Some(doc.id);
+                self.release(lease).await;
                 let stored = Message::from(doc);
                 self.announce(RoomEvent::MessageAdded(stored.clone())).await;
                 Ok(Written {
@@ -708,7 +890,8 @@ impl Inner {
                 })
             }
             // The partial unique index decides idempotency: the first message stands.
-            Err(e) if is_duplicate_key(&e) => {
+            Err(e) if is_duplicate_key(&e) && doc.client_id.is_some() => {
+                self.release(lease).await;
                 let first = self
                     .messages
                     .find_one(doc! {
@@ -716,14 +899,22 @@ impl Inner {
                         "sender_id": doc.sender_id,
                         "client_id": doc.client_id.clone(),
                     })
-                    .await?
-                    .ok_or_else(|| Error::internal("a duplicate client id without its message"))?;
-                Ok(Written {
-                    value: first.into(),
-                    changed: false,
-                })
+                    .await?;
+                match first {
+                    Some(first) => Ok(Written {
+                        value: first.into(),
+                        changed: false,
+                    }),
+                    None => Err(Error::internal(format!(
+                        "room {}: change {seq} was written twice",
+                        doc.room_id
+                    ))),
+                }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.release_after_failure(lease).await;
+                Err(e.into())
+            }
         }
     }
 
@@ -735,13 +926,32 @@ impl Inner {
             .map(Message::from))
     }
 
-    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
-        let last = self
+    async fn room_head(&self, room: RoomId) -> Result<RoomHead> {
+        let room = self
+            .rooms
+            .find_one(doc! {"_id": room})
+            .await?
+            .ok_or_else(|| Error::not_found("room not found"))?;
+        Ok(RoomHead {
+            last_message: room.last_message,
+            seq: u64::try_from(room.seq).unwrap_or(0),
+        })
+    }
+
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found: Vec<MessageDoc> = self
             .messages
-            .find_one(doc! {"room_id": room})
-            .sort(doc! {"_id": -1})
+            .find(doc! {"room_id": room, "seq": {"$gt": seq_i64(seq)}})
+            .sort(doc! {"seq": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
             .await?;
-        Ok(last.map(|m| m.id))
+        Ok(found.into_iter().map(Message::from).collect())
     }
 
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
@@ -769,6 +979,41 @@ impl Inner {
         Ok(found.into_iter().map(Message::from).collect())
     }
 
+    /// Sets a live message's new state (`body`, and `edited_at` or `deleted_at`) as the room's
+    /// next change, under the room's lease; `None` for a tombstone. The caller holds the room's
+    /// local lock, which covers announcing the change too.
+    async fn change_message(
+        &self,
+        id: MessageId,
+        room: RoomId,
+        change: &str,
+        body: &str,
+    ) -> Result<Option<Message>> {
+        let mut lease = self.lease(room).await?;
+        let seq = lease.seq + 1;
+        let changed = self
+            .messages
+            .find_one_and_update(
+                doc! {"_id": id, "deleted_at": Bson::Null},
+                doc! {"$set": {"body": body, change: now(), "seq": seq_i64(seq)}},
+            )
+            .return_document(ReturnDocument::After)
+            .await;
+        match changed {
+            Ok(changed) => {
+                if changed.is_some() {
+                    lease.seq = seq;
+                }
+                self.release(lease).await;
+                Ok(changed.map(Message::from))
+            }
+            Err(e) => {
+                self.release_after_failure(lease).await;
+                Err(e.into())
+            }
+        }
+    }
+
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
         let room = self
             .message(id)
@@ -777,15 +1022,9 @@ impl Inner {
             .room_id;
         let _room = self.room_locks.lock(room).await;
         let edited = self
-            .messages
-            .find_one_and_update(
-                doc! {"_id": id, "deleted_at": Bson::Null},
-                doc! {"$set": {"body": body, "edited_at": now()}},
-            )
-            .return_document(ReturnDocument::After)
+            .change_message(id, room, "edited_at", body)
             .await?
             .ok_or_else(|| Error::not_found("message not found"))?;
-        let edited = Message::from(edited);
         self.announce(RoomEvent::MessageEdited(edited.clone()))
             .await;
         Ok(edited)
@@ -798,20 +1037,13 @@ impl Inner {
             .ok_or_else(|| Error::not_found("message not found"))?
             .room_id;
         let _room = self.room_locks.lock(room).await;
-        let deleted = self
-            .messages
-            .find_one_and_update(
-                doc! {"_id": id, "deleted_at": Bson::Null},
-                doc! {"$set": {"body": "", "deleted_at": now()}},
-            )
-            .return_document(ReturnDocument::After)
-            .await?;
+        let deleted = self.change_message(id, room, "deleted_at", "").await?;
         match deleted {
             Some(message) => {
-                let message = Message::from(message);
                 self.announce(RoomEvent::MessageDeleted {
                     room_id: message.room_id,
                     message_id: message.id,
+                    seq: message.seq,
                 })
                 .await;
                 Ok(Written {
@@ -903,8 +1135,12 @@ impl Store for MongoStore {
         self.inner.message(id).await
     }
 
-    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
-        self.inner.last_message_id(room).await
+    async fn room_head(&self, room: RoomId) -> Result<RoomHead> {
+        self.inner.room_head(room).await
+    }
+
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>> {
+        self.inner.changes_after(room, seq, limit).await
     }
 
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {

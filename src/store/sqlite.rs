@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Credentials, NewMessage, Store, Taken, Written, unique_key};
+use super::{Credentials, NewMessage, RoomHead, Store, Taken, Written, unique_key};
 use crate::{
     error::{Error, Result},
     model::{
@@ -39,7 +39,7 @@ const MAX_BATCH: usize = 512;
 const WRITE_QUEUE: usize = 4096;
 /// Read-only connections (and blocking threads) serving reads at once.
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -79,10 +79,17 @@ CREATE UNIQUE INDEX messages_by_client_id
     ON messages(room_id, sender_id, client_id) WHERE client_id IS NOT NULL;
 ";
 
+/// Version 2: room change sequence numbers (see `Store::changes_after`).
+const SCHEMA_V2: &str = "
+ALTER TABLE rooms ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_change ON messages(room_id, seq);
+";
+
 const USER_COLS: &str = "id, username, created_at";
 const ROOM_COLS: &str = "id, name, created_by, created_at";
 const MESSAGE_COLS: &str =
-    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at";
+    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq";
 /// A live (not deleted) message of one room: the filter every history read uses.
 const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
 
@@ -230,7 +237,13 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     match version {
         0 => {
             conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN; {SCHEMA_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+            Ok(())
+        }
+        1 => {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))?;
             Ok(())
         }
@@ -458,7 +471,58 @@ fn message_row(row: &Row) -> rusqlite::Result<Message> {
         created_at: time_at(row, 5)?,
         edited_at: opt_time_at(row, 6)?,
         deleted_at: opt_time_at(row, 7)?,
+        seq: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
     })
+}
+
+fn sql_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// The number the room's next change takes; `NotFound` for no such room.
+fn next_seq(conn: &Connection, room: RoomId) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq + 1 FROM rooms WHERE id = ?1")?
+        .query_row([room.bytes()], |r| r.get(0))
+        .optional()?;
+    seq.and_then(|s| u64::try_from(s).ok())
+        .ok_or_else(|| Error::not_found("room not found"))
+}
+
+/// Records that the room's change `seq` is taken (inside the same transaction as the change).
+fn take_seq(conn: &Connection, room: RoomId, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE rooms SET seq = ?2 WHERE id = ?1")?
+        .execute(params![room.bytes(), sql_seq(seq)])?;
+    Ok(())
+}
+
+/// Sets a message's new state (`body`, and `edited_at` or `deleted_at`) with the room's next
+/// change number, unless it is a tombstone already.
+fn change_message(
+    conn: &Connection,
+    id: MessageId,
+    change: &str,
+    body: &str,
+) -> Result<Option<Message>> {
+    let Some(room) = conn
+        .prepare_cached("SELECT room_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id.bytes()], |r| id_at(r, 0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let seq = next_seq(conn, room)?;
+    let changed = conn
+        .prepare_cached(&format!(
+            "UPDATE messages SET body = ?1, {change} = ?2, seq = ?3
+             WHERE id = ?4 RETURNING {MESSAGE_COLS}"
+        ))?
+        .query_row(
+            params![body, now().timestamp_millis(), sql_seq(seq), id.bytes()],
+            message_row,
+        )?;
+    take_seq(conn, room, seq)?;
+    Ok(Some(changed))
 }
 
 /// One keyset page over a table ordered by `id`: `filter` (ending in `AND `, or empty) scopes
@@ -768,6 +832,7 @@ impl Store for SqliteStore {
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
         self.write_announcing(move |conn, ids| {
+            let seq = next_seq(conn, message.room_id)?;
             let stored = Message {
                 id: ids.next(),
                 room_id: message.room_id,
@@ -777,12 +842,13 @@ impl Store for SqliteStore {
                 created_at: now(),
                 edited_at: None,
                 deleted_at: None,
+                seq,
             };
             // The partial unique index decides idempotency: a repeated clientId inserts nothing.
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (room_id, sender_id, client_id) WHERE client_id IS NOT NULL
                      DO NOTHING",
                 )?
@@ -792,13 +858,15 @@ impl Store for SqliteStore {
                     stored.sender_id.bytes(),
                     stored.body,
                     stored.client_id,
-                    stored.created_at.timestamp_millis()
+                    stored.created_at.timestamp_millis(),
+                    sql_seq(seq)
                 ])
                 .map_err(|e| match constraint(&e) {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
                     _ => e.into(),
                 })?;
             if inserted == 1 {
+                take_seq(conn, stored.room_id, seq)?;
                 let event = RoomEvent::MessageAdded(stored.clone());
                 return Ok((
                     Written {
@@ -836,12 +904,35 @@ impl Store for SqliteStore {
         self.read(move |conn| message_by_id(conn, id)).await
     }
 
-    async fn last_message_id(&self, room: RoomId) -> Result<Option<MessageId>> {
+    async fn room_head(&self, room: RoomId) -> Result<RoomHead> {
         self.read(move |conn| {
-            let last: Option<[u8; 12]> = conn
-                .prepare_cached("SELECT max(id) FROM messages WHERE room_id = ?1")?
-                .query_row([room.bytes()], |r| r.get(0))?;
-            Ok(last.map(ObjectId::from_bytes))
+            // One statement, so one snapshot: the number and the newest id agree.
+            let head: Option<(i64, Option<[u8; 12]>)> = conn
+                .prepare_cached(
+                    "SELECT seq, (SELECT max(id) FROM messages WHERE room_id = ?1)
+                     FROM rooms WHERE id = ?1",
+                )?
+                .query_row([room.bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (seq, last) = head.ok_or_else(|| Error::not_found("room not found"))?;
+            Ok(RoomHead {
+                last_message: last.map(ObjectId::from_bytes),
+                seq: u64::try_from(seq).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(params![room.bytes(), sql_seq(seq), limit], message_row)?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -883,16 +974,7 @@ impl Store for SqliteStore {
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
         let body = body.to_owned();
         self.write_announcing(move |conn, _| {
-            let edited = conn
-                .prepare_cached(&format!(
-                    "UPDATE messages SET body = ?1, edited_at = ?2
-                     WHERE id = ?3 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
-                ))?
-                .query_row(
-                    params![body, now().timestamp_millis(), id.bytes()],
-                    message_row,
-                )
-                .optional()?
+            let edited = change_message(conn, id, "edited_at", &body)?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             let event = RoomEvent::MessageEdited(edited.clone());
             Ok((edited, Some(event)))
@@ -902,18 +984,13 @@ impl Store for SqliteStore {
 
     async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
         self.write_announcing(move |conn, _| {
-            let deleted = conn
-                .prepare_cached(&format!(
-                    "UPDATE messages SET body = '', deleted_at = ?1
-                     WHERE id = ?2 AND deleted_at IS NULL RETURNING {MESSAGE_COLS}"
-                ))?
-                .query_row(params![now().timestamp_millis(), id.bytes()], message_row)
-                .optional()?;
+            let deleted = change_message(conn, id, "deleted_at", "")?;
             match deleted {
                 Some(message) => {
                     let event = RoomEvent::MessageDeleted {
                         room_id: message.room_id,
                         message_id: message.id,
+                        seq: message.seq,
                     };
                     Ok((
                         Written {
@@ -964,5 +1041,50 @@ mod tests {
             next.bytes(),
             [0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0, 1, 0, 0]
         );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "{SCHEMA_V1}
+                 INSERT INTO users VALUES (x'000000000000000000000001', 'ada', 'ada', 'h', 0);
+                 INSERT INTO rooms VALUES (x'000000000000000000000002', 'lobby', 'lobby',
+                     x'000000000000000000000001', 0);
+                 INSERT INTO messages (id, room_id, sender_id, body, created_at) VALUES
+                     (x'000000000000000000000003', x'000000000000000000000002',
+                      x'000000000000000000000001', 'old', 0);
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let room = ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let old = ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(
+            store.room_head(room).await.unwrap(),
+            RoomHead {
+                last_message: Some(old),
+                seq: 0
+            }
+        );
+        let message = store
+            .insert_message(NewMessage {
+                room_id: room,
+                sender_id: ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+                body: "new".into(),
+                client_id: None,
+            })
+            .await
+            .unwrap()
+            .value;
+        assert_eq!(message.seq, 1);
+        let edited = store.edit_message(old, "old, edited").await.unwrap();
+        assert_eq!(edited.seq, 2);
+        let changes = store.changes_after(room, 0, 10).await.unwrap();
+        assert_eq!(changes, [message, edited]);
     }
 }

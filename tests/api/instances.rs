@@ -1,5 +1,7 @@
 //! Several instances sharing one MongoDB database and one Redis: events cross instances once,
-//! and a Redis restart loses no message for a connected subscriber.
+//! a Redis restart loses no message, edit or deletion for a connected subscriber, messages sent
+//! through both instances at once reach every subscriber once and in order, and a client whose
+//! instance dies resumes on another.
 
 use serde_json::{Value, json};
 
@@ -40,13 +42,31 @@ fn added(payload: &Value) -> &str {
         .unwrap_or("<not a message>")
 }
 
-async fn send(app: &TestApp, token: &str, room: &str, body: &str) {
-    app.data(
-        Some(token),
-        "mutation($r: ID!, $b: String!) { sendMessage(roomId: $r, body: $b) { id } }",
-        json!({"r": room, "b": body}),
-    )
-    .await;
+/// A room event in a few words: `added BODY`, `edited BODY`, `deleted ID`, or its type.
+fn describe(payload: &Value) -> String {
+    let event = &payload["data"]["roomEvents"];
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    match event["__typename"].as_str() {
+        Some("MessageAdded") => format!("added {}", text(&event["message"]["body"])),
+        Some("MessageEdited") => format!("edited {}", text(&event["message"]["body"])),
+        Some("MessageDeleted") => format!("deleted {}", text(&event["messageId"])),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Sends a message and returns its id.
+async fn send(app: &TestApp, token: &str, room: &str, body: &str) -> String {
+    let data = app
+        .data(
+            Some(token),
+            "mutation($r: ID!, $b: String!) { sendMessage(roomId: $r, body: $b) { id } }",
+            json!({"r": room, "b": body}),
+        )
+        .await;
+    data["sendMessage"]["id"]
+        .as_str()
+        .expect("a message id")
+        .to_owned()
 }
 
 async fn subscribed(app: &TestApp, token: &str, room: &str) -> WsClient {
@@ -106,31 +126,102 @@ async fn events_cross_instances_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_restart_loses_no_message_for_a_connected_subscriber() {
+async fn a_redis_restart_loses_no_change_for_a_connected_subscriber() {
     let Some(Cluster { a, b, mut redis }) = cluster().await else {
         return;
     };
     let ada = a.register("ada").await;
     let room = a.create_room(&ada, "shared").await;
     let mut on_a = subscribed(&a, &ada.token, &room).await;
-    send(&b, &ada.token, &room, "before").await;
-    assert_eq!(added(&on_a.next_payload("events").await), "before");
-
-    redis.stop();
-    for body in ["during 1", "during 2", "during 3"] {
-        send(&b, &ada.token, &room, body).await;
+    let doomed = send(&b, &ada.token, &room, "doomed").await;
+    let kept = send(&b, &ada.token, &room, "kept").await;
+    for body in ["doomed", "kept"] {
+        assert_eq!(added(&on_a.next_payload("events").await), body);
     }
+
+    // While Redis is down, B adds messages, and edits and deletes ones A's subscriber has.
+    redis.stop();
+    send(&b, &ada.token, &room, "during 1").await;
+    let edit = "mutation($m: ID!) { editMessage(messageId: $m, body: \"kept, edited\") { id } }";
+    b.data(Some(&ada.token), edit, json!({"m": kept})).await;
+    send(&b, &ada.token, &room, "during 2").await;
+    let delete = "mutation($m: ID!) { deleteMessage(messageId: $m) }";
+    b.data(Some(&ada.token), delete, json!({"m": doomed})).await;
+    send(&b, &ada.token, &room, "during 3").await;
     redis.resume();
     send(&b, &ada.token, &room, "after").await;
 
-    // A resyncs from the store once its subscription is back: every message, once, in order.
+    // A catches up from the store once its subscription is back: every change, once; first
+    // those to messages the subscriber had, then new messages in order.
     let mut received = Vec::new();
-    while received.len() < 4 {
-        received.push(added(&on_a.next_payload("events").await).to_owned());
+    while received.len() < 6 {
+        received.push(describe(&on_a.next_payload("events").await));
     }
-    assert_eq!(received, ["during 1", "during 2", "during 3", "after"]);
+    assert_eq!(
+        received,
+        [
+            "edited kept, edited".to_owned(),
+            format!("deleted {doomed}"),
+            "added during 1".to_owned(),
+            "added during 2".to_owned(),
+            "added during 3".to_owned(),
+            "added after".to_owned(),
+        ]
+    );
     send(&b, &ada.token, &room, "sentinel").await;
     assert_eq!(added(&on_a.next_payload("events").await), "sentinel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_through_both_instances_at_once_reach_everyone_once_in_order() {
+    let Some(Cluster {
+        a,
+        b,
+        redis: _redis,
+    }) = cluster().await
+    else {
+        return;
+    };
+    let ada = a.register("ada").await;
+    let room = a.create_room(&ada, "shared").await;
+    let mut on_a = subscribed(&a, &ada.token, &room).await;
+    let mut on_b = subscribed(&b, &ada.token, &room).await;
+
+    // Two senders, one per instance, at once: ids minted by both within the same seconds.
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let senders: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, app)| {
+            let (token, room) = (ada.token.clone(), room.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    ids.push(send(&app, &token, &room, &format!("{n}-{i}")).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.extend(sender.await.expect("a sender"));
+    }
+    sent.sort();
+
+    for ws in [&mut on_a, &mut on_b] {
+        let mut ids = Vec::new();
+        while ids.len() < sent.len() {
+            let payload = ws.next_payload("events").await;
+            let id = &payload["data"]["roomEvents"]["message"]["id"];
+            ids.push(id.as_str().expect("a message").to_owned());
+        }
+        assert_eq!(ids, sent, "every message once, in id order");
+    }
+    send(&b, &ada.token, &room, "sentinel").await;
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(added(&ws.next_payload("events").await), "sentinel");
+    }
 }
 
 /// A graphql-transport-ws socket to `base` (an `http://` URL), signed in, subscribed to a

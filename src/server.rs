@@ -34,6 +34,7 @@ use crate::{
     config::{Config, DatabaseUrl},
     graphql::{
         self, build_schema,
+        fanout::Renders,
         ws::{GraphqlState, WsStats},
     },
     rest,
@@ -91,6 +92,7 @@ impl Application {
             service: service.clone(),
             graphql: GraphqlState {
                 schema: build_schema(Some(service)),
+                renders: Arc::new(Renders::default()),
                 tokens,
                 init_timeout: config.ws_init_timeout,
                 max_operations: config.ws_max_operations,
@@ -245,9 +247,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
          confab_ws_connections {}\n\
          # HELP confab_ws_operations GraphQL operations running over WebSockets.\n\
          # TYPE confab_ws_operations gauge\n\
-         confab_ws_operations {}\n",
+         confab_ws_operations {}\n\
+         # HELP confab_event_renders_total Room events rendered for subscribers (once per distinct subscription).\n\
+         # TYPE confab_event_renders_total counter\n\
+         confab_event_renders_total {}\n\
+         # HELP confab_event_deliveries_total Room events sent to subscribers.\n\
+         # TYPE confab_event_deliveries_total counter\n\
+         confab_event_deliveries_total {}\n",
         stats.connections.load(Ordering::Relaxed),
         stats.operations.load(Ordering::Relaxed),
+        state.graphql.renders.renders.load(Ordering::Relaxed),
+        state.graphql.renders.deliveries.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -1,14 +1,14 @@
 //! Messages: history, sending, editing, deleting, typing, and the live subscriptions.
 
-use std::sync::Arc;
-
 use async_graphql::{
     Context, ErrorExtensions, ID, Object, Result, Subscription, connection::Connection,
 };
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, stream::BoxStream};
 
 use super::{
-    GqlResult, caller, connection, id_arg, page_complexity, page_size, service,
+    GqlResult, caller, connection,
+    fanout::{FeedHandoff, InjectedEvent},
+    id_arg, page_complexity, page_size, service,
     types::{Message, RoomEvent},
 };
 use crate::{
@@ -112,8 +112,7 @@ impl MessageMutation {
 #[derive(Default)]
 pub struct MessageSubscription;
 
-type Events =
-    std::pin::Pin<Box<dyn Stream<Item = crate::error::Result<Arc<model::RoomEvent>>> + Send>>;
+type Events = super::fanout::Feed;
 
 async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<Events> {
     let room = id_arg("roomId", room_id)?;
@@ -135,7 +134,7 @@ async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<E
 fn select<T: Send + 'static>(
     events: Events,
     pick: fn(&model::RoomEvent) -> Option<T>,
-) -> impl Stream<Item = Result<T>> {
+) -> impl Stream<Item = Result<T>> + Send + 'static {
     events.filter_map(move |event| {
         let item = match event {
             Ok(event) => pick(&event).map(Ok),
@@ -187,10 +186,21 @@ impl MessageSubscription {
         ctx: &Context<'_>,
         room_id: ID,
         after: Option<ID>,
-    ) -> Result<impl Stream<Item = Result<RoomEvent>>> {
-        Ok(select(
-            events(ctx, &room_id, after.as_ref()).await?,
-            |event| Some(RoomEvent::from(event)),
-        ))
+    ) -> Result<BoxStream<'static, Result<RoomEvent>>> {
+        // Rendering one event for every subscriber of an operation (see `fanout`): the caller
+        // was checked when the subscription started.
+        if let Some(InjectedEvent(event)) = ctx.data_opt::<InjectedEvent>() {
+            let event = RoomEvent::from(&**event);
+            return Ok(futures_util::stream::once(async move { Ok(event) }).boxed());
+        }
+        let mut feed = events(ctx, &room_id, after.as_ref()).await?;
+        if let Some(handoff) = ctx.data_opt::<FeedHandoff>() {
+            match handoff.hand_over(feed) {
+                // The socket streams the feed itself; this stream has nothing more to say.
+                Ok(()) => return Ok(futures_util::stream::pending().boxed()),
+                Err(returned) => feed = returned,
+            }
+        }
+        Ok(select(feed, |event| Some(RoomEvent::from(event))).boxed())
     }
 }

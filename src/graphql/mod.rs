@@ -6,6 +6,7 @@
 //! GraphQL and the service.
 
 mod accounts;
+pub mod fanout;
 pub mod http;
 mod messages;
 mod rooms;

@@ -7,6 +7,9 @@
 //! `complete`) for an operation refused before it streams. The legacy `graphql-ws` protocol
 //! (subscriptions-transport-ws) is served by the same loop with its own message names.
 //!
+//! A `roomEvents` subscription streams its room feed here, each event rendered once for every
+//! subscriber of the same operation (see `fanout`).
+//!
 //! Memory is bounded per socket: frames of at most [`MAX_FRAME`], at most
 //! `--ws-max-operations` operations, an outgoing queue of [`OUT_QUEUE`] frames. An operation
 //! whose frames cannot be sent waits; meanwhile its room feed lags and resyncs from the store
@@ -45,7 +48,10 @@ use tokio::{
     time::{Instant, sleep, sleep_until},
 };
 
-use super::AppSchema;
+use super::{
+    AppSchema,
+    fanout::{Feed, FeedHandoff, Operation, Renders},
+};
 use crate::auth::{Caller, Tokens};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
@@ -67,6 +73,8 @@ const LEGACY_KEEPALIVE: Duration = Duration::from_secs(25);
 #[derive(Clone)]
 pub struct GraphqlState {
     pub schema: AppSchema,
+    /// Room events rendered once per distinct subscription (see `fanout`).
+    pub renders: Arc<Renders>,
     pub tokens: Tokens,
     pub init_timeout: Duration,
     pub max_operations: usize,
@@ -399,6 +407,12 @@ impl Connection {
         let generation = self.generation;
         let subscription = is_subscription(&request);
         let (started, live) = oneshot::channel();
+        let fan_out = subscription.then(|| {
+            (
+                Operation::new(&request, self.caller.clone()),
+                self.ctx.renders.clone(),
+            )
+        });
         let task = tokio::spawn(run_operation(
             self.ctx.schema.clone(),
             self.protocol,
@@ -406,7 +420,7 @@ impl Connection {
             request
                 .data(self.caller.clone())
                 .data(OperationStarted::new(started)),
-            subscription,
+            fan_out,
             self.out.clone(),
             self.finished_tx.clone(),
             generation,
@@ -501,21 +515,48 @@ fn refused_before_start(response: &Response, subscription: bool) -> bool {
                 .all(|e: &ServerError| e.path.is_empty()))
 }
 
+/// Runs one operation and sends its results. A subscription (`fan_out` is set) whose resolver
+/// hands over its room feed is streamed by [`stream_feed`] instead of through async-graphql.
 #[allow(clippy::too_many_arguments)]
 async fn run_operation(
     schema: AppSchema,
     protocol: Protocol,
     id: String,
-    request: Request,
-    subscription: bool,
+    mut request: Request,
+    fan_out: Option<(Operation, Arc<Renders>)>,
     out: mpsc::Sender<Message>,
     finished: mpsc::UnboundedSender<(String, u64)>,
     generation: u64,
 ) {
+    let subscription = fan_out.is_some();
+    let (handoff, mut handed_over) = oneshot::channel::<Feed>();
+    if subscription {
+        request = request.data(FeedHandoff::new(handoff));
+    } else {
+        drop(handoff);
+    }
     let mut responses = schema.execute_stream(request);
+    let mut awaiting_feed = subscription;
     let mut first = true;
     let mut refused = false;
-    while let Some(response) = responses.next().await {
+    loop {
+        let response = tokio::select! {
+            biased;
+            feed = &mut handed_over, if awaiting_feed => {
+                awaiting_feed = false;
+                if let (Ok(feed), Some((operation, renders))) = (feed, &fan_out) {
+                    drop(responses);
+                    let subscriber = renders.join(operation.clone());
+                    stream_feed(&schema, &subscriber, protocol, &id, feed, &out).await;
+                    break;
+                }
+                continue;
+            }
+            response = responses.next() => response,
+        };
+        let Some(response) = response else {
+            break;
+        };
         if first && refused_before_start(&response, subscription) {
             let _ = out
                 .send(frame(Some(&id), "error", Some(&response.errors)))
@@ -526,11 +567,7 @@ async fn run_operation(
         first = false;
         let mut next = frame(Some(&id), protocol.next(), Some(&response));
         if matches!(&next, Message::Text(text) if text.as_str().len() > MAX_OUTGOING) {
-            let errors = json!([{
-                "message": format!("the result is larger than {MAX_OUTGOING} bytes; ask for less"),
-                "extensions": {"code": "BAD_USER_INPUT"}
-            }]);
-            next = frame(Some(&id), protocol.next(), Some(json!({"errors": errors})));
+            next = too_large(&id, protocol);
         }
         if out.send(next).await.is_err() {
             break;
@@ -541,6 +578,67 @@ async fn run_operation(
     if !refused {
         let _ = out.send(frame::<()>(Some(&id), "complete", None)).await;
     }
+}
+
+/// Streams a handed-over room feed: each event's payload rendered once per distinct operation,
+/// wrapped in this operation's own frame.
+async fn stream_feed(
+    schema: &AppSchema,
+    subscriber: &super::fanout::Subscriber,
+    protocol: Protocol,
+    id: &str,
+    mut feed: Feed,
+    out: &mpsc::Sender<Message>,
+) {
+    let id_json = serde_json::to_string(id).unwrap_or_default();
+    while let Some(event) = feed.next().await {
+        let next = match event {
+            Ok(event) => {
+                let payload = subscriber.payload(schema, &event).await;
+                if payload.len() > MAX_OUTGOING {
+                    too_large(id, protocol)
+                } else {
+                    next_frame(&id_json, protocol, &payload)
+                }
+            }
+            Err(e) => {
+                use async_graphql::ErrorExtensions;
+                let mut error = e.extend().into_server_error(Default::default());
+                error.path = vec![async_graphql::PathSegment::Field("roomEvents".into())];
+                frame(
+                    Some(id),
+                    protocol.next(),
+                    Some(Response::from_errors(vec![error])),
+                )
+            }
+        };
+        if out.send(next).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A `next` (or legacy `data`) frame around an already serialized payload.
+fn next_frame(id_json: &str, protocol: Protocol, payload: &str) -> Message {
+    let kind = protocol.next();
+    let mut text = String::with_capacity(payload.len() + id_json.len() + kind.len() + 32);
+    text.push_str(r#"{"id":"#);
+    text.push_str(id_json);
+    text.push_str(r#","type":""#);
+    text.push_str(kind);
+    text.push_str(r#"","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    Message::Text(Utf8Bytes::from(text))
+}
+
+/// What is sent instead of a result larger than [`MAX_OUTGOING`].
+fn too_large(id: &str, protocol: Protocol) -> Message {
+    let errors = json!([{
+        "message": format!("the result is larger than {MAX_OUTGOING} bytes; ask for less"),
+        "extensions": {"code": "BAD_USER_INPUT"}
+    }]);
+    frame(Some(id), protocol.next(), Some(json!({"errors": errors})))
 }
 
 async fn write_loop(

@@ -269,3 +269,84 @@ async fn resuming_from_a_message_of_another_room_is_refused() {
     );
     assert_eq!(refused["payload"][0]["extensions"]["field"], "after");
 }
+
+/// A counter from `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_rendered_once_for_every_subscriber_of_one_operation() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let room = app.create_room(&ada, "lobby").await;
+    let first = app.send(&ada, &room, "before").await;
+    // Four subscribers of one operation: different users, different sockets, and starting
+    // points (`after` changes where a feed starts, not how an event looks). A fifth asks for
+    // other fields, and gets its own rendering.
+    let mut users = Vec::new();
+    for i in 0..4 {
+        let user = app.register(&format!("user{i}")).await;
+        app.join(&user, &room).await;
+        users.push(user);
+    }
+    let mut sockets = Vec::new();
+    for (user, after) in users.iter().zip([None, Some(&first), None, Some(&first)]) {
+        let mut ws = app.ws_as(user).await;
+        ws.subscribe("events", ROOM_EVENTS, json!({"r": room, "after": after}))
+            .await;
+        assert!(ws.ping_pong().await.is_empty());
+        sockets.push(ws);
+    }
+    let mut other = app.ws_as(&ada).await;
+    other
+        .subscribe(
+            "bodies",
+            "subscription($r: ID!) { roomEvents(roomId: $r) { ... on MessageAdded { message { body } } } }",
+            json!({"r": room}),
+        )
+        .await;
+    assert!(other.ping_pong().await.is_empty());
+    let (renders, deliveries) = (
+        metric(&app, "confab_event_renders_total").await,
+        metric(&app, "confab_event_deliveries_total").await,
+    );
+
+    let id = app.send(&ada, &room, "for everyone").await;
+    for ws in &mut sockets {
+        let payload = ws.next_payload("events").await;
+        assert_eq!(kind(&payload), "MessageAdded");
+        assert_eq!(payload["data"]["roomEvents"]["message"]["id"], id.as_str());
+        assert_eq!(added_body(&payload), "for everyone");
+        assert_eq!(
+            payload["data"]["roomEvents"]["message"]["sender"]["username"],
+            "ada"
+        );
+    }
+    let payload = other.next_payload("bodies").await;
+    assert_eq!(
+        payload,
+        json!({"data": {"roomEvents": {"message": {"body": "for everyone"}}}})
+    );
+    assert_eq!(
+        metric(&app, "confab_event_deliveries_total").await - deliveries,
+        5
+    );
+    assert_eq!(
+        metric(&app, "confab_event_renders_total").await - renders,
+        2,
+        "one rendering per distinct operation"
+    );
+}

@@ -1,0 +1,254 @@
+//! Room events rendered once per distinct subscription, not once per subscriber.
+//!
+//! A `roomEvents` subscription over a WebSocket starts like any operation: async-graphql parses,
+//! validates and runs the resolver, which checks the caller and takes the room feed. The
+//! resolver then hands the feed to the socket's operation task ([`FeedHandoff`]) instead of
+//! streaming it through async-graphql. That task renders each event through [`Renders`]: the
+//! first subscriber to need an event for a given operation executes the operation once with the
+//! event injected ([`InjectedEvent`]), serializes the response once, and every other subscriber
+//! of the same operation gets the same bytes, wrapped in its own frame (its id).
+//!
+//! Subscribers share a rendering when their query, operation name and variables are the same,
+//! except a variable used only as the root field's `after` (which chooses where the feed
+//! starts, not how an event looks). Nothing in an event's fields depends on who asks: the
+//! caller is checked when the subscription starts. A live event is one `Arc` shared by every
+//! local subscriber, which is what renderings are matched by; events replayed from the store
+//! are each subscriber's own, and rendered for it alone.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use async_graphql::{Request, Variables};
+use futures_util::StreamExt;
+use tokio::sync::{OnceCell, oneshot};
+
+use super::AppSchema;
+use crate::{auth::Caller, error::Result, model::RoomEvent};
+
+/// The room feed a subscription resolver hands over.
+pub type Feed = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Send>>;
+
+/// Renderings kept per operation: enough for subscribers a burst apart to share them.
+const RECENT: usize = 256;
+
+/// Request data: where the `roomEvents` resolver hands its feed to the socket.
+pub struct FeedHandoff(Mutex<Option<oneshot::Sender<Feed>>>);
+
+impl FeedHandoff {
+    pub fn new(sender: oneshot::Sender<Feed>) -> Self {
+        Self(Mutex::new(Some(sender)))
+    }
+
+    /// Hands `feed` over; gives it back when nobody takes it.
+    pub fn hand_over(&self, feed: Feed) -> std::result::Result<(), Feed> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(sender) => sender.send(feed),
+            None => Err(feed),
+        }
+    }
+}
+
+/// Request data: render this event instead of subscribing.
+pub struct InjectedEvent(pub Arc<RoomEvent>);
+
+/// What renders a subscription's events: its request, minus where it starts.
+#[derive(Clone)]
+pub struct Operation {
+    query: String,
+    operation_name: Option<String>,
+    variables: Variables,
+    caller: Caller,
+}
+
+impl Operation {
+    pub fn new(request: &Request, caller: Caller) -> Self {
+        Self {
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: request.variables.clone(),
+            caller,
+        }
+    }
+
+    /// What subscribers must share to share renderings (see the module docs).
+    fn key(&self) -> String {
+        let mut variables = self.variables.clone();
+        if let Some(name) = after_only_variable(&self.query) {
+            variables.remove(&async_graphql::Name::new(name));
+        }
+        let variables = serde_json::to_string(&variables).unwrap_or_default();
+        let name = self.operation_name.as_deref().unwrap_or_default();
+        format!("{}\u{0}{name}\u{0}{variables}", self.query)
+    }
+
+    /// The `payload` of a `next` message for `event`: one execution, one serialization.
+    async fn render(&self, schema: &AppSchema, event: Arc<RoomEvent>) -> Arc<str> {
+        let mut request = Request::new(self.query.clone())
+            .variables(self.variables.clone())
+            .data(self.caller.clone())
+            .data(InjectedEvent(event));
+        if let Some(name) = &self.operation_name {
+            request = request.operation_name(name.clone());
+        }
+        let mut responses = schema.execute_stream(request);
+        let json = match responses.next().await {
+            Some(response) => serde_json::to_string(&response),
+            None => Ok(r#"{"data":null}"#.to_owned()),
+        };
+        Arc::from(json.unwrap_or_else(|e| {
+            format!(r#"{{"errors":[{{"message":"cannot encode the event: {e}"}}]}}"#)
+        }))
+    }
+}
+
+/// The name of a variable the query uses only as the `after` argument, if any: `$v` twice in
+/// the text, once declared and once as `after: $v`. Anything less certain keeps the variable in
+/// the key, which only costs sharing.
+fn after_only_variable(query: &str) -> Option<&str> {
+    // `after:` as an argument, not as the declaration `$after:` or part of a longer name.
+    let mut arguments = query.match_indices("after:").filter(|(at, _)| {
+        !query[..*at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c == '$' || c.is_ascii_alphanumeric() || c == '_')
+    });
+    let (at, _) = arguments.next()?;
+    if arguments.next().is_some() {
+        return None;
+    }
+    let start = at + "after:".len();
+    let rest = query[start..].trim_start().strip_prefix('$')?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    let uses = query
+        .match_indices(&format!("${name}"))
+        .filter(|(at, _)| {
+            let next = query[at + 1 + name.len()..].chars().next();
+            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .count();
+    (!name.is_empty() && uses == 2).then_some(name)
+}
+
+type Cell = Arc<OnceCell<Arc<str>>>;
+
+/// Recent renderings of one operation, matched by event identity.
+#[derive(Default)]
+struct OperationRenders {
+    recent: Mutex<VecDeque<(Arc<RoomEvent>, Cell)>>,
+}
+
+impl OperationRenders {
+    fn cell(&self, event: &Arc<RoomEvent>) -> Cell {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, cell)) = recent.iter().rev().find(|(e, _)| Arc::ptr_eq(e, event)) {
+            return cell.clone();
+        }
+        // Holding the event keeps its address from being reused by another while it is here.
+        let cell = Cell::default();
+        recent.push_back((event.clone(), cell.clone()));
+        if recent.len() > RECENT {
+            recent.pop_front();
+        }
+        cell
+    }
+}
+
+/// Every operation's recent renderings, and counts for `/metrics`.
+#[derive(Default)]
+pub struct Renders {
+    operations: Mutex<HashMap<String, Arc<OperationRenders>>>,
+    pub renders: AtomicU64,
+    pub deliveries: AtomicU64,
+}
+
+impl Renders {
+    /// Joins the subscribers of `operation`; they share renderings until the last one leaves.
+    pub fn join(self: &Arc<Self>, operation: Operation) -> Subscriber {
+        let key = operation.key();
+        let renders = self
+            .operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Subscriber {
+            all: self.clone(),
+            key,
+            renders,
+            operation,
+        }
+    }
+}
+
+/// One subscription's place among those sharing its renderings.
+pub struct Subscriber {
+    all: Arc<Renders>,
+    key: String,
+    renders: Arc<OperationRenders>,
+    operation: Operation,
+}
+
+impl Subscriber {
+    /// The `next` payload for `event`, rendered by whichever subscriber needed it first.
+    pub async fn payload(&self, schema: &AppSchema, event: &Arc<RoomEvent>) -> Arc<str> {
+        let cell = self.renders.cell(event);
+        let payload = cell
+            .get_or_init(|| async {
+                self.all.renders.fetch_add(1, Ordering::Relaxed);
+                self.operation.render(schema, event.clone()).await
+            })
+            .await
+            .clone();
+        self.all.deliveries.fetch_add(1, Ordering::Relaxed);
+        payload
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let mut operations = self
+            .all
+            .operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's and ours: nobody else shares these renderings.
+        if Arc::strong_count(&self.renders) <= 2 {
+            operations.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variable_used_only_as_after_is_left_out_of_the_key() {
+        let query =
+            "subscription($r: ID!, $a: ID) { roomEvents(roomId: $r, after: $a) { __typename } }";
+        assert_eq!(after_only_variable(query), Some("a"));
+        let same_name = "subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, after: $after) { __typename } }";
+        assert_eq!(after_only_variable(same_name), Some("after"));
+        let reused = "subscription($r: ID!, $a: ID) { roomEvents(roomId: $r, after: $a) { ... on MessageAdded { message { id(x: $a) } } } }";
+        assert_eq!(after_only_variable(reused), None);
+        let prefix = "subscription($r: ID!, $a: ID, $ab: ID) { roomEvents(roomId: $r, after: $a) { x(y: $ab) } }";
+        assert_eq!(after_only_variable(prefix), Some("a"));
+        assert_eq!(
+            after_only_variable("subscription { roomEvents(roomId: \"x\") { x } }"),
+            None
+        );
+        assert_eq!(
+            after_only_variable("subscription { roomEvents(roomId: \"x\", after: \"y\") { x } }"),
+            None
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! `idle`: N subscribed WebSockets that say nothing; the server's RSS per connection
+//! (ΔVmRSS / N between before the first socket and after the last one is live and settled).
+//!
+//! Check: after measuring, one message is sent and every socket must receive it, so the sockets
+//! measured were really subscribed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::Args;
+use futures_util::{StreamExt as _, stream};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::{
+    Against, Common, Server,
+    client::{self, Http, Incoming, Ws},
+    process::ServerProcess,
+    report::{Measured, Report, Target},
+};
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct IdleArgs {
+    /// Idle subscribed WebSockets [default: 10000; smoke: 50].
+    #[arg(long)]
+    pub connections: Option<usize>,
+}
+
+pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyhow::Result<()> {
+    let n = args
+        .connections
+        .unwrap_or(if common.smoke { 50 } else { 10_000 })
+        .max(1);
+    let mut confab = None;
+    let mut raw = None;
+    for server in common.servers(Against::Both) {
+        let measured = run_one(server, n, common, report)
+            .await
+            .with_context(|| format!("idle against {}", server.name()))?;
+        match server {
+            Server::Confab => confab = Some(measured),
+            Server::Raw => raw = Some(measured),
+        }
+    }
+    report.add(
+        &format!("idle {n} subscribed WebSockets"),
+        confab.as_ref(),
+        raw.as_ref(),
+        &[("RSS per socket", Target::AtMost { value: 10.0 })],
+    );
+    Ok(())
+}
+
+async fn run_one(
+    server: Server,
+    n: usize,
+    common: &Common,
+    report: &mut Report,
+) -> anyhow::Result<Measured> {
+    eprintln!("loadgen: idle {n} sockets against {}", server.name());
+    let mut process = ServerProcess::start(server, common.target.as_deref())?;
+    let addr = process.addr;
+    let (token, room) =
+        client::user_and_room(addr, &format!("lg-idle-{}", client::run_tag())).await?;
+    let settle = Duration::from_secs(if common.smoke { 0 } else { 2 });
+    tokio::time::sleep(settle).await;
+    let before = process.rss_kib();
+    let sockets =
+        client::subscribe_many(addr, &token, &room, n, 64, common.phase_limit()).await?;
+    tokio::time::sleep(settle).await;
+    let after = process.rss_kib();
+
+    // Every socket must hear one message: they were live subscriptions.
+    let mut http = Http::connect(addr, Some(&token)).await?;
+    let id = http.send_message(&room, "m0-0", "idle-check").await?;
+    let id = String::from_utf8_lossy(&id).into_owned();
+    let deadline = Instant::now() + common.phase_limit();
+    let heard: Vec<anyhow::Result<()>> = stream::iter(sockets)
+        .map(|ws| hear(ws, &id, deadline))
+        .buffer_unordered(1024)
+        .collect()
+        .await;
+    for (k, result) in heard.into_iter().enumerate() {
+        result.with_context(|| format!("idle socket {k}"))?;
+    }
+    process.stop();
+
+    let mut measured = Measured::default();
+    measured.put("sockets", "conn", n as f64);
+    if let (Some(before), Some(after)) = (before, after) {
+        measured.put("server RSS before", "MiB", before as f64 / 1024.0);
+        measured.put("server RSS with sockets", "MiB", after as f64 / 1024.0);
+        measured.put(
+            "RSS per socket",
+            "KiB",
+            after.saturating_sub(before) as f64 / n as f64,
+        );
+    }
+    report.note(format!(
+        "idle against {}: all {n} sockets received the check message",
+        server.name()
+    ));
+    Ok(measured)
+}
+
+async fn hear(mut ws: Ws, id: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        let frame = tokio::time::timeout_at(deadline.into(), ws.next())
+            .await
+            .context("no message before the time limit")?;
+        match frame {
+            Some(Ok(WsMessage::Text(text))) => {
+                if let Incoming::Message { id: got, .. } = client::parse_frame(text.as_str())? {
+                    ensure!(got == id, "expected message {id}, got {got}");
+                    return Ok(());
+                }
+            }
+            Some(Ok(WsMessage::Close(close))) => bail!("closed: {close:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the socket closed"),
+        }
+    }
+}

@@ -12,9 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Full};
-use hyper::{
-    Method, Request, StatusCode, body::Bytes, client::conn::http1::SendRequest, header,
-};
+use hyper::{Method, Request, StatusCode, body::Bytes, client::conn::http1::SendRequest, header};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,7 +31,8 @@ pub const LOGIN: &str =
 pub const CREATE_ROOM: &str = "mutation($n:String!){createRoom(name:$n){id}}";
 const SEND: &str =
     "mutation($r:ID!,$b:String!,$c:String){sendMessage(roomId:$r,body:$b,clientId:$c){id}}";
-const ROOM_EVENTS: &str = "subscription($r:ID!){roomEvents(roomId:$r){__typename ... on MessageAdded{message{id body}}}}";
+const ROOM_EVENTS: &str =
+    "subscription($r:ID!){roomEvents(roomId:$r){__typename ... on MessageAdded{message{id body}}}}";
 /// The operation id every subscriber uses (the raw baseline pre-encodes frames for it).
 pub const OPERATION_ID: &str = "1";
 pub const PASSWORD: &str = "loadgen-password";
@@ -143,7 +142,10 @@ impl Http {
         if let Some(errors) = answer.get("errors") {
             bail!("{field}: HTTP {status}, errors {errors}");
         }
-        match answer.pointer_mut(&format!("/data/{field}")).map(Value::take) {
+        match answer
+            .pointer_mut(&format!("/data/{field}"))
+            .map(Value::take)
+        {
             Some(value) if !value.is_null() => Ok(value),
             _ => bail!("{field}: HTTP {status}, no data in {answer}"),
         }
@@ -236,11 +238,8 @@ pub fn run_tag() -> String {
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// Opens a graphql-transport-ws socket, initialises it with `token`, subscribes to `roomEvents`
-/// of `room` and returns once the subscription is live: the server reads a client's next
-/// message only after its subscription is live, so the `pong` to a `ping` sent after `subscribe`
-/// proves it.
-pub async fn subscribe(addr: SocketAddr, token: &str, room: &str) -> anyhow::Result<Ws> {
+/// Opens a graphql-transport-ws socket and initialises it with `token` (acknowledged).
+pub async fn connect_initialised(addr: SocketAddr, token: &str) -> anyhow::Result<Ws> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -257,18 +256,32 @@ pub async fn subscribe(addr: SocketAddr, token: &str, room: &str) -> anyhow::Res
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .context("WebSocket handshake")?;
-    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+    let init =
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
     ws.send(WsMessage::text(init.to_string())).await?;
     expect(&mut ws, "connection_ack").await?;
+    Ok(ws)
+}
+
+/// Opens a socket (see [`connect_initialised`]), subscribes to `roomEvents` of `room` and
+/// returns once the subscription is live: the server reads a client's next message only after
+/// its subscription is live, so the `pong` to a `ping` sent after `subscribe` proves it.
+pub async fn subscribe(addr: SocketAddr, token: &str, room: &str) -> anyhow::Result<Ws> {
+    let mut ws = connect_initialised(addr, token).await?;
     let subscribe = json!({
         "id": OPERATION_ID,
         "type": "subscribe",
         "payload": {"query": ROOM_EVENTS, "variables": {"r": room}},
     });
     ws.send(WsMessage::text(subscribe.to_string())).await?;
-    ws.send(WsMessage::text(r#"{"type":"ping"}"#)).await?;
-    expect(&mut ws, "pong").await?;
+    ping(&mut ws).await?;
     Ok(ws)
+}
+
+/// A `ping` answered by a `pong`.
+pub async fn ping(ws: &mut Ws) -> anyhow::Result<()> {
+    ws.send(WsMessage::text(r#"{"type":"ping"}"#)).await?;
+    expect(ws, "pong").await
 }
 
 /// Waits (10 s at most) for a frame of type `kind`; anything else is an error.
@@ -345,8 +358,8 @@ pub fn parse_frame(text: &str) -> anyhow::Result<Incoming<'_>> {
     }
     // Both servers write compact JSON, so a `next` frame says so verbatim.
     if text.contains(r#""type":"next""#) {
-        let next: Next = serde_json::from_str(text)
-            .with_context(|| format!("unreadable next frame: {text}"))?;
+        let next: Next =
+            serde_json::from_str(text).with_context(|| format!("unreadable next frame: {text}"))?;
         debug_assert_eq!(next.kind, "next");
         let payload = next
             .payload
@@ -371,11 +384,12 @@ pub fn parse_frame(text: &str) -> anyhow::Result<Incoming<'_>> {
     }
 }
 
-/// Opens `n` subscribers, at most `parallel` handshakes at a time.
+/// Opens `n` subscribers (or, with `room` None, initialised sockets that subscribe to nothing),
+/// at most `parallel` handshakes at a time.
 pub async fn subscribe_many(
     addr: SocketAddr,
     token: &str,
-    room: &str,
+    room: Option<&str>,
     n: usize,
     parallel: usize,
     limit: Duration,
@@ -385,7 +399,11 @@ pub async fn subscribe_many(
         .map(|_| async move {
             let mut tries = 0;
             loop {
-                match subscribe(addr, token, room).await {
+                let opened = match room {
+                    Some(room) => subscribe(addr, token, room).await,
+                    None => connect_initialised(addr, token).await,
+                };
+                match opened {
                     Ok(ws) => return Ok(ws),
                     // A connect refused under a burst (full accept backlog) is retried a few times.
                     Err(e) if tries < 3 && started.elapsed() < limit => {

@@ -110,9 +110,7 @@ impl Plan {
             Rate::Max => args.messages.unwrap_or(if smoke { 100 } else { 3000 }),
         };
         let plan = Self {
-            subscribers: args
-                .subscribers
-                .unwrap_or(if smoke { 20 } else { 1000 }),
+            subscribers: args.subscribers.unwrap_or(if smoke { 20 } else { 1000 }),
             rate,
             messages,
             senders: args.senders.unwrap_or(4).max(1),
@@ -172,7 +170,10 @@ impl Shared {
             .ok_or_else(|| anyhow!("a message with index {index}, which was never sent"))?;
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.subscribers {
-            bail!("message {index} was delivered {n} times to {} subscribers", self.subscribers);
+            bail!(
+                "message {index} was delivered {n} times to {} subscribers",
+                self.subscribers
+            );
         }
         if n == self.subscribers {
             self.last_delivery_ns.fetch_max(at_ns, Ordering::Relaxed);
@@ -338,7 +339,7 @@ async fn run_one(
     let sockets = client::subscribe_many(
         addr,
         &token,
-        &room,
+        Some(&room),
         plan.subscribers,
         CONNECT_PARALLEL,
         common.phase_limit(),
@@ -488,7 +489,11 @@ async fn run_one(
         "cores",
         client_cpu.as_secs_f64() / elapsed.as_secs_f64(),
     );
-    measured.put("subscribe handshakes/s", "conn/s", plan.subscribers as f64 / connect_secs);
+    measured.put(
+        "subscribe handshakes/s",
+        "conn/s",
+        plan.subscribers as f64 / connect_secs,
+    );
     report.note(format!(
         "{name} against {}: checked {total} messages x {} subscribers: every one delivered once, ids strictly increasing, ids as returned",
         server.name(),

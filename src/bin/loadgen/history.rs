@@ -126,7 +126,9 @@ pub async fn run(args: &HistoryArgs, common: &Common, report: &mut Report) -> an
         report::record(&mut first, read_page(&mut http, &room, None).await?.0);
         report::record(
             &mut deepest,
-            read_page(&mut http, &room, deepest_cursor.as_deref()).await?.0,
+            read_page(&mut http, &room, deepest_cursor.as_deref())
+                .await?
+                .0,
         );
     }
     process.stop();

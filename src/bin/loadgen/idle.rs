@@ -23,6 +23,10 @@ pub struct IdleArgs {
     /// Idle subscribed WebSockets [default: 10000; smoke: 50].
     #[arg(long)]
     pub connections: Option<usize>,
+    /// Open and initialise the sockets but subscribe to nothing: with a subscribed run, splits
+    /// the cost of a socket from the cost of its subscription.
+    #[arg(long)]
+    pub no_subscribe: bool,
 }
 
 pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyhow::Result<()> {
@@ -33,7 +37,7 @@ pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyho
     let mut confab = None;
     let mut raw = None;
     for server in common.servers(Against::Both) {
-        let measured = run_one(server, n, common, report)
+        let measured = run_one(server, n, args.no_subscribe, common, report)
             .await
             .with_context(|| format!("idle against {}", server.name()))?;
         match server {
@@ -41,8 +45,13 @@ pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyho
             Server::Raw => raw = Some(measured),
         }
     }
+    let kind = if args.no_subscribe {
+        "initialised, unsubscribed"
+    } else {
+        "subscribed"
+    };
     report.add(
-        &format!("idle {n} subscribed WebSockets"),
+        &format!("idle {n} {kind} WebSockets"),
         confab.as_ref(),
         raw.as_ref(),
         &[("RSS per socket", Target::AtMost { value: 10.0 })],
@@ -53,6 +62,7 @@ pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyho
 async fn run_one(
     server: Server,
     n: usize,
+    no_subscribe: bool,
     common: &Common,
     report: &mut Report,
 ) -> anyhow::Result<Measured> {
@@ -64,10 +74,29 @@ async fn run_one(
     let settle = Duration::from_secs(if common.smoke { 0 } else { 2 });
     tokio::time::sleep(settle).await;
     let before = process.rss_kib();
-    let sockets =
-        client::subscribe_many(addr, &token, &room, n, 64, common.phase_limit()).await?;
+    let room_to_join = (!no_subscribe).then_some(room.as_str());
+    let mut sockets =
+        client::subscribe_many(addr, &token, room_to_join, n, 64, common.phase_limit()).await?;
     tokio::time::sleep(settle).await;
     let after = process.rss_kib();
+
+    if no_subscribe {
+        // Unsubscribed sockets must still be alive: each answers a ping.
+        for (k, ws) in sockets.iter_mut().enumerate() {
+            client::ping(ws)
+                .await
+                .with_context(|| format!("idle socket {k}"))?;
+        }
+        drop(sockets);
+        process.stop();
+        let mut measured = Measured::default();
+        rss_figures(&mut measured, n, before, after);
+        report.note(format!(
+            "idle against {}: all {n} unsubscribed sockets answered a ping",
+            server.name()
+        ));
+        return Ok(measured);
+    }
 
     // Every socket must hear one message: they were live subscriptions.
     let mut http = Http::connect(addr, Some(&token)).await?;
@@ -85,6 +114,15 @@ async fn run_one(
     process.stop();
 
     let mut measured = Measured::default();
+    rss_figures(&mut measured, n, before, after);
+    report.note(format!(
+        "idle against {}: all {n} sockets received the check message",
+        server.name()
+    ));
+    Ok(measured)
+}
+
+fn rss_figures(measured: &mut Measured, n: usize, before: Option<u64>, after: Option<u64>) {
     measured.put("sockets", "conn", n as f64);
     if let (Some(before), Some(after)) = (before, after) {
         measured.put("server RSS before", "MiB", before as f64 / 1024.0);
@@ -95,11 +133,6 @@ async fn run_one(
             after.saturating_sub(before) as f64 / n as f64,
         );
     }
-    report.note(format!(
-        "idle against {}: all {n} sockets received the check message",
-        server.name()
-    ));
-    Ok(measured)
 }
 
 async fn hear(mut ws: Ws, id: &str, deadline: Instant) -> anyhow::Result<()> {

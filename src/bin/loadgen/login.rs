@@ -116,6 +116,7 @@ async fn run_one(
     let busy_probe = tokio::spawn(probe(addr, every, stop.clone(), common.phase_limit()));
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + common.phase_limit();
+    let server_cpu = process.cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -152,6 +153,10 @@ async fn run_one(
         }
     }
     let elapsed = started.elapsed();
+    let server_cpu = process
+        .cpu_time()
+        .zip(server_cpu)
+        .map(|(after, before)| after.saturating_sub(before).as_secs_f64() / elapsed.as_secs_f64());
     stop.store(true, Ordering::Relaxed);
     let busy = busy_probe.await??;
     process.stop();
@@ -159,6 +164,9 @@ async fn run_one(
     let mut measured = Measured::default();
     measured.put("logins/s", "login/s", done as f64 / elapsed.as_secs_f64());
     measured.put_latency("login", &latencies);
+    if let Some(cores) = server_cpu {
+        measured.put("server CPU", "cores", cores);
+    }
     measured.put_latency("/healthz probe idle", &idle);
     measured.put_latency("/healthz probe during logins", &busy);
     report.note(format!(

@@ -77,8 +77,7 @@ pub fn announce(addr: SocketAddr) {
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn terminated() {
-    let Ok(mut term) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         return std::future::pending().await;
     };
@@ -184,7 +183,8 @@ impl ServerProcess {
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
         let rest = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         Some(Duration::from_millis(ticks * 1000 / hz))

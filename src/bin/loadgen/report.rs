@@ -121,10 +121,7 @@ impl Report {
                 (Some(c), Some(r)) if r > 0.0 => Some(c / r),
                 _ => None,
             };
-            let target = targets
-                .iter()
-                .find(|(f, _)| *f == figure)
-                .map(|(_, t)| *t);
+            let target = targets.iter().find(|(f, _)| *f == figure).map(|(_, t)| *t);
             let met = target.and_then(|t| match t {
                 Target::AtLeast { value } => c.map(|c| c >= value),
                 Target::AtMost { value } => c.map(|c| c <= value),

@@ -215,8 +215,7 @@ async fn run_one(
             measured.put(
                 "client CPU at max",
                 "cores",
-                own_cpu_time().saturating_sub(client_cpu).as_secs_f64()
-                    / max.elapsed.as_secs_f64(),
+                own_cpu_time().saturating_sub(client_cpu).as_secs_f64() / max.elapsed.as_secs_f64(),
             );
             all_ids.extend(max.ids);
             per_second / 2.0

@@ -257,16 +257,28 @@ struct Sent {
     round_trips: Vec<u32>,
 }
 
-async fn sender(
-    mut http: Http,
-    room: Arc<str>,
-    plan: Arc<Plan>,
-    me: usize,
+/// What the senders of one run share.
+struct Sending {
+    room: String,
+    plan: Plan,
     shared: Arc<Shared>,
-    next: Arc<AtomicUsize>,
+    /// `max` runs: the next message index to send.
+    next: AtomicUsize,
+    /// When a fixed schedule starts (client clock).
     start_ns: u64,
     deadline: Instant,
-) -> anyhow::Result<Sent> {
+}
+
+async fn sender(mut http: Http, me: usize, sending: Arc<Sending>) -> anyhow::Result<Sent> {
+    let Sending {
+        room,
+        plan,
+        shared,
+        next,
+        start_ns,
+        deadline,
+    } = &*sending;
+    let (start_ns, deadline) = (*start_ns, *deadline);
     let mut sent = Sent::default();
     let mut index = me;
     loop {
@@ -300,7 +312,7 @@ async fn sender(
         };
         let issued = Instant::now();
         let id = http
-            .send_message(&room, &body(index, due_ns), &format!("c{index}"))
+            .send_message(room, &body(index, due_ns), &format!("c{index}"))
             .await
             .with_context(|| format!("sending message {index}"))?;
         sent.round_trips
@@ -374,25 +386,18 @@ async fn run_one(
             Rate::Fixed(_) => 20_000_000,
             Rate::Max => 0,
         };
-    let deadline = started + common.phase_limit();
-    let plan_arc = Arc::new(plan.clone());
-    let room: Arc<str> = room.into();
-    let next = Arc::new(AtomicUsize::new(0));
+    let sending = Arc::new(Sending {
+        room,
+        plan: plan.clone(),
+        shared: shared.clone(),
+        next: AtomicUsize::new(0),
+        start_ns,
+        deadline: started + common.phase_limit(),
+    });
     let senders: Vec<_> = connections
         .into_iter()
         .enumerate()
-        .map(|(me, http)| {
-            tokio::spawn(sender(
-                http,
-                room.clone(),
-                plan_arc.clone(),
-                me,
-                shared.clone(),
-                next.clone(),
-                start_ns,
-                deadline,
-            ))
-        })
+        .map(|(me, http)| tokio::spawn(sender(http, me, sending.clone())))
         .collect();
     let mut sent = Vec::new();
     for task in senders {

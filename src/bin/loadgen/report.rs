@@ -184,10 +184,11 @@ impl Report {
                 .zip(widths)
                 .enumerate()
                 .map(|(i, (c, w))| {
-                    if i < 2 || i >= 5 {
-                        format!("{c:<w$}")
-                    } else {
+                    // Numbers (confab, raw, ratio) right-aligned, words left.
+                    if (2..5).contains(&i) {
                         format!("{c:>w$}")
+                    } else {
+                        format!("{c:<w$}")
                     }
                 })
                 .collect();

@@ -68,22 +68,34 @@ struct Sent {
     latencies: Vec<u32>,
 }
 
-/// One sender: sends until `deadline`, or (open loop) its share of a schedule of `rate` msg/s.
-async fn sender(
-    mut http: Http,
+/// What the senders of one phase share.
+struct Sending {
     room: Arc<str>,
-    me: usize,
     senders: usize,
+    /// Open loop: when the schedule starts (client clock) and its rate in msg/s.
     schedule: Option<(u64, f64)>,
+    /// Prefix of bodies and client ids, distinct per phase.
     phase: &'static str,
-    count: Arc<AtomicUsize>,
+    count: AtomicUsize,
     deadline: Instant,
-) -> anyhow::Result<Sent> {
+}
+
+/// One sender: sends until the deadline, or (open loop) its share of the schedule.
+async fn sender(mut http: Http, me: usize, sending: Arc<Sending>) -> anyhow::Result<Sent> {
+    let Sending {
+        room,
+        senders,
+        schedule,
+        phase,
+        count,
+        deadline,
+    } = &*sending;
+    let (senders, deadline) = (*senders, *deadline);
     let mut sent = Sent::default();
     let mut n = 0usize;
     loop {
         let index = me + n * senders;
-        let due_ns = match schedule {
+        let due_ns = match *schedule {
             Some((start_ns, rate)) => {
                 let due_ns = start_ns + (index as f64 * 1e9 / rate) as u64;
                 let now = now_ns();
@@ -99,7 +111,7 @@ async fn sender(
         }
         let tag = format!("{phase}{index}");
         let id = http
-            .send_message(&room, &tag, &tag)
+            .send_message(room, &tag, &tag)
             .await
             .with_context(|| format!("sending message {tag}"))?;
         sent.latencies
@@ -136,25 +148,19 @@ async fn phase(
     for _ in 0..senders {
         connections.push(Http::connect(addr, Some(token)).await?);
     }
-    let count = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
-    let schedule = rate.map(|r| (now_ns() + 20_000_000, r));
+    let sending = Arc::new(Sending {
+        room: room.clone(),
+        senders,
+        schedule: rate.map(|r| (now_ns() + 20_000_000, r)),
+        phase: name,
+        count: AtomicUsize::new(0),
+        deadline: started + Duration::from_secs_f64(seconds),
+    });
     let tasks: Vec<_> = connections
         .into_iter()
         .enumerate()
-        .map(|(me, http)| {
-            tokio::spawn(sender(
-                http,
-                room.clone(),
-                me,
-                senders,
-                schedule,
-                name,
-                count.clone(),
-                deadline,
-            ))
-        })
+        .map(|(me, http)| tokio::spawn(sender(http, me, sending.clone())))
         .collect();
     let mut latencies = report::histogram();
     let mut ids = Vec::new();

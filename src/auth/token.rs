@@ -1,6 +1,6 @@
 //! Access tokens: HS256 JWTs with `sub`, `iat`, `exp`, `iss` and `aud`, algorithm pinned.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,12 @@ struct Jwt {
     aud: String,
 }
 
+/// Issues and verifies access tokens. Cheap to clone: every connection holds one, and the keys
+/// and validation rules are shared.
 #[derive(Clone)]
-pub struct Tokens {
+pub struct Tokens(Arc<Keys>);
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -45,12 +49,12 @@ impl Tokens {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["sub", "exp", "iat", "iss", "aud"]);
         validation.leeway = 0;
-        Self {
+        Self(Arc::new(Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl,
-        }
+        }))
     }
 
     /// Issues a token for `user`, valid for the configured lifetime.
@@ -59,22 +63,20 @@ impl Tokens {
         let claims = Jwt {
             sub: user.id.to_hex(),
             iat: now,
-            exp: now + self.ttl.as_secs(),
+            exp: now + self.0.ttl.as_secs(),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .map_err(|e| Error::internal(format!("cannot sign a token: {e}")))
     }
 
     /// Verifies a token; the error is a reason safe to show the client.
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
-        let data =
-            jsonwebtoken::decode::<Jwt>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired; log in again",
-                    _ => "the token is not valid",
-                }
+        let data = jsonwebtoken::decode::<Jwt>(token, &self.0.decoding, &self.0.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired; log in again",
+                _ => "the token is not valid",
             })?;
         let user_id =
             ObjectId::parse_str(&data.claims.sub).map_err(|_| "the token is not valid")?;
@@ -121,15 +123,16 @@ mod tests {
             aud: AUDIENCE.into(),
         };
         let expired =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.0.encoding)
                 .unwrap();
         assert_eq!(
             tokens.verify(&expired),
             Err("the token has expired; log in again")
         );
 
-        let hs512 = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &tokens.encoding)
-            .unwrap();
+        let hs512 =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &tokens.0.encoding)
+                .unwrap();
         assert!(tokens.verify(&hs512).is_err());
         assert!(tokens.verify("not.a.jwt").is_err());
     }

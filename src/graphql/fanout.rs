@@ -139,9 +139,11 @@ fn after_only_variable(query: &str) -> Option<&str> {
 
 type Cell = Arc<OnceCell<Arc<str>>>;
 
-/// Recent renderings of one operation, matched by event identity.
-#[derive(Default)]
+/// One operation, shared by its subscribers, with its recent renderings matched by event
+/// identity.
 struct OperationRenders {
+    key: String,
+    operation: Operation,
     recent: Mutex<VecDeque<(Arc<RoomEvent>, Cell)>>,
 }
 
@@ -178,13 +180,17 @@ impl Renders {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(key.clone())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(OperationRenders {
+                    key,
+                    operation,
+                    recent: Mutex::default(),
+                })
+            })
             .clone();
         Subscriber {
             all: self.clone(),
-            key,
             renders,
-            operation,
         }
     }
 }
@@ -192,9 +198,7 @@ impl Renders {
 /// One subscription's place among those sharing its renderings.
 pub struct Subscriber {
     all: Arc<Renders>,
-    key: String,
     renders: Arc<OperationRenders>,
-    operation: Operation,
 }
 
 impl Subscriber {
@@ -202,9 +206,12 @@ impl Subscriber {
     pub async fn payload(&self, schema: &AppSchema, event: &Arc<RoomEvent>) -> Arc<str> {
         let cell = self.renders.cell(event);
         let payload = cell
-            .get_or_init(|| async {
-                self.all.renders.fetch_add(1, Ordering::Relaxed);
-                self.operation.render(schema, event.clone()).await
+            // Boxed: a rendering is far larger than a waiting subscriber's state.
+            .get_or_init(|| {
+                Box::pin(async {
+                    self.all.renders.fetch_add(1, Ordering::Relaxed);
+                    self.renders.operation.render(schema, event.clone()).await
+                })
             })
             .await
             .clone();
@@ -222,7 +229,7 @@ impl Drop for Subscriber {
             .unwrap_or_else(|p| p.into_inner());
         // The map's and ours: nobody else shares these renderings.
         if Arc::strong_count(&self.renders) <= 2 {
-            operations.remove(&self.key);
+            operations.remove(&self.renders.key);
         }
     }
 }

@@ -39,11 +39,13 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response as HttpResponse},
 };
+// futures' channels allocate per queued message: an idle socket holds no queue blocks.
+use futures_channel::mpsc;
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{oneshot, watch},
     task::AbortHandle,
     time::{Instant, sleep, sleep_until},
 };
@@ -139,7 +141,7 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(2 * MAX_OUTGOING)
         .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller))
@@ -200,7 +202,7 @@ impl Connection {
         let (out, frames) = mpsc::channel(OUT_QUEUE);
         let (close_tx, close_rx) = oneshot::channel();
         let mut writer = tokio::spawn(write_loop(sink, frames, close_rx));
-        let (finished_tx, mut finished) = mpsc::unbounded_channel();
+        let (finished_tx, mut finished) = mpsc::unbounded();
         let mut shutdown = ctx.shutdown.clone();
         let mut conn = Connection {
             ctx,
@@ -224,7 +226,7 @@ impl Connection {
             // read, and timers and shutdown are never starved by a chatty client.
             tokio::select! {
                 biased;
-                Some((id, generation)) = finished.recv() => {
+                Some((id, generation)) = finished.next() => {
                     if conn.operations.get(&id).is_some_and(|(g, _)| *g == generation) {
                         conn.operations.remove(&id);
                         conn.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
@@ -243,7 +245,9 @@ impl Connection {
                 _ = &mut writer => break None,
                 message = incoming.next() => match message {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(stop) = conn.on_text(text.as_str()).await {
+                        // Boxed: the handling of one message is far larger than an idle
+                        // socket's state, and only lives while a message is handled.
+                        if let Some(stop) = Box::pin(conn.on_text(text.as_str())).await {
                             break stop;
                         }
                     }
@@ -287,7 +291,7 @@ impl Connection {
         Some(Instant::now() + Duration::from_secs(left))
     }
 
-    async fn send(&self, message: Message) {
+    async fn send(&mut self, message: Message) {
         let _ = self.out.send(message).await;
     }
 
@@ -523,8 +527,8 @@ async fn run_operation(
     protocol: Protocol,
     id: String,
     mut request: Request,
-    fan_out: Option<(Operation, Arc<Renders>)>,
-    out: mpsc::Sender<Message>,
+    mut fan_out: Option<(Operation, Arc<Renders>)>,
+    mut out: mpsc::Sender<Message>,
     finished: mpsc::UnboundedSender<(String, u64)>,
     generation: u64,
 ) {
@@ -544,10 +548,10 @@ async fn run_operation(
             biased;
             feed = &mut handed_over, if awaiting_feed => {
                 awaiting_feed = false;
-                if let (Ok(feed), Some((operation, renders))) = (feed, &fan_out) {
+                if let (Ok(feed), Some((operation, renders))) = (feed, fan_out.take()) {
                     drop(responses);
-                    let subscriber = renders.join(operation.clone());
-                    stream_feed(&schema, &subscriber, protocol, &id, feed, &out).await;
+                    let subscriber = renders.join(operation);
+                    stream_feed(&schema, &subscriber, protocol, &id, feed, &mut out).await;
                     break;
                 }
                 continue;
@@ -574,7 +578,7 @@ async fn run_operation(
         }
     }
     // The id is free again before the client can learn so from `complete`.
-    let _ = finished.send((id.clone(), generation));
+    let _ = finished.unbounded_send((id.clone(), generation));
     if !refused {
         let _ = out.send(frame::<()>(Some(&id), "complete", None)).await;
     }
@@ -588,7 +592,7 @@ async fn stream_feed(
     protocol: Protocol,
     id: &str,
     mut feed: Feed,
-    out: &mpsc::Sender<Message>,
+    out: &mut mpsc::Sender<Message>,
 ) {
     let id_json = serde_json::to_string(id).unwrap_or_default();
     while let Some(event) = feed.next().await {
@@ -650,7 +654,7 @@ async fn write_loop(
         tokio::select! {
             biased;
             closing = &mut close => break closing.ok(),
-            message = frames.recv() => {
+            message = frames.next() => {
                 let Some(message) = message else {
                     // No sender left: the connection is ending; a close frame may follow.
                     break close.await.ok();

@@ -11,8 +11,9 @@
 //!
 //! A live event numbered further ahead means changes are missing: published by another
 //! instance and not here yet, or lost while Redis was down. So do a lag (`Lagged`, a bus
-//! resync). Either way the feed catches up from the store: the changes after `last_seq`, in
-//! order, as new messages, edits and deletions; a lag checks membership again too, since the
+//! resync). Either way the feed catches up from the store: first the edits and deletions, among
+//! the changes after `last_seq`, of messages the subscriber has; then the messages after
+//! `last_id`, in id order, as they are now. A lag checks membership again too, since the
 //! subscriber's own `MemberLeft` may be among the events lost. Joins and typing are not
 //! replayed.
 
@@ -28,7 +29,7 @@ use crate::{
 };
 
 const REPLAY_BATCH: usize = 100;
-/// Changes read per catch-up query. New messages are given in id order within one batch.
+/// Changes read per catch-up query.
 const CATCH_UP_BATCH: usize = 500;
 
 /// Where a feed starts.
@@ -110,29 +111,19 @@ impl Position {
         Verdict::Deliver
     }
 
-    /// The events for a batch of changes read from the store: edits and deletions of messages
-    /// the subscriber has, then new messages in id order.
-    fn catch_up(&mut self, changes: Vec<Message>) -> Vec<RoomEvent> {
-        let mut events = Vec::new();
-        let mut new = Vec::new();
-        for message in changes {
-            self.last_seq = self.last_seq.max(message.seq);
-            if message.id > self.last_id {
-                new.push(message);
-            } else if message.is_deleted() {
-                if !self.replayed_deletions.remove(&message.id) {
-                    events.push(replayed(message));
-                }
-            } else if message.edited_at.is_some() {
-                events.push(RoomEvent::MessageEdited(message));
-            }
-            // Otherwise: the addition of a message the subscriber has.
+    /// The event a change read from the store stands for, for a message at or below `known`
+    /// (one the subscriber has): its deletion or its edit. Newer messages are replayed after,
+    /// in id order, and their creation says nothing here.
+    fn change_to_known(&mut self, message: Message, known: MessageId) -> Option<RoomEvent> {
+        if message.id > known {
+            None
+        } else if message.is_deleted() {
+            (!self.replayed_deletions.remove(&message.id)).then(|| replayed(message))
+        } else if message.edited_at.is_some() {
+            Some(RoomEvent::MessageEdited(message))
+        } else {
+            None
         }
-        new.sort_by_key(|m| m.id);
-        for message in new {
-            events.push(self.replay(message));
-        }
-        events
     }
 }
 
@@ -178,8 +169,12 @@ pub(super) fn room_feed(
         let mut catch_up = false;
         loop {
             if catch_up {
+                // First the edits and deletions of messages the subscriber has, up to the
+                // newest change number read, which then covers everything before it.
+                let known = position.last_id;
+                let mut read_up_to = position.last_seq;
                 loop {
-                    let batch = match store.changes_after(room, position.last_seq, CATCH_UP_BATCH).await {
+                    let batch = match store.changes_after(room, read_up_to, CATCH_UP_BATCH).await {
                         Ok(batch) => batch,
                         Err(e) => {
                             yield Err(e);
@@ -187,13 +182,36 @@ pub(super) fn room_feed(
                         }
                     };
                     let complete = batch.len() < CATCH_UP_BATCH;
-                    for event in position.catch_up(batch) {
-                        yield Ok(Arc::new(event));
+                    let before = read_up_to;
+                    for message in batch {
+                        read_up_to = read_up_to.max(message.seq);
+                        if let Some(event) = position.change_to_known(message, known) {
+                            yield Ok(Arc::new(event));
+                        }
+                    }
+                    if complete || read_up_to == before {
+                        break;
+                    }
+                }
+                // Then the new messages, in id order, as they are now: read after the changes,
+                // they reflect every change up to `read_up_to`.
+                loop {
+                    let batch = match store.messages_after(room, position.last_id, REPLAY_BATCH).await {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
+                    };
+                    let complete = batch.len() < REPLAY_BATCH;
+                    for message in batch {
+                        yield Ok(Arc::new(position.replay(message)));
                     }
                     if complete {
                         break;
                     }
                 }
+                position.last_seq = position.last_seq.max(read_up_to);
                 catch_up = false;
             }
             match feed.recv().await {
@@ -415,5 +433,40 @@ mod tests {
             }
         );
         assert_eq!(next_added(&mut events).await, new.id);
+    }
+
+    #[tokio::test]
+    async fn a_long_catch_up_adds_a_message_edited_late_once_and_in_order() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let bus = LocalBus::new();
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        let feed = bus.subscribe(room.id);
+        let head = store.room_head(room.id).await.unwrap();
+        let zero = ObjectId::from_bytes([0; 12]);
+        let events = room_feed(
+            store.clone(),
+            feed,
+            start(room.id, user.id, zero, head.seq, false),
+        );
+        let mut events = Box::pin(events);
+        // More changes than one catch-up read, none announced; the first message is edited
+        // last, so its change number comes after every other.
+        let first = send(&store, room.id, user.id, "first").await;
+        let mut sent = vec![first.id];
+        for i in 0..CATCH_UP_BATCH + 10 {
+            sent.push(send(&store, room.id, user.id, &format!("m{i}")).await.id);
+        }
+        store.edit_message(first.id, "first, edited").await.unwrap();
+        bus.resync_all();
+        match next_event(&mut events).await {
+            RoomEvent::MessageAdded(m) => {
+                assert_eq!((m.id, m.body.as_str()), (first.id, "first, edited"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for id in &sent[1..] {
+            assert_eq!(next_added(&mut events).await, *id);
+        }
     }
 }

@@ -18,8 +18,8 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -33,8 +33,13 @@ use crate::{auth::Caller, error::Result, model::RoomEvent};
 /// The room feed a subscription resolver hands over.
 pub type Feed = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Send>>;
 
-/// Renderings kept per operation: enough for subscribers a burst apart to share them.
-const RECENT: usize = 256;
+/// Renderings kept per operation, at most: enough for subscribers a burst apart to share them.
+const RECENT: usize = 64;
+/// Bytes of renderings kept per operation, at most.
+const RECENT_BYTES: usize = 256 * 1024;
+/// Bytes of renderings kept for all operations together, at most; beyond it, events are
+/// rendered for each subscriber, uncached, until room is made.
+const ALL_BYTES: usize = 64 * 1024 * 1024;
 
 /// Request data: where the `roomEvents` resolver hands its feed to the socket.
 pub struct FeedHandoff(Mutex<Option<oneshot::Sender<Feed>>>);
@@ -144,22 +149,77 @@ type Cell = Arc<OnceCell<Arc<str>>>;
 struct OperationRenders {
     key: String,
     operation: Operation,
-    recent: Mutex<VecDeque<(Arc<RoomEvent>, Cell)>>,
+    recent: Mutex<Recent>,
+}
+
+/// Renderings, oldest first, and their size. A `Weak` keeps the event's allocation, so its
+/// address, from being reused by another event while the entry is here, without keeping the
+/// event itself.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+struct Entry {
+    event: Weak<RoomEvent>,
+    cell: Cell,
+    /// The rendering's size once counted in `Recent::bytes`.
+    bytes: usize,
 }
 
 impl OperationRenders {
-    fn cell(&self, event: &Arc<RoomEvent>) -> Cell {
+    /// The cell for `event`'s rendering: the one kept, or a new one kept when `keep`.
+    fn cell(&self, event: &Arc<RoomEvent>, keep: bool) -> Option<Cell> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, cell)) = recent.iter().rev().find(|(e, _)| Arc::ptr_eq(e, event)) {
-            return cell.clone();
+        if let Some(entry) = recent
+            .entries
+            .iter()
+            .rev()
+            .find(|entry| std::ptr::eq(entry.event.as_ptr(), Arc::as_ptr(event)))
+        {
+            return Some(entry.cell.clone());
         }
-        // Holding the event keeps its address from being reused by another while it is here.
+        if !keep {
+            return None;
+        }
         let cell = Cell::default();
-        recent.push_back((event.clone(), cell.clone()));
-        if recent.len() > RECENT {
-            recent.pop_front();
+        recent.entries.push_back(Entry {
+            event: Arc::downgrade(event),
+            cell: cell.clone(),
+            bytes: 0,
+        });
+        Some(cell)
+    }
+
+    /// Counts the finished rendering in `cell` when it is still kept, and lets the oldest go
+    /// while there are too many, or too many bytes, or renderings of events every subscriber
+    /// is done with. `all` counts every operation's bytes, kept in step under this lock.
+    fn settle(&self, cell: &Cell, rendered: usize, all: &AtomicUsize) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counted = 0;
+        if let Some(entry) = recent
+            .entries
+            .iter_mut()
+            .find(|e| Arc::ptr_eq(&e.cell, cell))
+        {
+            entry.bytes = rendered;
+            counted = rendered;
         }
-        cell
+        recent.bytes += counted;
+        all.fetch_add(counted, Ordering::Relaxed);
+        let mut freed = 0;
+        while let Some(entry) = recent.entries.front() {
+            let done = entry.event.strong_count() == 0;
+            if !done && recent.entries.len() <= RECENT && recent.bytes <= RECENT_BYTES {
+                break;
+            }
+            let size = entry.bytes;
+            recent.entries.pop_front();
+            recent.bytes -= size;
+            freed += size;
+        }
+        all.fetch_sub(freed, Ordering::Relaxed);
     }
 }
 
@@ -167,6 +227,8 @@ impl OperationRenders {
 #[derive(Default)]
 pub struct Renders {
     operations: Mutex<HashMap<String, Arc<OperationRenders>>>,
+    /// Bytes of renderings kept, all operations together.
+    bytes: AtomicUsize,
     pub renders: AtomicU64,
     pub deliveries: AtomicU64,
 }
@@ -204,18 +266,32 @@ pub struct Subscriber {
 impl Subscriber {
     /// The `next` payload for `event`, rendered by whichever subscriber needed it first.
     pub async fn payload(&self, schema: &AppSchema, event: &Arc<RoomEvent>) -> Arc<str> {
-        let cell = self.renders.cell(event);
+        self.all.deliveries.fetch_add(1, Ordering::Relaxed);
+        // Not kept when nobody else can ask for it (an event replayed from the store for this
+        // subscriber alone, or a live one every other subscriber is done with), or when the
+        // renderings kept are at their size limit.
+        let keep =
+            Arc::strong_count(event) > 1 && self.all.bytes.load(Ordering::Relaxed) <= ALL_BYTES;
+        let Some(cell) = self.renders.cell(event, keep) else {
+            self.all.renders.fetch_add(1, Ordering::Relaxed);
+            return Box::pin(self.renders.operation.render(schema, event.clone())).await;
+        };
+        let mut rendered = None;
         let payload = cell
             // Boxed: a rendering is far larger than a waiting subscriber's state.
             .get_or_init(|| {
                 Box::pin(async {
                     self.all.renders.fetch_add(1, Ordering::Relaxed);
-                    self.renders.operation.render(schema, event.clone()).await
+                    let payload = self.renders.operation.render(schema, event.clone()).await;
+                    rendered = Some(payload.len());
+                    payload
                 })
             })
             .await
             .clone();
-        self.all.deliveries.fetch_add(1, Ordering::Relaxed);
+        if let Some(size) = rendered {
+            self.renders.settle(&cell, size, &self.all.bytes);
+        }
         payload
     }
 }
@@ -230,6 +306,12 @@ impl Drop for Subscriber {
         // The map's and ours: nobody else shares these renderings.
         if Arc::strong_count(&self.renders) <= 2 {
             operations.remove(&self.renders.key);
+            let recent = self
+                .renders
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.all.bytes.fetch_sub(recent.bytes, Ordering::Relaxed);
         }
     }
 }
@@ -257,5 +339,62 @@ mod tests {
             after_only_variable("subscription { roomEvents(roomId: \"x\", after: \"y\") { x } }"),
             None
         );
+    }
+
+    fn added(body: &str) -> Arc<RoomEvent> {
+        let id = |n: u8| crate::model::ObjectId::from_bytes([n; 12]);
+        Arc::new(RoomEvent::MessageAdded(crate::model::Message {
+            id: id(3),
+            room_id: id(2),
+            sender_id: id(1),
+            body: body.into(),
+            client_id: None,
+            created_at: chrono::DateTime::default(),
+            edited_at: None,
+            deleted_at: None,
+            seq: 1,
+        }))
+    }
+
+    #[tokio::test]
+    async fn renderings_are_shared_kept_only_while_needed_and_counted() {
+        let schema = crate::graphql::build_schema(None);
+        let renders = Arc::new(Renders::default());
+        let query = "subscription { roomEvents(roomId: \"x\") { ... on MessageAdded { message { body } } } }";
+        let operation = Operation::new(&Request::new(query), Caller::Anonymous);
+        let (a, b) = (renders.join(operation.clone()), renders.join(operation));
+        let count = |renders: &Renders| renders.renders.load(Ordering::Relaxed);
+
+        // A live event, held by the bus and by both subscribers: rendered once, kept.
+        let live = added("hello");
+        let bus_copy = live.clone();
+        let first = a.payload(&schema, &live).await;
+        let second = b.payload(&schema, &live).await;
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            &*first,
+            r#"{"data":{"roomEvents":{"message":{"body":"hello"}}}}"#
+        );
+        assert_eq!(count(&renders), 1);
+        assert_eq!(renders.bytes.load(Ordering::Relaxed), first.len());
+
+        // An event only this subscriber holds (replayed from the store): rendered, not kept.
+        let own = added("mine");
+        a.payload(&schema, &own).await;
+        a.payload(&schema, &own).await;
+        assert_eq!(count(&renders), 3);
+        assert_eq!(renders.bytes.load(Ordering::Relaxed), first.len());
+
+        // Once every holder is done with an event, its rendering goes at the next one.
+        drop((live, bus_copy));
+        let next = added("next");
+        let _held = next.clone();
+        let payload = a.payload(&schema, &next).await;
+        assert_eq!(renders.bytes.load(Ordering::Relaxed), payload.len());
+
+        // The last subscriber of an operation takes its renderings with it.
+        drop((a, b));
+        assert_eq!(renders.bytes.load(Ordering::Relaxed), 0);
+        assert!(renders.operations.lock().unwrap().is_empty());
     }
 }

@@ -37,6 +37,8 @@ struct Inner {
 const SALT_LEN: usize = 16;
 /// Output bytes per hash.
 const OUTPUT_LEN: usize = 32;
+/// Most memory a stored hash may ask for, in 1 KiB blocks (256 MiB).
+const MAX_BLOCKS: usize = 256 * 1024;
 
 impl Passwords {
     /// OWASP's argon2id parameters: m = 19 MiB, t = 2, p = 1.
@@ -175,6 +177,16 @@ fn argon2_into(
     output: &mut [u8],
     memory: &mut Vec<Block>,
 ) -> Result<()> {
+    // A stored hash names its own memory cost; one past any sane setting is refused, not
+    // allocated. The pooled buffer is not zeroed between hashes: argon2 overwrites every block
+    // it reads before reading it.
+    if params.block_count() > MAX_BLOCKS {
+        return Err(Error::internal(format!(
+            "a password hash asks for {} KiB of memory, more than {} KiB",
+            params.block_count(),
+            MAX_BLOCKS
+        )));
+    }
     if memory.len() < params.block_count() {
         memory.resize(params.block_count(), Block::default());
     }

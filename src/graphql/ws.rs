@@ -11,7 +11,8 @@
 //! subscriber of the same operation (see `fanout`).
 //!
 //! Memory is bounded per socket: frames of at most [`MAX_FRAME`], at most
-//! `--ws-max-operations` operations, an outgoing queue of [`OUT_QUEUE`] frames. An operation
+//! `--ws-max-operations` operations, an outgoing queue of [`OUT_QUEUE`] frames (plus one per
+//! running operation). An operation
 //! whose frames cannot be sent waits; meanwhile its room feed lags and resyncs from the store
 //! (see `service::feed`), and a socket whose writes stall for [`WRITE_TIMEOUT`] is dropped.
 
@@ -608,6 +609,7 @@ async fn stream_feed(
             Err(e) => {
                 use async_graphql::ErrorExtensions;
                 let mut error = e.extend().into_server_error(Default::default());
+                error.locations.clear();
                 error.path = vec![async_graphql::PathSegment::Field("roomEvents".into())];
                 frame(
                     Some(id),

@@ -191,9 +191,10 @@ impl IdGen {
 
 /// How long a room's write lease lasts unreleased: an instance that dies holding one delays
 /// the room's writes this long, at most.
-const LEASE_TTL: Duration = Duration::from_secs(5);
+/// Instances compare it with their own clocks, which must agree to well within it.
+const LEASE_TTL: Duration = Duration::from_secs(15);
 /// How long a write waits for a room's lease before it fails.
-const LEASE_WAIT: Duration = Duration::from_secs(10);
+const LEASE_WAIT: Duration = Duration::from_secs(20);
 
 /// A room's write lease, held while one message change is numbered and written. Leases order
 /// the changes of a room across every instance that shares the database, without
@@ -500,10 +501,14 @@ impl Inner {
                 };
                 if taken_over {
                     tracing::warn!(%room, "a room's write lease expired unreleased; taking it over");
-                    if let Err(e) = self.recount(&mut lease).await {
-                        self.release(lease).await;
-                        return Err(e);
-                    }
+                }
+                // Taken over, or a room whose messages were written before rooms kept their
+                // newest id: count from the messages themselves.
+                if (taken_over || lease.last_message.is_none())
+                    && let Err(e) = self.recount(&mut lease).await
+                {
+                    self.release(lease).await;
+                    return Err(e);
                 }
                 return Ok(lease);
             }
@@ -932,8 +937,18 @@ impl Inner {
             .find_one(doc! {"_id": room})
             .await?
             .ok_or_else(|| Error::not_found("room not found"))?;
+        let last_message = match room.last_message {
+            Some(id) => Some(id),
+            // A room none of whose messages was written since rooms kept their newest id.
+            None => self
+                .messages
+                .find_one(doc! {"room_id": room.id})
+                .sort(doc! {"_id": -1})
+                .await?
+                .map(|m| m.id),
+        };
         Ok(RoomHead {
-            last_message: room.last_message,
+            last_message,
             seq: u64::try_from(room.seq).unwrap_or(0),
         })
     }

@@ -1158,11 +1158,16 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
     store.delete_message(message.id).await.unwrap(); // already a tombstone, no event
     store.remove_member(lobby.id, bob.id).await.unwrap();
     store.remove_member(lobby.id, bob.id).await.unwrap(); // no change, no event
+    // A last event, after which nothing else may come.
+    let sentinel = room(&*store, "sentinel", &ada).await;
+    store.add_member(sentinel.id, bob.id).await.unwrap();
 
     let mut announced = Vec::new();
-    // Every write above has returned, so its event is already queued.
-    while let Ok(event) = events.try_recv() {
-        announced.push(event);
+    loop {
+        match next_event(&mut events).await {
+            RoomEvent::MemberJoined { room_id, .. } if room_id == sentinel.id => break,
+            event => announced.push(event),
+        }
     }
     assert_eq!(
         announced,
@@ -1186,6 +1191,15 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
     );
 }
 
+/// The next event a store announces. A write may return just before its event is queued; the
+/// timeout only turns a missing event into a failure instead of a hang.
+async fn next_event(events: &mut tokio::sync::mpsc::Receiver<RoomEvent>) -> RoomEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(20), events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the channel is open")
+}
+
 async fn concurrent_inserts_are_announced_in_id_order(store: Arc<dyn Store>) {
     let mut events = store.take_events().expect("the channel");
     let ada = user(&*store, "ada").await;
@@ -1200,13 +1214,12 @@ async fn concurrent_inserts_are_announced_in_id_order(store: Arc<dyn Store>) {
         task.await.expect("insert task");
     }
     let mut ids = Vec::new();
-    while let Ok(event) = events.try_recv() {
-        match event {
+    while ids.len() < 100 {
+        match next_event(&mut events).await {
             RoomEvent::MessageAdded(message) => ids.push(message.id),
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(ids.len(), 100);
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "announced out of id order"

@@ -72,7 +72,8 @@ pub trait Store: Send + Sync + 'static {
     /// The events of writes committed from now on, in commit order: `MessageAdded` (not for an
     /// idempotent retry), `MessageEdited`, `MessageDeleted` (not for a second delete),
     /// `MemberJoined` and `MemberLeft` (only when membership changed). The first call gets the
-    /// channel, later calls `None`; until it is taken, nothing is queued.
+    /// channel, later calls `None`; until it is taken, nothing is queued. An event is queued
+    /// once its write is committed, which may be just after the write has returned.
     fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<RoomEvent>>;
 
     // --- users ---

@@ -302,12 +302,18 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
             match &commit {
                 Ok(()) => {
                     let sink = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    // Writers hear first: their tasks are then queued ahead of the (possibly
+                    // thousands of) subscriber tasks the events wake.
+                    let mut events = Vec::with_capacity(done.len());
                     for (reply, event) in done {
-                        if let (Some(sink), Some(event)) = (&sink, event) {
+                        reply(Ok(()));
+                        events.extend(event);
+                    }
+                    if let Some(sink) = &sink {
+                        for event in events {
                             // Waits when the publisher is behind; fails only once it is gone.
                             let _ = sink.blocking_send(event);
                         }
-                        reply(Ok(()));
                     }
                 }
                 Err(e) => {

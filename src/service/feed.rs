@@ -359,6 +359,38 @@ mod tests {
         assert_eq!(received, sent);
     }
 
+    /// A store with user `ada` and her room `lobby`, and a bus.
+    async fn lobby() -> (
+        Arc<dyn Store>,
+        LocalBus,
+        crate::model::User,
+        crate::model::Room,
+    ) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let user = store.create_user("ada", "hash").await.unwrap();
+        let room = store.create_room("lobby", user.id).await.unwrap();
+        (store, LocalBus::new(), user, room)
+    }
+
+    /// A live feed of `room` for `user`, from where the room stands now.
+    async fn feed_at_head(
+        store: &Arc<dyn Store>,
+        bus: &LocalBus,
+        room: RoomId,
+        user: UserId,
+    ) -> std::pin::Pin<Box<impl futures_util::Stream<Item = Result<Arc<RoomEvent>>> + use<>>> {
+        let feed = bus.subscribe(room);
+        let head = store.room_head(room).await.unwrap();
+        let after = head
+            .last_message
+            .unwrap_or_else(|| ObjectId::from_bytes([0; 12]));
+        Box::pin(room_feed(
+            store.clone(),
+            feed,
+            start(room, user, after, head.seq, false),
+        ))
+    }
+
     async fn next_event<S: futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Unpin>(
         events: &mut S,
     ) -> RoomEvent {
@@ -369,19 +401,8 @@ mod tests {
 
     #[tokio::test]
     async fn changes_announced_out_of_order_are_delivered_in_order_once() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-        let bus = LocalBus::new();
-        let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
-        let feed = bus.subscribe(room.id);
-        let head = store.room_head(room.id).await.unwrap();
-        let zero = ObjectId::from_bytes([0; 12]);
-        let events = room_feed(
-            store.clone(),
-            feed,
-            start(room.id, user.id, zero, head.seq, false),
-        );
-        let mut events = Box::pin(events);
+        let (store, bus, user, room) = lobby().await;
+        let mut events = feed_at_head(&store, &bus, room.id, user.id).await;
         // As from two instances: the third change is announced before the first two.
         let mut sent = Vec::new();
         for body in ["one", "two", "three"] {
@@ -401,20 +422,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_resync_brings_edits_and_deletions_of_messages_the_subscriber_had() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-        let bus = LocalBus::new();
-        let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
+        let (store, bus, user, room) = lobby().await;
         let kept = send(&store, room.id, user.id, "kept").await;
         let doomed = send(&store, room.id, user.id, "doomed").await;
-        let feed = bus.subscribe(room.id);
-        let head = store.room_head(room.id).await.unwrap();
-        let events = room_feed(
-            store.clone(),
-            feed,
-            start(room.id, user.id, doomed.id, head.seq, false),
-        );
-        let mut events = Box::pin(events);
+        let mut events = feed_at_head(&store, &bus, room.id, user.id).await;
         // Changes whose events never reach this instance (Redis was down), then a resync.
         let edited = store.edit_message(kept.id, "kept, edited").await.unwrap();
         let deleted = store.delete_message(doomed.id).await.unwrap().value;
@@ -437,19 +448,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_long_catch_up_adds_a_message_edited_late_once_and_in_order() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
-        let bus = LocalBus::new();
-        let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
-        let feed = bus.subscribe(room.id);
-        let head = store.room_head(room.id).await.unwrap();
-        let zero = ObjectId::from_bytes([0; 12]);
-        let events = room_feed(
-            store.clone(),
-            feed,
-            start(room.id, user.id, zero, head.seq, false),
-        );
-        let mut events = Box::pin(events);
+        let (store, bus, user, room) = lobby().await;
+        let mut events = feed_at_head(&store, &bus, room.id, user.id).await;
         // More changes than one catch-up read, none announced; the first message is edited
         // last, so its change number comes after every other.
         let first = send(&store, room.id, user.id, "first").await;

@@ -146,33 +146,16 @@ pub(super) fn room_feed(
             last_seq: seq,
             replayed_deletions: HashSet::new(),
         };
-        if replay {
-            let mut cursor = after;
-            loop {
-                let batch = match store.messages_after(room, cursor, REPLAY_BATCH).await {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        yield Err(e);
-                        return;
-                    }
-                };
-                let complete = batch.len() < REPLAY_BATCH;
-                for message in batch {
-                    cursor = message.id;
-                    yield Ok(Arc::new(position.replay(message)));
-                }
-                if complete {
-                    break;
-                }
-            }
-        }
+        // Set when a replay of new messages is due: at the start (with `after`), and as the
+        // second step of every catch-up.
+        let mut replay_new = replay;
         let mut catch_up = false;
         loop {
+            let mut read_up_to = position.last_seq;
             if catch_up {
                 // First the edits and deletions of messages the subscriber has, up to the
                 // newest change number read, which then covers everything before it.
                 let known = position.last_id;
-                let mut read_up_to = position.last_seq;
                 loop {
                     let batch = match store.changes_after(room, read_up_to, CATCH_UP_BATCH).await {
                         Ok(batch) => batch,
@@ -193,8 +176,11 @@ pub(super) fn room_feed(
                         break;
                     }
                 }
-                // Then the new messages, in id order, as they are now: read after the changes,
-                // they reflect every change up to `read_up_to`.
+                replay_new = true;
+            }
+            if replay_new {
+                // The new messages, in id order, as they are now: read after a catch-up's
+                // changes, they reflect every change up to `read_up_to`.
                 loop {
                     let batch = match store.messages_after(room, position.last_id, REPLAY_BATCH).await {
                         Ok(batch) => batch,
@@ -211,9 +197,10 @@ pub(super) fn room_feed(
                         break;
                     }
                 }
-                position.last_seq = position.last_seq.max(read_up_to);
-                catch_up = false;
+                replay_new = false;
             }
+            position.last_seq = position.last_seq.max(read_up_to);
+            catch_up = false;
             match feed.recv().await {
                 Received::Event(event) => {
                     match position.live(&event) {

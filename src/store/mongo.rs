@@ -385,69 +385,39 @@ impl Inner {
     }
 
     async fn create_indexes(&self) -> Result<()> {
-        let unique = || IndexOptions::builder().unique(true).build();
-        self.users
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"username_key": 1})
-                    .options(unique())
+        let unique = || Some(IndexOptions::builder().unique(true).build());
+        // Unique where the field exists: messages without a client id, or from before change
+        // numbers, are not indexed.
+        let unique_where_present = |field: &str| {
+            Some(
+                IndexOptions::builder()
+                    .unique(true)
+                    .partial_filter_expression(doc! {field: {"$exists": true}})
                     .build(),
             )
-            .await?;
-        self.rooms
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"name_key": 1})
-                    .options(unique())
-                    .build(),
-            )
-            .await?;
-        self.memberships
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"room_id": 1, "user_id": 1})
-                    .options(unique())
-                    .build(),
-            )
-            .await?;
-        self.memberships
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"user_id": 1, "room_id": 1})
-                    .build(),
-            )
-            .await?;
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"room_id": 1, "_id": 1})
-                    .build(),
-            )
-            .await?;
-        let changes = IndexOptions::builder()
-            .unique(true)
-            .partial_filter_expression(doc! {"seq": {"$exists": true}})
-            .build();
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"room_id": 1, "seq": 1})
-                    .options(changes)
-                    .build(),
-            )
-            .await?;
-        let client_ids = IndexOptions::builder()
-            .unique(true)
-            .partial_filter_expression(doc! {"client_id": {"$exists": true}})
-            .build();
-        self.messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"room_id": 1, "sender_id": 1, "client_id": 1})
-                    .options(client_ids)
-                    .build(),
-            )
-            .await?;
+        };
+        index(&self.users, doc! {"username_key": 1}, unique()).await?;
+        index(&self.rooms, doc! {"name_key": 1}, unique()).await?;
+        index(
+            &self.memberships,
+            doc! {"room_id": 1, "user_id": 1},
+            unique(),
+        )
+        .await?;
+        index(&self.memberships, doc! {"user_id": 1, "room_id": 1}, None).await?;
+        index(&self.messages, doc! {"room_id": 1, "_id": 1}, None).await?;
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "seq": 1},
+            unique_where_present("seq"),
+        )
+        .await?;
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "sender_id": 1, "client_id": 1},
+            unique_where_present("client_id"),
+        )
+        .await?;
         Ok(())
     }
 
@@ -640,6 +610,17 @@ impl Inner {
             }
         })
     }
+}
+
+/// Creates an index unless it exists.
+async fn index<T: Send + Sync>(
+    collection: &Collection<T>,
+    keys: Document,
+    options: Option<IndexOptions>,
+) -> Result<()> {
+    let model = IndexModel::builder().keys(keys).options(options).build();
+    collection.create_index(model).await?;
+    Ok(())
 }
 
 fn options_with_defaults(options: &mut ClientOptions) -> ClientOptions {

@@ -6,11 +6,8 @@
 //! `application/json` with 200.
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Request, Variables,
-    parser::{
-        parse_query,
-        types::{DocumentOperations, OperationType},
-    },
+    BatchRequest, BatchResponse, Request, Response as GraphqlResponse, Variables,
+    parser::types::OperationType,
 };
 use axum::{
     body::Bytes,
@@ -21,8 +18,8 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ws::GraphqlState;
-use crate::auth::Caller;
+use super::{document, ws::GraphqlState};
+use crate::auth::{Caller, ClientIp};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// Most operations one batched POST may hold: each is checked against the complexity limit on
@@ -98,7 +95,12 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
 }
 
 /// `POST /graphql`.
-pub async fn post(State(ctx): State<GraphqlState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(ctx): State<GraphqlState>,
+    headers: HeaderMap,
+    client: ClientIp,
+    body: Bytes,
+) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -141,8 +143,38 @@ pub async fn post(State(ctx): State<GraphqlState>, headers: HeaderMap, body: Byt
             &headers,
         );
     }
-    let batch = batch.data(caller(&ctx, &headers));
-    respond(&headers, ctx.schema.execute_batch(batch).await)
+    let caller = caller(&ctx, &headers);
+    let response = match batch {
+        BatchRequest::Single(request) => {
+            BatchResponse::Single(execute(&ctx, request, &caller, client).await)
+        }
+        BatchRequest::Batch(requests) => {
+            // One after another, as async-graphql runs a batch: each is checked on its own.
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                responses.push(execute(&ctx, request, &caller, client).await);
+            }
+            BatchResponse::Batch(responses)
+        }
+    };
+    respond(&headers, response)
+}
+
+/// Checks a request's document, then runs it; a refused document is answered as a request
+/// error, without executing.
+async fn execute(
+    ctx: &GraphqlState,
+    request: Request,
+    caller: &Caller,
+    client: ClientIp,
+) -> GraphqlResponse {
+    match document::check(request) {
+        Ok(checked) => {
+            let request = checked.request.data(caller.clone()).data(client);
+            ctx.schema.execute(request).await
+        }
+        Err(error) => GraphqlResponse::from_errors(vec![error]),
+    }
 }
 
 #[derive(Deserialize)]
@@ -157,6 +189,7 @@ struct UrlRequest {
 pub async fn get(
     State(ctx): State<GraphqlState>,
     headers: HeaderMap,
+    client: ClientIp,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let params: UrlRequest = match serde_urlencoded_from(raw.as_deref().unwrap_or("")) {
@@ -199,7 +232,16 @@ pub async fn get(
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
-    if operation_type(&request) == Some(OperationType::Mutation) {
+    let checked = match document::check(request) {
+        Ok(checked) => checked,
+        Err(error) => {
+            return respond(
+                &headers,
+                BatchResponse::Single(GraphqlResponse::from_errors(vec![error])),
+            );
+        }
+    };
+    if checked.kind == Some(OperationType::Mutation) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "mutations must be sent with POST",
@@ -210,7 +252,7 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request = request.data(caller(&ctx, &headers));
+    let request = checked.request.data(caller(&ctx, &headers)).data(client);
     respond(
         &headers,
         BatchResponse::Single(ctx.schema.execute(request).await),
@@ -236,17 +278,6 @@ fn serde_urlencoded_from(raw: &str) -> Result<UrlRequest, String> {
         *slot = Some(value.into_owned());
     }
     Ok(params)
-}
-
-fn operation_type(request: &Request) -> Option<OperationType> {
-    let document = parse_query(&request.query).ok()?;
-    match &document.operations {
-        DocumentOperations::Single(op) => Some(op.node.ty),
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
-            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
-            None => ops.values().next().map(|op| op.node.ty),
-        },
-    }
 }
 
 const GRAPHIQL: &str = include_str!("graphiql.html");

@@ -6,6 +6,7 @@
 //! GraphQL and the service.
 
 mod accounts;
+pub mod document;
 pub mod fanout;
 pub mod http;
 mod messages;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, Schema};
 
 use crate::{
-    auth::Caller,
+    auth::{Caller, ClientIp},
     error::Error,
     model::{ObjectId, parse_id},
     service::ChatService,
@@ -86,6 +87,9 @@ impl ErrorExtensions for Error {
             if let Some(field) = self.field() {
                 ext.set("field", field);
             }
+            if let Some(seconds) = self.retry_after() {
+                ext.set("retryAfter", seconds);
+            }
         })
     }
 }
@@ -111,6 +115,14 @@ pub(crate) fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a ChatSe
 
 pub(crate) fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
+}
+
+/// The address the request came from (every door sets it; loopback for a schema driven
+/// directly).
+pub(crate) fn client(ctx: &Context<'_>) -> ClientIp {
+    ctx.data_opt::<ClientIp>()
+        .copied()
+        .unwrap_or_else(ClientIp::local)
 }
 
 /// A page as a Relay connection whose cursors are the items' ids.

@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on a free port, driven over real HTTP and WebSockets.
 
 mod accounts;
+mod documents;
 mod graphql_ws;
 mod helpers;
 mod http;

@@ -35,6 +35,7 @@ macro_rules! conformance_suite {
             remove_member_reports_whether_it_changed_anything,
             members_come_in_join_order_up_to_the_limit,
             rooms_of_lists_a_users_rooms_oldest_first,
+            rooms_of_pages_forwards_and_backwards_and_counts,
             client_id_makes_insert_idempotent_per_sender_and_room,
             messages_page_backwards,
             messages_page_forwards,
@@ -199,6 +200,13 @@ async fn page(store: &dyn Store, room: &Room, request: PageRequest) -> Page<Mess
         .unwrap_or_else(|e| panic!("messages {request:?}: {e:?}"))
 }
 
+/// Every room a user belongs to (one page holds them all in these tests).
+async fn rooms_of(store: &dyn Store, user: ObjectId) -> Vec<Room> {
+    let page = store.rooms_of(user, first(100, None)).await.unwrap();
+    assert!(!page.has_next && !page.has_previous);
+    page.items
+}
+
 async fn room_page(store: &dyn Store, request: PageRequest) -> Page<Room> {
     store
         .rooms(request)
@@ -284,7 +292,7 @@ async fn room_creator_becomes_first_member(store: Arc<dyn Store>) {
         store.members(general.id, 10).await.unwrap(),
         vec![alice.clone()]
     );
-    assert_eq!(store.rooms_of(alice.id).await.unwrap(), vec![general]);
+    assert_eq!(rooms_of(store, alice.id).await, vec![general]);
 }
 
 async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
@@ -300,7 +308,7 @@ async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
         );
     }
     // A failed creation leaves nothing behind: no room, no membership.
-    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(rooms_of(store, bob.id).await, vec![]);
     assert_eq!(store.member_count(general.id).await.unwrap(), 1);
     let all = room_page(store, first(10, None)).await;
     assert_eq!(all.items, vec![general]);
@@ -390,7 +398,7 @@ async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
 
     let err = store.add_member(ObjectId::new(), bob.id).await.unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "unknown room: {err:?}");
-    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![general]);
+    assert_eq!(rooms_of(store, bob.id).await, vec![general]);
 }
 
 async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>) {
@@ -422,7 +430,7 @@ async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>
         "others stay"
     );
     assert_eq!(store.member_count(general.id).await.unwrap(), 1);
-    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(rooms_of(store, bob.id).await, vec![]);
     assert_eq!(store.members(general.id, 10).await.unwrap(), vec![alice]);
 
     let never = store.remove_member(ObjectId::new(), bob.id).await.unwrap();
@@ -483,16 +491,51 @@ async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
     let r2 = room(store, "r2", &alice).await;
     let r3 = room(store, "r3", &alice).await;
 
-    assert_eq!(store.rooms_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(rooms_of(store, bob.id).await, vec![]);
     // Bob joins the newest room first; the list is still oldest room first.
     store.add_member(r3.id, bob.id).await.unwrap();
     store.add_member(r1.id, bob.id).await.unwrap();
     assert_eq!(
-        store.rooms_of(bob.id).await.unwrap(),
+        rooms_of(store, bob.id).await,
         vec![r1.clone(), r3.clone()]
     );
-    assert_eq!(store.rooms_of(alice.id).await.unwrap(), vec![r1, r2, r3]);
-    assert_eq!(store.rooms_of(ObjectId::new()).await.unwrap(), vec![]);
+    assert_eq!(rooms_of(store, alice.id).await, vec![r1, r2, r3]);
+    assert_eq!(rooms_of(store, ObjectId::new()).await, vec![]);
+}
+
+async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let mut rooms = Vec::new();
+    for i in 0..5 {
+        rooms.push(room(store, &format!("r{i}"), &alice).await);
+    }
+    // Bob is in r0, r1, r3, r4; r2 is alice's alone.
+    for i in [4, 0, 3, 1] {
+        store.add_member(rooms[i].id, bob.id).await.unwrap();
+    }
+    assert_eq!(store.room_count_of(bob.id).await.unwrap(), 4);
+    assert_eq!(store.room_count_of(alice.id).await.unwrap(), 5);
+    assert_eq!(store.room_count_of(ObjectId::new()).await.unwrap(), 0);
+    let of = |request| async move { store.rooms_of(bob.id, request).await.unwrap() };
+
+    assert_eq!(names(&of(first(2, None)).await), (vec!["r0", "r1"], false, true));
+    assert_eq!(
+        names(&of(first(2, Some(rooms[1].id))).await),
+        (vec!["r3", "r4"], true, false)
+    );
+    // A cursor that is not one of bob's rooms still pages from where it is.
+    assert_eq!(
+        names(&of(first(10, Some(rooms[2].id))).await),
+        (vec!["r3", "r4"], true, false)
+    );
+    assert_eq!(names(&of(last(3, None)).await), (vec!["r1", "r3", "r4"], true, false));
+    assert_eq!(
+        names(&of(last(3, Some(rooms[3].id))).await),
+        (vec!["r0", "r1"], false, true)
+    );
+    assert_eq!(names(&of(first(0, None)).await), (vec![], false, true));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,9 +7,6 @@ use super::{
 };
 use crate::service::{PageArgs, limits};
 
-/// How many rooms `myRooms`, an unpaged list, counts as when costing a query.
-const MY_ROOMS_ESTIMATE: usize = 100;
-
 #[derive(Default)]
 pub struct RoomQuery;
 
@@ -41,12 +38,25 @@ impl RoomQuery {
         Ok(connection(page, |room| (room.id, Room(room))))
     }
 
-    /// The rooms the signed-in user is a member of, oldest first.
-    // Not paged: counted as MY_ROOMS_ESTIMATE rooms.
-    #[graphql(complexity = "page_complexity(MY_ROOMS_ESTIMATE, child_complexity)")]
-    async fn my_rooms(&self, ctx: &Context<'_>) -> Result<Vec<Room>> {
-        let rooms = service(ctx)?.my_rooms(caller(ctx)).await.gql()?;
-        Ok(rooms.into_iter().map(Room).collect())
+    /// The rooms the signed-in user is a member of, oldest first (at most 100 a page, 50 by
+    /// default).
+    #[graphql(complexity = "page_complexity(
+        page_size(first, limits::PAGE_DEFAULT, limits::PAGE_MAX),
+        child_complexity
+    )")]
+    async fn my_rooms(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Room>> {
+        let args = PageArgs {
+            first: first.map(i64::from),
+            after,
+            ..PageArgs::default()
+        };
+        let page = service(ctx)?.my_rooms(caller(ctx), &args).await.gql()?;
+        Ok(connection(page, |room| (room.id, Room(room))))
     }
 }
 

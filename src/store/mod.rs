@@ -108,8 +108,10 @@ pub trait Store: Send + Sync + 'static {
     async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>>;
     /// How many members a room has.
     async fn member_count(&self, room: RoomId) -> Result<u64>;
-    /// The rooms a user belongs to, oldest room first.
-    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>>;
+    /// A page of the rooms a user belongs to, oldest room first.
+    async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>>;
+    /// How many rooms a user belongs to.
+    async fn room_count_of(&self, user: UserId) -> Result<u64>;
 
     // --- messages ---
 

@@ -830,22 +830,67 @@ impl Inner {
             .await?)
     }
 
-    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
-        let ids: Vec<ObjectId> = self
+    async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>> {
+        // The user's memberships in room id order (the `(user_id, room_id)` index), then
+        // their rooms.
+        let (cursor, limit, backward) = match page {
+            PageRequest::Backward { before, last } => (before.map(|b| ("$lt", b)), last, true),
+            PageRequest::Forward { after, first } => (after.map(|a| ("$gt", a)), first, false),
+        };
+        let mut filter = doc! {"user_id": user};
+        if let Some((op, id)) = cursor {
+            filter.insert("room_id", doc! {op: id});
+        }
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut ids: Vec<ObjectId> = self
             .memberships
-            .find(doc! {"user_id": user})
+            .find(filter)
+            .sort(doc! {"user_id": 1, "room_id": if backward { -1 } else { 1 }})
+            .limit(fetch)
             .await?
             .map_ok(|m| m.room_id)
             .try_collect()
             .await?;
-        let rooms: Vec<RoomDoc> = self
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        if backward {
+            ids.reverse();
+        }
+        let beyond_cursor = match cursor {
+            Some((op, id)) => {
+                let far = doc! {"user_id": user, "room_id": {if op == "$lt" { "$gte" } else { "$lte" }: id}};
+                self.memberships.find_one(far).await?.is_some()
+            }
+            None => false,
+        };
+        let mut rooms: HashMap<ObjectId, Room> = self
             .rooms
-            .find(doc! {"_id": {"$in": ids}})
-            .sort(doc! {"_id": 1})
+            .find(doc! {"_id": {"$in": &ids}})
             .await?
+            .map_ok(|d| (d.id, Room::from(d)))
             .try_collect()
             .await?;
-        Ok(rooms.into_iter().map(Room::from).collect())
+        let items = ids.iter().filter_map(|id| rooms.remove(id)).collect();
+        Ok(if backward {
+            Page {
+                items,
+                has_previous: more,
+                has_next: beyond_cursor,
+            }
+        } else {
+            Page {
+                items,
+                has_previous: beyond_cursor,
+                has_next: more,
+            }
+        })
+    }
+
+    async fn room_count_of(&self, user: UserId) -> Result<u64> {
+        Ok(self
+            .memberships
+            .count_documents(doc! {"user_id": user})
+            .await?)
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
@@ -1118,8 +1163,12 @@ impl Store for MongoStore {
         self.inner.member_count(room).await
     }
 
-    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
-        self.inner.rooms_of(user).await
+    async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>> {
+        self.inner.rooms_of(user, page).await
+    }
+
+    async fn room_count_of(&self, user: UserId) -> Result<u64> {
+        self.inner.room_count_of(user).await
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {

@@ -822,18 +822,71 @@ impl Store for SqliteStore {
         .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
-    async fn rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
+    async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>> {
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
+            // Keyed on the membership's room id: one range of `memberships_by_user`.
+            let (sql, cursor, limit, far_side) = match page {
+                PageRequest::Forward { after, first } => (
                     "SELECT r.id, r.name, r.created_by, r.created_at FROM memberships m
                      JOIN rooms r ON r.id = m.room_id
-                     WHERE m.user_id = ?1 ORDER BY r.id",
-                )?
-                .query_map([user.bytes()], room_row)?
-                .collect::<rusqlite::Result<_>>()?)
+                     WHERE m.user_id = ?1 AND m.room_id > ?2 ORDER BY m.room_id ASC LIMIT ?3",
+                    after.map_or([0x00; 12], |a| a.bytes()),
+                    first,
+                    after.map(|_| {
+                        "SELECT EXISTS(SELECT 1 FROM memberships WHERE user_id = ?1 AND room_id <= ?2)"
+                    }),
+                ),
+                PageRequest::Backward { before, last } => (
+                    "SELECT r.id, r.name, r.created_by, r.created_at FROM memberships m
+                     JOIN rooms r ON r.id = m.room_id
+                     WHERE m.user_id = ?1 AND m.room_id < ?2 ORDER BY m.room_id DESC LIMIT ?3",
+                    before.map_or([0xff; 12], |b| b.bytes()),
+                    last,
+                    before.map(|_| {
+                        "SELECT EXISTS(SELECT 1 FROM memberships WHERE user_id = ?1 AND room_id >= ?2)"
+                    }),
+                ),
+            };
+            let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let mut items = conn
+                .prepare_cached(sql)?
+                .query_map(params![user.bytes(), cursor, fetch], room_row)?
+                .collect::<rusqlite::Result<Vec<Room>>>()?;
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let beyond_cursor = match far_side {
+                Some(sql) => conn
+                    .prepare_cached(sql)?
+                    .query_row(params![user.bytes(), cursor], |r| r.get::<_, bool>(0))?,
+                None => false,
+            };
+            Ok(match page {
+                PageRequest::Forward { .. } => Page {
+                    items,
+                    has_previous: beyond_cursor,
+                    has_next: more,
+                },
+                PageRequest::Backward { .. } => {
+                    items.reverse();
+                    Page {
+                        items,
+                        has_previous: more,
+                        has_next: beyond_cursor,
+                    }
+                }
+            })
         })
         .await
+    }
+
+    async fn room_count_of(&self, user: UserId) -> Result<u64> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT count(*) FROM memberships WHERE user_id = ?1")?
+                .query_row([user.bytes()], |r| r.get::<_, i64>(0))?)
+        })
+        .await
+        .map(|n| u64::try_from(n).unwrap_or(0))
     }
 
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {

@@ -17,9 +17,13 @@ async fn the_creator_of_a_room_is_its_first_member() {
     assert_eq!(data["room"]["memberCount"], 1);
 
     let mine = app
-        .data(Some(&ada.token), "{ myRooms { id } }", json!({}))
+        .data(
+            Some(&ada.token),
+            "{ myRooms { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
-    assert_eq!(mine["myRooms"], json!([{"id": room}]));
+    assert_eq!(mine["myRooms"]["edges"], json!([{"node": {"id": room}}]));
 }
 
 #[tokio::test]
@@ -144,4 +148,73 @@ async fn the_room_directory_pages_oldest_first() {
         (error_code(&body), error_field(&body)),
         ("BAD_USER_INPUT", "first")
     );
+}
+
+#[tokio::test]
+async fn my_rooms_is_paged() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        ids.push(app.create_room(&ada, name).await);
+    }
+    let query = "query($after: String) { myRooms(first: 2, after: $after) {
+        edges { node { name } } pageInfo { hasNextPage endCursor } } }";
+    let first = app.data(Some(&ada.token), query, json!({})).await;
+    assert_eq!(
+        first["myRooms"]["edges"],
+        json!([{"node": {"name": "one"}}, {"node": {"name": "two"}}])
+    );
+    assert_eq!(first["myRooms"]["pageInfo"]["hasNextPage"], true);
+    let cursor = first["myRooms"]["pageInfo"]["endCursor"].clone();
+    let second = app
+        .data(Some(&ada.token), query, json!({"after": cursor}))
+        .await;
+    assert_eq!(second["myRooms"]["edges"], json!([{"node": {"name": "three"}}]));
+    assert_eq!(second["myRooms"]["pageInfo"]["hasNextPage"], false);
+
+    // A page holds at most 100, and the cost counts what a page can hold.
+    let body = app
+        .gql(Some(&ada.token), "{ myRooms(first: 101) { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    assert_eq!(error_field(&body), "first");
+    let aliases: String = (0..20)
+        .map(|i| format!("a{i}: myRooms(first: 100) {{ edges {{ node {{ id name }} }} }} "))
+        .collect();
+    let body = app
+        .gql(Some(&ada.token), &format!("{{ {aliases} }}"), json!({}))
+        .await;
+    assert!(body["data"].is_null(), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too complex"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn one_user_can_be_a_member_of_so_many_rooms() {
+    let app = TestApp::spawn_with(|c| c.max_rooms_per_user = 2).await;
+    let ada = app.register("ada").await;
+    let grace = app.register("grace").await;
+    let first = app.create_room(&ada, "first").await;
+    app.create_room(&ada, "second").await;
+    let over = app
+        .gql(Some(&ada.token), "mutation { createRoom(name: \"third\") { id } }", json!({}))
+        .await;
+    assert_eq!(error_code(&over), "FORBIDDEN", "{over}");
+
+    let theirs = app.create_room(&grace, "theirs").await;
+    let join = "mutation($r: ID!) { joinRoom(roomId: $r) { id } }";
+    let over = app.gql(Some(&ada.token), join, json!({"r": theirs})).await;
+    assert_eq!(error_code(&over), "FORBIDDEN", "{over}");
+    // Joining a room again is no new membership.
+    app.join(&ada, &first).await;
+
+    let leave = "mutation($r: ID!) { leaveRoom(roomId: $r) }";
+    app.data(Some(&ada.token), leave, json!({"r": first})).await;
+    app.join(&ada, &theirs).await;
 }

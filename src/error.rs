@@ -24,8 +24,13 @@ pub enum Error {
     /// Client input broke a limit or a format; `field` names it.
     #[error("{field}: {reason}")]
     Invalid { field: Text, reason: Text },
-    #[error("{0}")]
-    RateLimited(Text),
+    /// Too many requests of a kind; `retry_after` says when one will be taken again, in whole
+    /// seconds, when that is known.
+    #[error("{message}")]
+    RateLimited {
+        message: Text,
+        retry_after: Option<u64>,
+    },
     #[error("internal server error")]
     Internal(#[from] anyhow::Error),
 }
@@ -46,6 +51,31 @@ impl Error {
         Self::Forbidden(why.into())
     }
 
+    /// A refusal for going over a rate, with the wait before the next attempt is taken.
+    pub fn rate_limited(message: impl Into<Text>, wait: std::time::Duration) -> Self {
+        Self::RateLimited {
+            message: message.into(),
+            // Whole seconds, rounded up: retrying after that many is never early.
+            retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+        }
+    }
+
+    /// A refusal for having too much in flight at once (no time to wait is known).
+    pub fn too_many(message: impl Into<Text>) -> Self {
+        Self::RateLimited {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// When a refused request may be tried again, in whole seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn internal(context: impl std::fmt::Display) -> Self {
         Self::Internal(anyhow::anyhow!("{context}"))
     }
@@ -58,7 +88,7 @@ impl Error {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Conflict { .. } => "CONFLICT",
             Self::Invalid { .. } => "BAD_USER_INPUT",
-            Self::RateLimited(_) => "RATE_LIMITED",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }

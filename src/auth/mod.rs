@@ -7,10 +7,36 @@ mod token;
 pub use password::Passwords;
 pub use token::{Claims, Tokens};
 
+use std::net::IpAddr;
+
 use crate::{
     error::{Error, Result},
     model::UserId,
 };
+
+/// The address a request came from, as the server's edge resolved it: the TCP peer, or the
+/// client named by `X-Forwarded-For` when the peer is a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// What per-address limits count by: the IPv4 address, or the IPv6 /64 (one host is
+    /// routinely given a whole /64, so counting single addresses would count nothing).
+    pub fn rate_key(&self) -> String {
+        match self.0.to_canonical() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        }
+    }
+
+    /// For callers with no network peer (tests, tools): the loopback address.
+    pub fn local() -> Self {
+        Self(IpAddr::from([127, 0, 0, 1]))
+    }
+}
 
 /// Who is calling, as one transport's credentials said.
 #[derive(Debug, Clone)]

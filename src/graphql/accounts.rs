@@ -3,7 +3,7 @@
 use async_graphql::{Context, Object, Result};
 
 use super::{
-    GqlResult, caller, service,
+    GqlResult, caller, client, service,
     types::{AuthPayload, User},
 };
 
@@ -36,7 +36,10 @@ impl AccountMutation {
         username: String,
         password: String,
     ) -> Result<AuthPayload> {
-        let payload = service(ctx)?.register(&username, &password).await.gql()?;
+        let payload = service(ctx)?
+            .register(client(ctx), &username, &password)
+            .await
+            .gql()?;
         Ok(AuthPayload {
             token: payload.token,
             user: User(payload.user),
@@ -51,7 +54,10 @@ impl AccountMutation {
         username: String,
         password: String,
     ) -> Result<AuthPayload> {
-        let payload = service(ctx)?.login(&username, &password).await.gql()?;
+        let payload = service(ctx)?
+            .login(client(ctx), &username, &password)
+            .await
+            .gql()?;
         Ok(AuthPayload {
             token: payload.token,
             user: User(payload.user),

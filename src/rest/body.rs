@@ -20,11 +20,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = RestError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // JSON only: a `text/plain` body is what a cross-site form can send without asking.
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_json(content_type) {
+            return Err(RestError::unsupported_media_type());
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(unreadable)?;
         parse(&bytes).map(JsonBody).map_err(RestError::in_request)
     }
+}
+
+/// `application/json`, or another `+json` type, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 fn unreadable(rejection: BytesRejection) -> RestError {
@@ -129,6 +149,21 @@ mod tests {
         assert!(parse::<Room>(br#"{"roomname": "x", "extra": 1}"#).is_ok());
         assert_eq!(field(br#"{"roomname": "x"}garbage"#), "body");
         assert_eq!(field(br#"{"roomname": "x"} {"roomname": "y"}"#), "body");
+    }
+
+    #[test]
+    fn only_json_content_types_are_read() {
+        for json in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in ["", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"] {
+            assert!(!is_json(other), "{other}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::{
 use utoipa::OpenApi;
 
 use crate::{
-    auth::{Caller, Claims},
+    auth::{Caller, Claims, ClientIp},
     error::Error,
     model::parse_id,
     service::{ChatService, PageArgs},
@@ -81,6 +81,18 @@ impl RestError {
         }
     }
 
+    /// A body that is not JSON (415).
+    fn unsupported_media_type() -> Self {
+        Self {
+            error: Error::invalid(
+                "Content-Type",
+                "send the body as JSON, with Content-Type: application/json",
+            ),
+            status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            request_named: true,
+        }
+    }
+
     /// A mistake in the request as sent, already named in the request's own terms.
     fn in_request(error: Error) -> Self {
         Self {
@@ -112,7 +124,7 @@ impl IntoResponse for RestError {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
-            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         });
         let field = error
@@ -128,9 +140,16 @@ impl IntoResponse for RestError {
                 code: error.code().to_owned(),
                 message,
                 field,
+                retry_after: error.retry_after(),
             },
         };
+        let retry_after = error.retry_after();
         let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -189,13 +208,18 @@ impl SignedIn {
         (status = 400, description = "Malformed body or a limit broken", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn register(
     State(service): State<Arc<ChatService>>,
+    client: ClientIp,
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<(StatusCode, Json<RegisterResponse>)> {
-    let payload = service.register(&body.username, &body.password).await?;
+    let payload = service
+        .register(client, &body.username, &body.password)
+        .await?;
     let response = RegisterResponse {
         message: "user registered".into(),
         user: UserView::from(&payload.user),
@@ -212,13 +236,18 @@ async fn register(
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn login(
     State(service): State<Arc<ChatService>>,
+    client: ClientIp,
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<Json<LoginResponse>> {
-    let payload = service.login(&body.username, &body.password).await?;
+    let payload = service
+        .login(client, &body.username, &body.password)
+        .await?;
     Ok(Json(LoginResponse {
         access_token: payload.token,
         token_type: "Bearer".into(),
@@ -238,6 +267,8 @@ async fn login(
         (status = 403, description = "userID is not the caller's", body = ErrorBody),
         (status = 409, description = "Room name taken", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn create_room(
@@ -266,6 +297,8 @@ async fn create_room(
         (status = 403, description = "userID is not the caller's", body = ErrorBody),
         (status = 404, description = "No such room", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn join_room(
@@ -295,6 +328,8 @@ async fn join_room(
         (status = 403, description = "Not a member, or userID is not the caller's", body = ErrorBody),
         (status = 404, description = "No such room", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn send_message(
@@ -323,6 +358,8 @@ async fn send_message(
         (status = 403, description = "Not the author, or userID is not the caller's", body = ErrorBody),
         (status = 404, description = "No such message (in that room)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn delete_message(

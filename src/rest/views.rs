@@ -223,4 +223,8 @@ pub struct ErrorDetail {
     /// The request field the error is about, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `RATE_LIMITED`: whole seconds before the request will be taken again (also the
+    /// `Retry-After` header).
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }

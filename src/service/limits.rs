@@ -13,6 +13,8 @@ pub const PAGE_MAX: usize = 100;
 pub const PAGE_DEFAULT: usize = 50;
 /// Most members one `Room.members` answer lists.
 pub const MEMBERS_MAX: usize = 1000;
+/// Most rooms one user may be a member of, unless `--max-rooms-per-user` says otherwise.
+pub const MAX_ROOMS_PER_USER: usize = 1000;
 
 fn length(field: &'static str, value: &str, range: std::ops::RangeInclusive<usize>) -> Result<()> {
     let n = value.chars().count();

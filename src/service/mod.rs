@@ -8,6 +8,7 @@
 //! that made it is gone. Typing, which is not stored, is published directly.
 
 mod feed;
+pub mod limiter;
 pub mod limits;
 
 use std::{
@@ -18,15 +19,16 @@ use std::{
 use futures_util::Stream;
 
 use crate::{
-    auth::{Caller, Passwords, Tokens},
+    auth::{Caller, ClientIp, Passwords, Tokens},
     bus::EventBus,
     error::{Error, Result},
     model::{
         Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
         parse_id,
     },
-    store::{NewMessage, Store},
+    store::{NewMessage, Store, unique_key},
 };
+use limiter::{Kind, Limiter, Rate, RateLimits};
 
 /// A signed-in user and their access token.
 #[derive(Debug, Clone)]
@@ -90,17 +92,43 @@ impl PageArgs {
     }
 }
 
+/// What bounds each account and each client address: rates, and how many rooms one may join.
+pub struct Guards {
+    pub rates: RateLimits,
+    /// Where the rates are counted: this process, or Redis for every instance.
+    pub limiter: Arc<dyn Limiter>,
+    /// Most rooms one user may be a member of.
+    pub max_rooms_per_user: usize,
+}
+
+impl Guards {
+    /// No rate limits, counted in memory; the default room cap.
+    pub fn off() -> Self {
+        Self {
+            rates: RateLimits::off(),
+            limiter: limiter::memory::MemoryLimiter::new(),
+            max_rooms_per_user: limits::MAX_ROOMS_PER_USER,
+        }
+    }
+}
+
 pub struct ChatService {
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     passwords: Passwords,
     tokens: Tokens,
     users: UserCache,
+    guards: Guards,
 }
 
 impl ChatService {
     /// Builds the service and starts publishing the store's events (so: inside a runtime).
-    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn EventBus>, tokens: Tokens) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn EventBus>,
+        tokens: Tokens,
+        guards: Guards,
+    ) -> Self {
         if let Some(mut events) = store.take_events() {
             let bus = bus.clone();
             tokio::spawn(async move {
@@ -115,7 +143,47 @@ impl ChatService {
             passwords: Passwords::new(),
             tokens,
             users: UserCache::default(),
+            guards,
         }
+    }
+
+    /// Takes one of `key`'s allowance of `kind`, or says how long to wait.
+    async fn take(&self, kind: Kind, rate: Rate, key: &str) -> Result<()> {
+        if !self.guards.rates.enabled {
+            return Ok(());
+        }
+        self.guards
+            .limiter
+            .take(kind, rate, key)
+            .await
+            .map_err(|wait| {
+                let what = match kind {
+                    Kind::LoginsPerIp => "login attempts from your address",
+                    Kind::RegistrationsPerIp => "accounts registered from your address",
+                    Kind::Messages => "messages",
+                    Kind::RoomsCreated => "rooms created",
+                    Kind::Joins => "rooms joined",
+                    Kind::TypingStarted | Kind::TypingStopped => "typing notices",
+                };
+                Error::rate_limited(format!("too many {what} (at most {rate})"), wait)
+            })
+    }
+
+    /// Which queue a password hash waits in: one per client address while limits are on, so
+    /// that a flood from one address waits behind itself, not in front of everyone else.
+    fn hash_queue(&self, client: ClientIp) -> Option<String> {
+        self.guards.rates.enabled.then(|| client.rate_key())
+    }
+
+    /// Refuses a new membership beyond the most rooms one user may be in.
+    async fn room_allowance(&self, user: UserId) -> Result<()> {
+        let max = self.guards.max_rooms_per_user;
+        if self.store.room_count_of(user).await? >= max as u64 {
+            return Err(Error::forbidden(format!(
+                "you are a member of {max} rooms, the most one account may be; leave one first"
+            )));
+        }
+        Ok(())
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -134,10 +202,25 @@ impl ChatService {
 
     // --- accounts ---
 
-    pub async fn register(&self, username: &str, password: &str) -> Result<AuthPayload> {
+    pub async fn register(
+        &self,
+        client: ClientIp,
+        username: &str,
+        password: &str,
+    ) -> Result<AuthPayload> {
         limits::username(username)?;
         limits::password(password)?;
-        let hash = self.passwords.hash(password).await?;
+        let rates = &self.guards.rates;
+        self.take(
+            Kind::RegistrationsPerIp,
+            rates.registrations_per_ip,
+            &client.rate_key(),
+        )
+        .await?;
+        let hash = self
+            .passwords
+            .hash(password, self.hash_queue(client))
+            .await?;
         let user = self.store.create_user(username, &hash).await?;
         self.users.put(&user);
         Ok(AuthPayload {
@@ -146,15 +229,53 @@ impl ChatService {
         })
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Result<AuthPayload> {
+    /// Signs a user in. Failures are counted per account (whether or not it exists, so the
+    /// answer says nothing of which names do): past the limit, every login of that account is
+    /// refused for a while, the right password included, doubling with each further failure.
+    pub async fn login(
+        &self,
+        client: ClientIp,
+        username: &str,
+        password: &str,
+    ) -> Result<AuthPayload> {
         // Shapes that can never exist are refused at once; every other miss costs one hash.
         if limits::username(username).is_err() || limits::password(password).is_err() {
             return Err(Error::Unauthenticated("wrong username or password".into()));
         }
+        let rates = &self.guards.rates;
+        self.take(Kind::LoginsPerIp, rates.logins_per_ip, &client.rate_key())
+            .await?;
+        let account = unique_key(username);
+        if rates.enabled {
+            let wait = self
+                .guards
+                .limiter
+                .locked_for(rates.login_failures, &account)
+                .await;
+            if !wait.is_zero() {
+                return Err(Error::rate_limited(
+                    "too many failed logins for this account; wait before trying again",
+                    wait,
+                ));
+            }
+        }
         let found = self.store.credentials(username).await?;
         let hash = found.as_ref().map(|c| c.password_hash.as_str());
-        if !self.passwords.verify(password, hash).await? {
+        if !self
+            .passwords
+            .verify(password, hash, self.hash_queue(client))
+            .await?
+        {
+            if rates.enabled {
+                self.guards
+                    .limiter
+                    .failed(rates.login_failures, &account)
+                    .await;
+            }
             return Err(Error::Unauthenticated("wrong username or password".into()));
+        }
+        if rates.enabled {
+            self.guards.limiter.succeeded(&account).await;
         }
         let Some(credentials) = found else {
             return Err(Error::Unauthenticated("wrong username or password".into()));
@@ -194,6 +315,10 @@ impl ChatService {
     pub async fn create_room(&self, caller: &Caller, name: &str) -> Result<Room> {
         let user = caller.user_id()?;
         let name = limits::room_name(name)?;
+        let rates = &self.guards.rates;
+        self.take(Kind::RoomsCreated, rates.rooms_created, &user.to_hex())
+            .await?;
+        self.room_allowance(user).await?;
         self.store.create_room(name, user).await
     }
 
@@ -212,13 +337,28 @@ impl ChatService {
         self.store.rooms(page).await
     }
 
-    pub async fn my_rooms(&self, caller: &Caller) -> Result<Vec<Room>> {
-        self.store.rooms_of(caller.user_id()?).await
+    /// The rooms the caller is a member of, oldest room first.
+    pub async fn my_rooms(&self, caller: &Caller, page: &PageArgs) -> Result<Page<Room>> {
+        let user = caller.user_id()?;
+        let page = page.resolve(PageRequest::Forward {
+            after: None,
+            first: limits::PAGE_DEFAULT,
+        })?;
+        self.store.rooms_of(user, page).await
     }
 
     pub async fn join_room(&self, caller: &Caller, room: RoomId) -> Result<Room> {
         let me = self.me(caller).await?;
+        self.take(
+            Kind::Joins,
+            self.guards.rates.joins,
+            &me.id.to_hex(),
+        )
+        .await?;
         let found = self.existing_room(room).await?;
+        if !self.store.is_member(room, me.id).await? {
+            self.room_allowance(me.id).await?;
+        }
         self.store.add_member(room, me.id).await?;
         Ok(found)
     }
@@ -268,6 +408,7 @@ impl ChatService {
         if let Some(client_id) = client_id {
             limits::client_id(client_id)?;
         }
+        self.take_message(caller).await?;
         let sender = self.require_member(caller, room).await?;
         let written = self
             .store
@@ -288,20 +429,45 @@ impl ChatService {
         body: &str,
     ) -> Result<Message> {
         limits::body(body)?;
+        self.take_message(caller).await?;
         self.own_message(caller, id).await?;
         self.store.edit_message(id, body).await
     }
 
     /// Deletes one of the caller's messages, leaving a tombstone. Deleting again is a no-op.
     pub async fn delete_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        self.take_message(caller).await?;
         self.own_message(caller, id).await?;
         Ok(self.store.delete_message(id).await?.value)
     }
 
-    /// Tells the room the caller is (or stopped) typing. Not stored.
+    /// One message write (a send, an edit, a deletion) against the caller's allowance.
+    async fn take_message(&self, caller: &Caller) -> Result<()> {
+        let user = caller.user_id()?;
+        self.take(Kind::Messages, self.guards.rates.messages, &user.to_hex())
+            .await
+    }
+
+    /// Tells the room the caller is (or stopped) typing. Not stored. Coalesced: at most one
+    /// "typing" and one "stopped" per user and room every `typing_every`; the rest are dropped
+    /// (the caller still hears `true`, since the room already knows).
     pub async fn set_typing(&self, caller: &Caller, room: RoomId, typing: bool) -> Result<()> {
         self.require_member(caller, room).await?;
         let user = self.me(caller).await?;
+        let every = self.guards.rates.typing_every;
+        let once = Rate {
+            count: std::num::NonZeroU32::MIN,
+            period: every,
+        };
+        let kind = if typing {
+            Kind::TypingStarted
+        } else {
+            Kind::TypingStopped
+        };
+        let key = format!("{}:{}", user.id.to_hex(), room.to_hex());
+        if self.take(kind, once, &key).await.is_err() {
+            return Ok(());
+        }
         self.bus
             .publish(RoomEvent::Typing {
                 room_id: room,

@@ -95,7 +95,7 @@ impl Session {
             ));
         }
         self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            Error::RateLimited(format!("at most {MAX_IN_FLIGHT} events at once").into())
+            Error::too_many(format!("at most {MAX_IN_FLIGHT} events at once"))
         })
     }
 }
@@ -164,6 +164,9 @@ fn ok(fields: Value) -> Value {
 fn refused(error: &Error) -> Value {
     error.log_if_internal();
     let mut detail = json!({"code": error.code(), "message": error.to_string()});
+    if let Some(seconds) = error.retry_after() {
+        detail["retryAfter"] = json!(seconds);
+    }
     if let Some(field) = error.field() {
         let field = match field {
             "roomId" => "roomID",
@@ -211,9 +214,9 @@ async fn on_join(
         let room = parse_id("roomID", field(&data, &["roomID"])?)?;
         let mut rooms = session.rooms.lock().await;
         if !rooms.contains_key(&room) && rooms.len() >= MAX_ROOMS {
-            return Err(Error::RateLimited(
-                format!("a socket may join at most {MAX_ROOMS} rooms; leave one first").into(),
-            ));
+            return Err(Error::too_many(format!(
+                "a socket may join at most {MAX_ROOMS} rooms; leave one first"
+            )));
         }
         let joined = service.join_room(&session.caller, room).await?;
         // A feed that ended (the user left the room elsewhere) is started again.

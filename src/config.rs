@@ -6,7 +6,10 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::service::limiter::{Lockout, Rate, RateLimits};
 
 /// Confab: a self-hosted GraphQL chat server.
 #[derive(Debug, Clone, Parser)]
@@ -48,6 +51,115 @@ pub struct Config {
     /// Most operations one WebSocket connection may run at once.
     #[arg(long, env = "CONFAB_WS_MAX_OPERATIONS", default_value_t = 100)]
     pub ws_max_operations: usize,
+
+    /// How long an acknowledged WebSocket may run no operation before it is closed (1000).
+    #[arg(long, env = "CONFAB_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub ws_idle_timeout: Duration,
+
+    /// How long a client may take to send a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Most client connections at once (lowered to fit the open-files limit, with a warning).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most connections at once from one client address (trusted proxies aside).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated CIDRs, e.g.
+    /// `10.0.0.0/8,::1/128`); otherwise the TCP peer is the client.
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Origins whose pages may call the API from a browser (comma-separated, e.g.
+    /// `https://chat.example.com`); none by default, so only pages Confab serves itself can.
+    #[arg(long, env = "CONFAB_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
+    /// `off` turns off every per-account and per-address limit: request rates, login lock-outs
+    /// and the per-address connection cap (for benchmarks and tests). Document limits, the
+    /// total connection cap and timeouts stay.
+    #[arg(long, env = "CONFAB_RATE_LIMITS", default_value = "on")]
+    pub rate_limits: Switch,
+
+    /// Failed logins per account before its logins are locked for PERIOD/COUNT, doubling with
+    /// each further failure (up to a day).
+    #[arg(long, env = "CONFAB_LIMIT_LOGIN_FAILURES", default_value = "10/15m")]
+    pub limit_login_failures: Rate,
+
+    /// Login attempts per client address (COUNT at once, refilled over PERIOD).
+    #[arg(long, env = "CONFAB_LIMIT_LOGINS_PER_IP", default_value = "30/1m")]
+    pub limit_logins_per_ip: Rate,
+
+    /// Accounts registered per client address.
+    #[arg(long, env = "CONFAB_LIMIT_REGISTRATIONS_PER_IP", default_value = "20/1h")]
+    pub limit_registrations_per_ip: Rate,
+
+    /// Message writes (sends, edits, deletions) per user.
+    #[arg(long, env = "CONFAB_LIMIT_MESSAGES", default_value = "20/10s")]
+    pub limit_messages: Rate,
+
+    /// Rooms created per user.
+    #[arg(long, env = "CONFAB_LIMIT_ROOMS", default_value = "30/1h")]
+    pub limit_rooms: Rate,
+
+    /// Rooms joined per user.
+    #[arg(long, env = "CONFAB_LIMIT_JOINS", default_value = "60/1m")]
+    pub limit_joins: Rate,
+
+    /// At most one typing notice (and one stop) per user and room this often; more are dropped.
+    #[arg(long, env = "CONFAB_TYPING_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub typing_interval: Duration,
+
+    /// Most rooms one user may be a member of.
+    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_USER", default_value_t = 1000)]
+    pub max_rooms_per_user: usize,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Config {
+    /// The rate limits the flags ask for.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            enabled: self.rate_limits == Switch::On,
+            login_failures: Lockout(self.limit_login_failures),
+            logins_per_ip: self.limit_logins_per_ip,
+            registrations_per_ip: self.limit_registrations_per_ip,
+            messages: self.limit_messages,
+            rooms_created: self.limit_rooms,
+            joins: self.limit_joins,
+            typing_every: self.typing_interval,
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8, ::1)"))
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let valid = (s.starts_with("http://") || s.starts_with("https://"))
+        && !s["https://".len().min(s.len())..].contains('/')
+        && axum::http::HeaderValue::from_str(s).is_ok();
+    if !valid {
+        return Err(format!(
+            "{s:?} is not an origin: write scheme://host[:port], e.g. https://chat.example.com"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// A configuration problem: reported in one line, exit code 2.
@@ -152,8 +264,10 @@ impl DatabaseUrl {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: an ephemeral store on a free loopback port.
+    /// A configuration for tests and embedding: an ephemeral store on a free loopback port,
+    /// with rate limits off.
     pub fn ephemeral() -> Self {
+        let defaults = RateLimits::defaults();
         Self {
             command: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -163,6 +277,23 @@ impl Config {
             token_ttl: Duration::from_secs(24 * 3600),
             ws_init_timeout: Duration::from_secs(10),
             ws_max_operations: 100,
+            ws_idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            // Tests that are not about limits are not slowed by them; those that are turn
+            // them on.
+            rate_limits: Switch::Off,
+            limit_login_failures: defaults.login_failures.0,
+            limit_logins_per_ip: defaults.logins_per_ip,
+            limit_registrations_per_ip: defaults.registrations_per_ip,
+            limit_messages: defaults.messages,
+            limit_rooms: defaults.rooms_created,
+            limit_joins: defaults.joins,
+            typing_interval: defaults.typing_every,
+            max_rooms_per_user: crate::service::limits::MAX_ROOMS_PER_USER,
         }
     }
 }
@@ -198,6 +329,37 @@ mod tests {
         assert!("short".parse::<Secret>().is_err());
         assert!("x".repeat(32).parse::<Secret>().is_ok());
         assert_eq!(format!("{:?}", Secret::new("hidden")), "Secret(…)");
+    }
+
+    #[test]
+    fn the_defaults_match_the_limits_the_service_assumes() {
+        let config = Config::parse_from(["confab"]);
+        let mut ephemeral = Config::ephemeral();
+        ephemeral.rate_limits = Switch::On;
+        assert_eq!(
+            format!("{:?}", config.rate_limits()),
+            format!("{:?}", ephemeral.rate_limits())
+        );
+        assert_eq!(
+            format!("{:?}", config.rate_limits()),
+            format!("{:?}", RateLimits::defaults())
+        );
+        assert_eq!(config.max_rooms_per_user, ephemeral.max_rooms_per_user);
+        let off = Config::parse_from(["confab", "--rate-limits", "off"]);
+        assert!(!off.rate_limits().enabled);
+    }
+
+    #[test]
+    fn proxies_and_origins_are_checked() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("::1").is_ok());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert_eq!(
+            parse_origin("https://chat.example.com/").as_deref(),
+            Ok("https://chat.example.com")
+        );
+        assert!(parse_origin("chat.example.com").is_err());
+        assert!(parse_origin("https://chat.example.com/path").is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The HTTP server: routes, middleware, startup and graceful shutdown.
 //!
 //! [`Application::build`] binds its own listener (port 0 allowed) and exposes the bound address,
-//! so tests start the real server exactly as `main` does.
+//! so tests start the real server exactly as `main` does. [`connections`] accepts them.
+
+pub mod connections;
 
 use std::{
     future::Future,
@@ -23,13 +25,13 @@ use axum::{
 use serde_json::json;
 use tokio::{net::TcpListener, sync::watch};
 use tower_http::{
-    cors::{Any, CorsLayer},
+    cors::{AllowOrigin, CorsLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
 use crate::{
-    auth::Tokens,
+    auth::{ClientIp, Tokens},
     bus::{EventBus, LocalBus, redis::RedisBus},
     config::{Config, DatabaseUrl},
     graphql::{
@@ -38,9 +40,13 @@ use crate::{
         ws::{GraphqlState, WsStats},
     },
     rest,
-    service::ChatService,
+    service::{
+        ChatService, Guards,
+        limiter::{Limiter, memory::MemoryLimiter, redis::RedisLimiter},
+    },
     socketio, store,
 };
+use connections::{ConnectionLimits, Connections};
 
 /// Largest HTTP request body accepted.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -72,6 +78,8 @@ pub struct Application {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     stats: Arc<WsStats>,
+    limits: ConnectionLimits,
+    connections: Arc<Connections>,
 }
 
 impl Application {
@@ -85,7 +93,18 @@ impl Application {
             Some(url) => RedisBus::connect(url).await?,
             None => Arc::new(LocalBus::new()),
         };
-        let service = Arc::new(ChatService::new(store, bus, tokens.clone()));
+        let rates = config.rate_limits();
+        let limiter: Arc<dyn Limiter> = match &config.redis_url {
+            Some(url) => Arc::new(RedisLimiter::connect(url).await?),
+            None => MemoryLimiter::new(),
+        };
+        let limits = connection_limits(config, rates.enabled);
+        let guards = Guards {
+            rates,
+            limiter,
+            max_rooms_per_user: config.max_rooms_per_user,
+        };
+        let service = Arc::new(ChatService::new(store, bus, tokens.clone(), guards));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());
         let state = AppState {
@@ -95,6 +114,7 @@ impl Application {
                 renders: Arc::new(Renders::default()),
                 tokens,
                 init_timeout: config.ws_init_timeout,
+                idle_timeout: config.ws_idle_timeout,
                 max_operations: config.ws_max_operations,
                 shutdown: shutdown_rx,
                 stats: stats.clone(),
@@ -109,11 +129,18 @@ impl Application {
             listener,
             // Outermost: Socket.IO long-polls outlive the request timeout, and it has its own
             // payload limit.
-            router: router(state).layer(socketio),
+            router: router(state, &config.cors_origins).layer(socketio),
             addr,
             shutdown,
             stats,
+            limits,
+            connections: Arc::default(),
         })
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 
     /// The address the server listens on (the real port when 0 was asked for).
@@ -129,13 +156,18 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!("listening on http://{}", self.addr);
         let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
+        connections::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.connections,
+            async move {
                 signal.await;
                 tracing::info!("shutting down");
                 let _ = shutdown.send(true);
-            })
-            .await?;
+            },
+        )
+        .await;
         // WebSockets outlive their HTTP connection: wait (briefly) for their close frames.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.stats.connections.load(Ordering::Relaxed) > 0
@@ -147,12 +179,36 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
-    Router::new()
+/// The connection caps and timeouts the flags ask for, within the open-files limit (raised to
+/// its hard limit first).
+fn connection_limits(config: &Config, rate_limits: bool) -> ConnectionLimits {
+    let mut max_total = config.max_connections;
+    match connections::raise_open_files_limit() {
+        Ok((soft, hard)) => {
+            tracing::info!("open files limit: {soft} (hard limit {hard})");
+            let fits = usize::try_from(soft)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(connections::RESERVED_FILES)
+                .max(1);
+            if fits < max_total {
+                tracing::warn!(
+                    "--max-connections lowered from {max_total} to {fits} to fit the open files limit ({soft}); raise it (ulimit -n, LimitNOFILE=) for more"
+                );
+                max_total = fits;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open files limit"),
+    }
+    ConnectionLimits {
+        max_total,
+        max_per_ip: rate_limits.then_some(config.max_connections_per_ip),
+        header_read_timeout: config.header_read_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
+    }
+}
+
+fn router(state: AppState, cors_origins: &[String]) -> Router {
+    let router = Router::new()
         .route("/", get(playground))
         .route("/playground/app.js", get(playground_script))
         .route("/playground/style.css", get(playground_style))
@@ -167,10 +223,23 @@ fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
-        ))
-        .layer(cors)
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        ));
+    // Without `--cors-origins`, no CORS headers at all: browsers then let only pages of
+    // Confab's own origin read its answers.
+    let router = if cors_origins.is_empty() {
+        router
+    } else {
+        let origins = cors_origins
+            .iter()
+            .filter_map(|origin| header::HeaderValue::from_str(origin).ok());
+        router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]),
+        )
+    };
+    router.layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 // The chat page is compiled in, so the binary serves it offline with no build step.
@@ -195,22 +264,24 @@ async fn playground_style() -> Response {
 async fn graphql_get(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
+    client: ClientIp,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     query: RawQuery,
 ) -> Response {
     match upgrade {
-        Ok(ws) => graphql::ws::upgrade(State(state), headers, ws).await,
-        Err(_) => graphql::http::get(State(state), headers, query).await,
+        Ok(ws) => graphql::ws::upgrade(State(state), headers, client, ws).await,
+        Err(_) => graphql::http::get(State(state), headers, client, query).await,
     }
 }
 
 async fn graphql_post(
     State(state): State<GraphqlState>,
     headers: HeaderMap,
+    client: ClientIp,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     match body {
-        Ok(body) => graphql::http::post(State(state), headers, body).await,
+        Ok(body) => graphql::http::post(State(state), headers, client, body).await,
         Err(rejection) => error_response(
             rejection.status(),
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

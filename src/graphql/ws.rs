@@ -25,13 +25,7 @@ use std::{
     time::Duration,
 };
 
-use async_graphql::{
-    Request, Response, ServerError, Value,
-    parser::{
-        parse_query,
-        types::{DocumentOperations, OperationType},
-    },
-};
+use async_graphql::{Request, Response, ServerError, Value};
 use axum::{
     extract::{
         State,
@@ -52,10 +46,10 @@ use tokio::{
 };
 
 use super::{
-    AppSchema,
+    AppSchema, document,
     fanout::{Feed, FeedHandoff, Operation, Renders},
 };
-use crate::auth::{Caller, Tokens};
+use crate::auth::{Caller, ClientIp, Tokens};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -80,6 +74,8 @@ pub struct GraphqlState {
     pub renders: Arc<Renders>,
     pub tokens: Tokens,
     pub init_timeout: Duration,
+    /// How long an acknowledged socket may run no operation before it is closed.
+    pub idle_timeout: Duration,
     pub max_operations: usize,
     pub shutdown: watch::Receiver<bool>,
     pub stats: Arc<WsStats>,
@@ -113,6 +109,7 @@ impl Protocol {
 pub async fn upgrade(
     State(ctx): State<GraphqlState>,
     headers: HeaderMap,
+    client: ClientIp,
     ws: WebSocketUpgrade,
 ) -> HttpResponse {
     let header_caller = Caller::from_authorization(
@@ -145,7 +142,7 @@ pub async fn upgrade(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(2 * MAX_OUTGOING)
-        .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller))
+        .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller, client))
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -188,6 +185,7 @@ struct Connection {
     ctx: GraphqlState,
     protocol: Protocol,
     caller: Caller,
+    client: ClientIp,
     initialised: bool,
     acknowledged: bool,
     operations: HashMap<String, (u64, AbortHandle)>,
@@ -197,7 +195,13 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(ctx: GraphqlState, socket: WebSocket, protocol: Protocol, caller: Caller) {
+    async fn run(
+        ctx: GraphqlState,
+        socket: WebSocket,
+        protocol: Protocol,
+        caller: Caller,
+        client: ClientIp,
+    ) {
         ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
         let (sink, mut incoming) = socket.split();
         let (out, frames) = mpsc::channel(OUT_QUEUE);
@@ -209,6 +213,7 @@ impl Connection {
             ctx,
             protocol,
             caller,
+            client,
             initialised: false,
             acknowledged: false,
             operations: HashMap::new(),
@@ -221,8 +226,16 @@ impl Connection {
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
 
+        // Since when the socket has run no operation (from its acknowledgement on).
+        let mut idle_since: Option<Instant> = None;
         let stop: Stop = loop {
             let expiry = conn.token_expiry();
+            idle_since = match (conn.acknowledged && conn.operations.is_empty(), idle_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+            let idle_deadline = idle_since.map(|since| since + conn.ctx.idle_timeout);
             // Biased: a finished operation frees its id before the client's next message is
             // read, and timers and shutdown are never starved by a chatty client.
             tokio::select! {
@@ -238,6 +251,13 @@ impl Connection {
                 }
                 () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
                     break Some((4403, "Forbidden: the token has expired".into()));
+                }
+                () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
+                    // A normal closure: graphql-ws clients reconnect when they next subscribe.
+                    break Some((1000, format!(
+                        "Idle: no operation for {}s",
+                        conn.ctx.idle_timeout.as_secs()
+                    )));
                 }
                 _ = keepalive.tick(), if conn.protocol == Protocol::Legacy && conn.acknowledged => {
                     let _ = conn.out.try_send(frame::<()>(None, "ka", None));
@@ -358,7 +378,16 @@ impl Connection {
         if let Some(value) = payload.as_ref().and_then(init_token) {
             self.caller = Caller::from_authorization(&self.ctx.tokens, Some(&value));
         }
-        if let Caller::Invalid(why) = self.caller {
+        // Every subscription needs a member of a room, so a socket without a valid token has
+        // nothing to do here: refused like a bad token, before it holds anything.
+        let refusal = match self.caller {
+            Caller::Invalid(why) => Some(why),
+            Caller::Anonymous => Some(
+                "sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}",
+            ),
+            Caller::User(_) => None,
+        };
+        if let Some(why) = refusal {
             if self.protocol == Protocol::Legacy {
                 self.send(frame(
                     None,
@@ -408,9 +437,18 @@ impl Connection {
             self.send(frame(Some(&id), "error", Some(errors))).await;
             return None;
         }
+        let checked = match document::check(request) {
+            Ok(checked) => checked,
+            Err(error) => {
+                // Refused before it started: `error`, and no `complete`.
+                self.send(frame(Some(&id), "error", Some([error]))).await;
+                return None;
+            }
+        };
+        let subscription = checked.is_subscription();
+        let request = checked.request;
         self.generation += 1;
         let generation = self.generation;
-        let subscription = is_subscription(&request);
         let (started, live) = oneshot::channel();
         let fan_out = subscription.then(|| {
             (
@@ -424,6 +462,7 @@ impl Connection {
             id.clone(),
             request
                 .data(self.caller.clone())
+                .data(self.client)
                 .data(OperationStarted::new(started)),
             fan_out,
             self.out.clone(),
@@ -489,23 +528,6 @@ fn read_error_close(error: axum::Error) -> Stop {
         Some(tungstenite::Error::Protocol(_)) => Some((1002, "Protocol error".into())),
         _ => None,
     }
-}
-
-/// Whether a document's chosen operation is a subscription (false when it does not parse:
-/// the schema then answers with the parse error).
-fn is_subscription(request: &Request) -> bool {
-    let Ok(document) = parse_query(&request.query) else {
-        return false;
-    };
-    let kind = match &document.operations {
-        DocumentOperations::Single(op) => Some(op.node.ty),
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
-            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
-            None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
-            None => None,
-        },
-    };
-    kind == Some(OperationType::Subscription)
 }
 
 /// A response that means the operation never started: a request error (parse, validation),

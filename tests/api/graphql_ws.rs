@@ -21,7 +21,7 @@ async fn no_connection_init_in_time_closes_4408() {
 async fn a_second_connection_init_closes_4429() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     ws.send_json(json!({"type": "connection_init"})).await;
     assert_eq!(ws.closed().await.0, 4429);
 }
@@ -112,12 +112,12 @@ async fn malformed_messages_close_4400() {
     ];
     for text in bad {
         let mut ws = app.ws(TRANSPORT).await;
-        ws.init(json!({})).await;
+        ws.init(app.signed_in().await).await;
         ws.send_text(text).await;
         assert_eq!(ws.closed().await.0, 4400, "{text}");
     }
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     ws.stream
         .send(Message::binary(vec![1, 2, 3]))
         .await
@@ -131,7 +131,7 @@ async fn ping_is_answered_with_pong_even_before_init() {
     let mut ws = app.ws(TRANSPORT).await;
     ws.send_json(json!({"type": "ping"})).await;
     assert_eq!(ws.recv().await["type"], "pong");
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     assert!(ws.ping_pong().await.is_empty());
     // A pong from the client needs no answer.
     ws.send_json(json!({"type": "pong"})).await;
@@ -142,7 +142,7 @@ async fn ping_is_answered_with_pong_even_before_init() {
 async fn a_validation_error_is_an_error_message_without_complete() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     ws.subscribe("1", "subscription { noSuchField }", json!({}))
         .await;
     let error = ws.recv().await;
@@ -167,29 +167,27 @@ async fn a_validation_error_is_an_error_message_without_complete() {
 async fn queries_and_mutations_run_over_the_socket() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     ws.subscribe(
-        "register",
-        "mutation { register(username: \"sock\", password: \"over the wire\") { user { username } } }",
+        "create",
+        "mutation { createRoom(name: \"sock\") { name } }",
         json!({}),
     )
     .await;
     assert_eq!(
-        ws.next_payload("register").await["data"]["register"]["user"]["username"],
+        ws.next_payload("create").await["data"]["createRoom"]["name"],
         "sock"
     );
-    assert_eq!(
-        ws.recv().await,
-        json!({"id": "register", "type": "complete"})
-    );
+    assert_eq!(ws.recv().await, json!({"id": "create", "type": "complete"}));
     // An execution error still streams as `next`, then `complete`.
-    ws.subscribe("me", "{ me { id } }", json!({})).await;
-    let payload = ws.next_payload("me").await;
+    ws.subscribe("room", "{ room(id: \"nonsense\") { id } }", json!({}))
+        .await;
+    let payload = ws.next_payload("room").await;
     assert_eq!(
         payload["errors"][0]["extensions"]["code"],
-        "UNAUTHENTICATED"
+        "BAD_USER_INPUT"
     );
-    assert_eq!(ws.recv().await, json!({"id": "me", "type": "complete"}));
+    assert_eq!(ws.recv().await, json!({"id": "room", "type": "complete"}));
 }
 
 #[tokio::test]
@@ -248,7 +246,7 @@ async fn an_expired_token_closes_the_socket_4403() {
 async fn frames_over_64_kib_are_refused() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     let huge = format!(
         r#"{{"type":"ping","payload":{{"pad":"{}"}}}}"#,
         "x".repeat(70 * 1024)
@@ -312,7 +310,7 @@ async fn the_legacy_graphql_ws_protocol_is_served_too() {
 async fn shutdown_closes_sockets_with_1001() {
     let mut app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     app.shutdown().await;
     assert_eq!(ws.closed().await.0, 1001);
 }
@@ -321,7 +319,7 @@ async fn shutdown_closes_sockets_with_1001() {
 async fn an_id_is_free_again_as_soon_as_its_complete_arrives() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     for _ in 0..50 {
         ws.subscribe("reused", "{ __typename }", json!({})).await;
         assert_eq!(
@@ -336,7 +334,7 @@ async fn an_id_is_free_again_as_soon_as_its_complete_arrives() {
 async fn a_client_close_is_answered_with_a_close_frame() {
     let app = TestApp::spawn().await;
     let mut ws = app.ws(TRANSPORT).await;
-    ws.init(json!({})).await;
+    ws.init(app.signed_in().await).await;
     ws.stream
         .send(Message::Close(Some(
             tokio_tungstenite::tungstenite::protocol::CloseFrame {
@@ -363,7 +361,8 @@ async fn legacy_clients_hear_why_before_the_socket_closes() {
 
     // A malformed message is answered, and the socket stays open.
     let mut ws = app.ws("graphql-ws").await;
-    ws.send_json(json!({"type": "connection_init"})).await;
+    ws.send_json(json!({"type": "connection_init", "payload": app.signed_in().await}))
+        .await;
     assert_eq!(ws.recv().await["type"], "connection_ack");
     assert_eq!(ws.recv().await["type"], "ka");
     ws.send_text("not json").await;

@@ -17,6 +17,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The server's open client connections.
+    pub connections: std::sync::Arc<confab::server::connections::Connections>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -53,6 +55,7 @@ impl TestApp {
             .await
             .expect("the server starts");
         let addr = app.addr();
+        let connections = app.connections();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -60,6 +63,7 @@ impl TestApp {
         Self {
             addr,
             http: reqwest::Client::new(),
+            connections,
             stop: Some(stop),
             server: Some(server),
         }
@@ -193,6 +197,14 @@ impl TestApp {
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(WsClient { stream })
+    }
+
+    /// A `connection_init` payload signing in a new user (sockets refuse anonymous clients).
+    pub async fn signed_in(&self) -> Value {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let user = self.register(&format!("socket{n}")).await;
+        json!({"authorization": format!("Bearer {}", user.token)})
     }
 
     /// A graphql-transport-ws client, signed in as `user` and acknowledged.

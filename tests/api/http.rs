@@ -157,3 +157,41 @@ async fn health_readiness_metrics_playground_and_unknown_routes() {
         "NOT_FOUND"
     );
 }
+
+#[tokio::test]
+async fn other_origins_get_no_cors_grant_unless_listed() {
+    let preflight = |app: &TestApp, origin: &'static str| {
+        let request = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type");
+        async move { request.send().await.unwrap() }
+    };
+    let granted = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let app = TestApp::spawn().await;
+    let answer = preflight(&app, "https://evil.example").await;
+    assert_eq!(granted(&answer), None);
+    let answer = app
+        .http
+        .post(app.url("/graphql"))
+        .header("origin", "https://evil.example")
+        .json(&serde_json::json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted(&answer), None);
+
+    let app = TestApp::spawn_with(|c| c.cors_origins = vec!["https://chat.example".into()]).await;
+    let answer = preflight(&app, "https://chat.example").await;
+    assert_eq!(granted(&answer).as_deref(), Some("https://chat.example"));
+    let answer = preflight(&app, "https://evil.example").await;
+    assert_eq!(granted(&answer), None);
+}

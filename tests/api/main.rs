@@ -1,6 +1,7 @@
 //! Black-box tests: the real server on a free port, driven over real HTTP and WebSockets.
 
 mod accounts;
+mod connections;
 mod documents;
 mod graphql_ws;
 mod helpers;
@@ -9,6 +10,7 @@ mod instances;
 mod limits;
 mod messages;
 mod process;
+mod rate_limits;
 mod rest;
 mod rooms;
 mod subscriptions;

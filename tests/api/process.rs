@@ -15,6 +15,8 @@ fn confab() -> Command {
     command
         .env_remove("CONFAB_DATABASE_URL")
         .env_remove("CONFAB_JWT_SECRET")
+        // These tests are about the process, not its rate limits.
+        .env("CONFAB_RATE_LIMITS", "off")
         .env("RUST_LOG", "info");
     command
 }

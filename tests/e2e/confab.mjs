@@ -5,8 +5,9 @@ import { createInterface } from 'node:readline';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
-/// Starts Confab; `addr` and `database` let a test restart it where it was.
-export async function startConfab({ addr = '127.0.0.1:0', database = 'sqlite::memory:' } = {}) {
+/// Starts Confab; `addr` and `database` let a test restart it where it was. Rate limits are off
+/// unless `args` turns them on (with `--rate-limits on` and the limits it tests).
+export async function startConfab({ addr = '127.0.0.1:0', database = 'sqlite::memory:', args = [] } = {}) {
   const binary = process.env.CONFAB_BIN;
   if (!binary) {
     throw new Error('set CONFAB_BIN to the confab binary (.ci/run does)');
@@ -15,6 +16,8 @@ export async function startConfab({ addr = '127.0.0.1:0', database = 'sqlite::me
     '--addr', addr,
     '--database-url', database,
     '--jwt-secret', 'e2e-secret-e2e-secret-e2e-secret-e2e',
+    '--rate-limits', 'off',
+    ...args,
   ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'info' } });
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {

@@ -10,7 +10,7 @@ bin=${CONFAB_BIN:?set CONFAB_BIN to the confab binary}
 examples=${1:-50}
 log=$(mktemp)
 "$bin" --addr 127.0.0.1:0 --database-url sqlite::memory: \
-  --jwt-secret "schemathesis-secret-schemathesis-secret" >"$log" 2>&1 &
+  --jwt-secret "schemathesis-secret-schemathesis-secret" --rate-limits off >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
 

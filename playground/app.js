@@ -134,6 +134,12 @@ class Live {
         signOut('Your session has ended; log in again.');
         return;
       }
+      if (event.code === 1000 && this.subs.size === 0) {
+        // Closed for running nothing: connect again when there is something to watch.
+        this.socket = null;
+        setStatus('idle');
+        return;
+      }
       setStatus('reconnecting');
       const delay = Math.min(10_000, 500 * 2 ** this.retry++);
       setTimeout(() => { if (!this.stopped) this.open(true); }, delay);
@@ -146,6 +152,7 @@ class Live {
     const entry = { query, variables, ...handlers };
     this.subs.set(id, entry);
     if (this.acked) this.send(id, entry);
+    else if (!this.socket && !this.stopped) this.open(false);
     return id;
   }
 
@@ -247,9 +254,21 @@ function roomItem(room, joined) {
 const ROOM_FIELDS = 'id name memberCount';
 
 async function loadRooms() {
-  const data = await gql(`{ myRooms { ${ROOM_FIELDS} } rooms(first: 50) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`);
-  state.myRooms = new Map(data.myRooms.map((r) => [r.id, r]));
-  $('my-rooms').replaceChildren(...data.myRooms.map((r) => roomItem(r, true)));
+  // Every room of mine, a page of 100 at a time (one may be in at most 1,000).
+  const mine = [];
+  let after = null;
+  for (;;) {
+    const data = await gql(
+      `query($after: String) { myRooms(first: 100, after: $after) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`,
+      { after },
+    );
+    mine.push(...data.myRooms.edges.map((edge) => edge.node));
+    if (!data.myRooms.pageInfo.hasNextPage) break;
+    after = data.myRooms.pageInfo.endCursor;
+  }
+  const data = await gql(`{ rooms(first: 50) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`);
+  state.myRooms = new Map(mine.map((r) => [r.id, r]));
+  $('my-rooms').replaceChildren(...mine.map((r) => roomItem(r, true)));
   $('all-rooms').replaceChildren();
   appendDirectory(data.rooms);
 }

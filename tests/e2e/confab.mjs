@@ -16,9 +16,9 @@ export async function startConfab({ addr = '127.0.0.1:0', database = 'sqlite::me
     '--addr', addr,
     '--database-url', database,
     '--jwt-secret', 'e2e-secret-e2e-secret-e2e-secret-e2e',
-    '--rate-limits', 'off',
     ...args,
-  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'info' } });
+    // The environment's setting gives way to a flag in `args`.
+  ], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, RUST_LOG: 'info', CONFAB_RATE_LIMITS: 'off' } });
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`confab exited with ${code} before listening`)));

@@ -95,7 +95,11 @@ pub struct Config {
     pub limit_logins_per_ip: Rate,
 
     /// Accounts registered per client address.
-    #[arg(long, env = "CONFAB_LIMIT_REGISTRATIONS_PER_IP", default_value = "20/1h")]
+    #[arg(
+        long,
+        env = "CONFAB_LIMIT_REGISTRATIONS_PER_IP",
+        default_value = "20/1h"
+    )]
     pub limit_registrations_per_ip: Rate,
 
     /// Message writes (sends, edits, deletions) per user.

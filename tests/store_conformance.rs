@@ -495,10 +495,7 @@ async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
     // Bob joins the newest room first; the list is still oldest room first.
     store.add_member(r3.id, bob.id).await.unwrap();
     store.add_member(r1.id, bob.id).await.unwrap();
-    assert_eq!(
-        rooms_of(store, bob.id).await,
-        vec![r1.clone(), r3.clone()]
-    );
+    assert_eq!(rooms_of(store, bob.id).await, vec![r1.clone(), r3.clone()]);
     assert_eq!(rooms_of(store, alice.id).await, vec![r1, r2, r3]);
     assert_eq!(rooms_of(store, ObjectId::new()).await, vec![]);
 }
@@ -520,7 +517,10 @@ async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>)
     assert_eq!(store.room_count_of(ObjectId::new()).await.unwrap(), 0);
     let of = |request| async move { store.rooms_of(bob.id, request).await.unwrap() };
 
-    assert_eq!(names(&of(first(2, None)).await), (vec!["r0", "r1"], false, true));
+    assert_eq!(
+        names(&of(first(2, None)).await),
+        (vec!["r0", "r1"], false, true)
+    );
     assert_eq!(
         names(&of(first(2, Some(rooms[1].id))).await),
         (vec!["r3", "r4"], true, false)
@@ -530,7 +530,10 @@ async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>)
         names(&of(first(10, Some(rooms[2].id))).await),
         (vec!["r3", "r4"], true, false)
     );
-    assert_eq!(names(&of(last(3, None)).await), (vec!["r1", "r3", "r4"], true, false));
+    assert_eq!(
+        names(&of(last(3, None)).await),
+        (vec!["r1", "r3", "r4"], true, false)
+    );
     assert_eq!(
         names(&of(last(3, Some(rooms[3].id))).await),
         (vec!["r0", "r1"], false, true)

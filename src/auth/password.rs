@@ -323,7 +323,13 @@ mod tests {
             })
         };
         // The core is busy until every request below is queued.
-        let busy = passwords.inner.permits.clone().acquire_owned().await.unwrap();
+        let busy = passwords
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap();
         let flood: Vec<_> = (0..6).map(|_| check("flood")).collect();
         // Let every flood request reach its queue before the honest one arrives, and that one
         // reach its queue before the core is free.
@@ -348,7 +354,12 @@ mod tests {
         let passwords = Passwords::new();
         let check = |password: &'static str| {
             let passwords = passwords.clone();
-            async move { passwords.verify(password, Some(stored), None).await.unwrap() }
+            async move {
+                passwords
+                    .verify(password, Some(stored), None)
+                    .await
+                    .unwrap()
+            }
         };
         assert!(check("correct horse battery staple").await);
         assert!(!check("correct horse battery stapler").await);

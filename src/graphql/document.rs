@@ -283,7 +283,10 @@ fn expand<'a>(
         depth: 0,
     };
     let add = |total: &mut Expanded, child: Expanded, fields: usize| {
-        total.fields = total.fields.saturating_add(child.fields).saturating_add(fields);
+        total.fields = total
+            .fields
+            .saturating_add(child.fields)
+            .saturating_add(fields);
         total.depth = total.depth.max(child.depth + 1);
     };
     for selection in &selection_set.items {
@@ -367,8 +370,10 @@ mod tests {
     #[test]
     fn the_scan_skips_strings_and_comments() {
         assert_eq!(
-            scan(r#"{ a(x: "{{[[((\"") # {{{{{
-                b(y: """ {[( \""" """) ...F }"#),
+            scan(
+                r#"{ a(x: "{{[[((\"") # {{{{{
+                b(y: """ {[( \""" """) ...F }"#
+            ),
             Scan {
                 tokens: 16,
                 deepest: 2
@@ -391,7 +396,11 @@ mod tests {
             "]".repeat(deep)
         );
         assert_eq!(checked(&default), "BAD_USER_INPUT");
-        let ty = format!("query($v: {}Int{}) {{ a }}", "[".repeat(deep), "]".repeat(deep));
+        let ty = format!(
+            "query($v: {}Int{}) {{ a }}",
+            "[".repeat(deep),
+            "]".repeat(deep)
+        );
         assert_eq!(checked(&ty), "BAD_USER_INPUT");
         // What the parser overflowed on: 1,600 levels in a 3 KB document.
         let crash = format!("{{ a(x: {}) }}", "[".repeat(1_600));
@@ -413,7 +422,8 @@ mod tests {
 
     /// `fragment F1 on Query { ...F0 ...F0 } … fragment Fn { ...Fn-1 ...Fn-1 }`.
     fn doubling_chain(levels: usize) -> String {
-        let mut text = format!("query {{ ...F{levels} }}\nfragment F0 on Query {{ me {{ id }} }}\n");
+        let mut text =
+            format!("query {{ ...F{levels} }}\nfragment F0 on Query {{ me {{ id }} }}\n");
         for i in 1..=levels {
             text.push_str(&format!(
                 "fragment F{i} on Query {{ ...F{j} ...F{j} }}\n",
@@ -434,7 +444,10 @@ mod tests {
         let flat: String = (0..MAX_COMPLEXITY / 2 + 1)
             .map(|i| format!("a{i}: me b{i}: me "))
             .collect();
-        assert!(scan(&flat).tokens > MAX_TOKENS, "the token budget comes first");
+        assert!(
+            scan(&flat).tokens > MAX_TOKENS,
+            "the token budget comes first"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `application/json` with 200.
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Request, Response as GraphqlResponse, Variables,
+    BatchRequest, Request, Response as GraphqlResponse, ServerError, Variables,
     parser::types::OperationType,
 };
 use axum::{
@@ -25,6 +25,10 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// Most operations one batched POST may hold: each is checked against the complexity limit on
 /// its own, so the batch length bounds what one request can cost.
 const MAX_BATCH: usize = 10;
+/// Largest answer one request gets, a batch's entries together: past it, a result is replaced by
+/// an error, and the rest of a batch is not run (as over a WebSocket, where it bounds one
+/// message).
+pub const MAX_RESPONSE: usize = super::ws::MAX_OUTGOING;
 
 fn accepts(headers: &HeaderMap, media: &str) -> bool {
     headers
@@ -57,15 +61,21 @@ fn request_error(status: StatusCode, message: impl Into<String>, headers: &Heade
     response
 }
 
-fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
+/// What a POST or GET answers: one response, or a batch's, each already encoded.
+enum Answer {
+    Single(GraphqlResponse),
+    Batch(Vec<Vec<u8>>),
+}
+
+fn respond(headers: &HeaderMap, response: Answer) -> Response {
     let graphql_response = accepts(headers, GRAPHQL_RESPONSE);
     let failed_before_execution = match &response {
-        BatchResponse::Single(r) => {
+        Answer::Single(r) => {
             r.data == async_graphql::Value::Null
                 && !r.errors.is_empty()
                 && r.errors.iter().all(|e| e.path.is_empty())
         }
-        BatchResponse::Batch(_) => false,
+        Answer::Batch(_) => false,
     };
     let status = if graphql_response && failed_before_execution {
         StatusCode::BAD_REQUEST
@@ -73,17 +83,21 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
         StatusCode::OK
     };
     // A request that never executed has no `data` entry at all (GraphQL over HTTP).
-    let encoded = match &response {
-        BatchResponse::Single(r) if failed_before_execution => {
-            serde_json::to_vec(&json!({ "errors": r.errors }))
-        }
-        _ => serde_json::to_vec(&response),
-    };
-    let body = match encoded {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a GraphQL response");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let body = match &response {
+        Answer::Single(r) if failed_before_execution => encode(&json!({ "errors": r.errors })),
+        Answer::Single(r) => encode(r),
+        Answer::Batch(parts) => {
+            // Each entry was encoded (and capped) as it ran: see `post`.
+            let mut body = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 16);
+            body.push(b'[');
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(part);
+            }
+            body.push(b']');
+            body
         }
     };
     let content_type = if graphql_response {
@@ -92,6 +106,27 @@ fn respond(headers: &HeaderMap, response: BatchResponse) -> Response {
         "application/json"
     };
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// A response as JSON, or an error in its place when it is larger than [`MAX_RESPONSE`].
+fn encode<T: serde::Serialize>(response: &T) -> Vec<u8> {
+    match serde_json::to_vec(response) {
+        Ok(body) if body.len() <= MAX_RESPONSE => body,
+        Ok(_) => too_large(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a GraphQL response");
+            br#"{"errors":[{"message":"internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#.to_vec()
+        }
+    }
+}
+
+fn too_large() -> Vec<u8> {
+    json!({"errors": [{
+        "message": format!("the result is larger than {MAX_RESPONSE} bytes; ask for less"),
+        "extensions": {"code": "BAD_USER_INPUT"}
+    }]})
+    .to_string()
+    .into_bytes()
 }
 
 /// `POST /graphql`.
@@ -146,15 +181,28 @@ pub async fn post(
     let caller = caller(&ctx, &headers);
     let response = match batch {
         BatchRequest::Single(request) => {
-            BatchResponse::Single(execute(&ctx, request, &caller, client).await)
+            Answer::Single(execute(&ctx, request, &caller, client).await)
         }
         BatchRequest::Batch(requests) => {
-            // One after another, as async-graphql runs a batch: each is checked on its own.
-            let mut responses = Vec::with_capacity(requests.len());
+            // One after another, as async-graphql runs a batch: each is checked on its own, and
+            // once the answers so far are as large as one answer may be, the rest do not run.
+            let mut parts = Vec::with_capacity(requests.len());
+            let mut size = 0;
             for request in requests {
-                responses.push(execute(&ctx, request, &caller, client).await);
+                let part = if size > MAX_RESPONSE {
+                    encode(&GraphqlResponse::from_errors(vec![ServerError::new(
+                        format!(
+                            "not run: the batch's results are already over {MAX_RESPONSE} bytes"
+                        ),
+                        None,
+                    )]))
+                } else {
+                    encode(&execute(&ctx, request, &caller, client).await)
+                };
+                size += part.len();
+                parts.push(part);
             }
-            BatchResponse::Batch(responses)
+            Answer::Batch(parts)
         }
     };
     respond(&headers, response)
@@ -237,7 +285,7 @@ pub async fn get(
         Err(error) => {
             return respond(
                 &headers,
-                BatchResponse::Single(GraphqlResponse::from_errors(vec![error])),
+                Answer::Single(GraphqlResponse::from_errors(vec![error])),
             );
         }
     };
@@ -253,10 +301,7 @@ pub async fn get(
         return response;
     }
     let request = checked.request.data(caller(&ctx, &headers)).data(client);
-    respond(
-        &headers,
-        BatchResponse::Single(ctx.schema.execute(request).await),
-    )
+    respond(&headers, Answer::Single(ctx.schema.execute(request).await))
 }
 
 fn serde_urlencoded_from(raw: &str) -> Result<UrlRequest, String> {

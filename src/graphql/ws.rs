@@ -382,9 +382,9 @@ impl Connection {
         // nothing to do here: refused like a bad token, before it holds anything.
         let refusal = match self.caller {
             Caller::Invalid(why) => Some(why),
-            Caller::Anonymous => Some(
-                "sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}",
-            ),
+            Caller::Anonymous => {
+                Some("sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}")
+            }
             Caller::User(_) => None,
         };
         if let Some(why) = refusal {

@@ -161,7 +161,13 @@ mod tests {
         ] {
             assert!(is_json(json), "{json}");
         }
-        for other in ["", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"] {
+        for other in [
+            "",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+        ] {
             assert!(!is_json(other), "{other}");
         }
     }

@@ -460,7 +460,10 @@ mod tests {
             ip(proxy, &xff(&["6.6.6.6, 198.51.100.1, 10.0.0.7"])),
             "198.51.100.1"
         );
-        assert_eq!(ip(proxy, &xff(&["6.6.6.6", "198.51.100.1"])), "198.51.100.1");
+        assert_eq!(
+            ip(proxy, &xff(&["6.6.6.6", "198.51.100.1"])),
+            "198.51.100.1"
+        );
         // No header, or garbage: the proxy itself, or the last trusted hop.
         assert_eq!(ip(proxy, &HeaderMap::new()), "10.0.0.2");
         assert_eq!(ip(proxy, &xff(&["198.51.100.1, nonsense"])), "10.0.0.2");

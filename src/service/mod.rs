@@ -349,12 +349,8 @@ impl ChatService {
 
     pub async fn join_room(&self, caller: &Caller, room: RoomId) -> Result<Room> {
         let me = self.me(caller).await?;
-        self.take(
-            Kind::Joins,
-            self.guards.rates.joins,
-            &me.id.to_hex(),
-        )
-        .await?;
+        self.take(Kind::Joins, self.guards.rates.joins, &me.id.to_hex())
+            .await?;
         let found = self.existing_room(room).await?;
         if !self.store.is_member(room, me.id).await? {
             self.room_allowance(me.id).await?;

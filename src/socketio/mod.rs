@@ -94,9 +94,10 @@ impl Session {
                 "the token has expired; log in again".into(),
             ));
         }
-        self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            Error::too_many(format!("at most {MAX_IN_FLIGHT} events at once"))
-        })
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::too_many(format!("at most {MAX_IN_FLIGHT} events at once")))
     }
 }
 

@@ -100,7 +100,10 @@ async fn one_address_gets_its_share_of_connections_and_no_more() {
 
     // A WebSocket counts while it is open; a closed connection frees its place.
     drop(held.pop());
-    let ws = app.ws_with_header("graphql-transport-ws", None).await.unwrap();
+    let ws = app
+        .ws_with_header("graphql-transport-ws", None)
+        .await
+        .unwrap();
     assert!(
         app.ws_with_header("graphql-transport-ws", None)
             .await

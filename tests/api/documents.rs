@@ -8,7 +8,11 @@ use crate::helpers::{PATIENCE, TestApp, error_code};
 
 /// About 3 KB: 1,600 nested lists in an argument, which used to abort the process.
 fn nested_value() -> String {
-    format!("{{ room(id: {}\"x\"{}) {{ id }} }}", "[".repeat(1_600), "]".repeat(1_600))
+    format!(
+        "{{ room(id: {}\"x\"{}) {{ id }} }}",
+        "[".repeat(1_600),
+        "]".repeat(1_600)
+    )
 }
 
 /// 1.2 KB of fragments that expand to 2^30 fields.
@@ -97,7 +101,10 @@ async fn deep_nesting_is_refused_at_every_door_and_the_server_keeps_serving() {
     ws.init(app.signed_in().await).await;
     ws.subscribe("deep", &query, json!({})).await;
     let error = ws.recv().await;
-    assert_eq!((error["type"].as_str(), error["id"].as_str()), (Some("error"), Some("deep")));
+    assert_eq!(
+        (error["type"].as_str(), error["id"].as_str()),
+        (Some("error"), Some("deep"))
+    );
     assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert!(ws.ping_pong().await.is_empty());
 
@@ -144,10 +151,14 @@ async fn an_exponential_fragment_chain_is_refused_without_being_expanded() {
     ws.subscribe("bomb", &bomb, json!({})).await;
     let error = ws.recv().await;
     assert_eq!(error["type"], "error", "{error}");
-    assert_eq!(error["payload"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"],
+        "QUERY_TOO_COMPLEX"
+    );
 
     // A fragment spread twice is fine while it stays small.
-    let fine = "query { ...A } fragment A on Query { ...B ...B } fragment B on Query { me { username } }";
+    let fine =
+        "query { ...A } fragment A on Query { ...B ...B } fragment B on Query { me { username } }";
     let body = app.gql(Some(&ada.token), fine, json!({})).await;
     assert_eq!(body["data"]["me"]["username"], "ada", "{body}");
 }

@@ -183,10 +183,7 @@ async fn queries_and_mutations_run_over_the_socket() {
     ws.subscribe("room", "{ room(id: \"nonsense\") { id } }", json!({}))
         .await;
     let payload = ws.next_payload("room").await;
-    assert_eq!(
-        payload["errors"][0]["extensions"]["code"],
-        "BAD_USER_INPUT"
-    );
+    assert_eq!(payload["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert_eq!(ws.recv().await, json!({"id": "room", "type": "complete"}));
 }
 

@@ -166,7 +166,10 @@ async fn other_origins_get_no_cors_grant_unless_listed() {
             .request(reqwest::Method::OPTIONS, app.url("/graphql"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type");
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            );
         async move { request.send().await.unwrap() }
     };
     let granted = |response: &reqwest::Response| {
@@ -194,4 +197,51 @@ async fn other_origins_get_no_cors_grant_unless_listed() {
     assert_eq!(granted(&answer).as_deref(), Some("https://chat.example"));
     let answer = preflight(&app, "https://evil.example").await;
     assert_eq!(granted(&answer), None);
+}
+
+#[tokio::test]
+async fn one_answer_is_at_most_4_mib_and_a_batch_stops_there() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let room = app.create_room(&ada, "lobby").await;
+    // 100 messages of 4,000 four-byte characters: 1.6 MB a page.
+    let body = "😀".repeat(4_000);
+    for _ in 0..100 {
+        app.send(&ada, &room, &body).await;
+    }
+    let page = "messages(roomId: $r, last: 100) { edges { node { body } } }";
+    let three = format!("query($r: ID!) {{ a: {page} b: {page} c: {page} }}");
+    let answer = app
+        .gql(Some(&ada.token), &three, serde_json::json!({"r": room}))
+        .await;
+    let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("larger than"), "{message}");
+    assert!(answer.get("data").is_none());
+
+    let one = format!("query($r: ID!) {{ {page} }}");
+    let batch: Vec<_> = (0..4)
+        .map(|_| serde_json::json!({"query": one, "variables": {"r": room}}))
+        .collect();
+    let answers: serde_json::Value = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&ada.token)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers = answers.as_array().expect("a batch answer");
+    for answer in &answers[..3] {
+        assert_eq!(
+            answer["data"]["messages"]["edges"].as_array().map(Vec::len),
+            Some(100)
+        );
+    }
+    let message = answers[3]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("not run"), "{message}");
 }

@@ -51,11 +51,19 @@ async fn failed_logins_lock_the_account_even_for_the_right_password() {
 
     // Three wrong guesses as aliases of one request: each one counts.
     let body = app
-        .gql(None, &logins("ada", &["wrong one", "wrong two", "wrong three"]), json!({}))
+        .gql(
+            None,
+            &logins("ada", &["wrong one", "wrong two", "wrong three"]),
+            json!({}),
+        )
         .await;
     let errors = body["errors"].as_array().expect("errors");
     assert_eq!(errors.len(), 3, "{body}");
-    assert!(errors.iter().all(|e| e["extensions"]["code"] == "UNAUTHENTICATED"));
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["extensions"]["code"] == "UNAUTHENTICATED")
+    );
 
     // Now a batch with the right password: refused, both entries.
     let batch = json!([
@@ -96,7 +104,9 @@ async fn failed_logins_lock_the_account_even_for_the_right_password() {
     assert_eq!(body["error"]["retryAfter"], retry_after);
 
     // Another account is not locked; its name in another letter case is the same account.
-    let body = app.gql(None, &logins("grace", &[PASSWORD]), json!({})).await;
+    let body = app
+        .gql(None, &logins("grace", &[PASSWORD]), json!({}))
+        .await;
     assert!(body["data"]["l0"]["token"].is_string(), "{body}");
     let body = app.gql(None, &logins("ADA", &[PASSWORD]), json!({})).await;
     assert_limited(&body["errors"][0]);
@@ -113,12 +123,15 @@ async fn a_lock_ends_and_a_successful_login_clears_the_count() {
     let body = app.gql(None, &logins("ada", &[PASSWORD]), json!({})).await;
     assert_limited(&body["errors"][0]);
     // The first lock lasts 2s / 2; wait it out.
-    let wait = body["errors"][0]["extensions"]["retryAfter"].as_u64().unwrap();
+    let wait = body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
     let body = app.gql(None, &logins("ada", &[PASSWORD]), json!({})).await;
     assert!(body["data"]["l0"]["token"].is_string(), "{body}");
     // A success forgot the failures: one more wrong guess does not lock.
-    app.gql(None, &logins("ada", &["wrong guess"]), json!({})).await;
+    app.gql(None, &logins("ada", &["wrong guess"]), json!({}))
+        .await;
     let body = app.gql(None, &logins("ada", &[PASSWORD]), json!({})).await;
     assert!(body["data"]["l0"]["token"].is_string(), "{body}");
 }
@@ -237,7 +250,11 @@ async fn messages_rooms_and_joins_are_limited_per_user() {
     // Rooms: ada made one already; one more, then refused.
     app.create_room(&ada, "second").await;
     let body = app
-        .gql(Some(&ada.token), "mutation { createRoom(name: \"third\") { id } }", json!({}))
+        .gql(
+            Some(&ada.token),
+            "mutation { createRoom(name: \"third\") { id } }",
+            json!({}),
+        )
         .await;
     assert_limited(&body["errors"][0]);
 
@@ -261,7 +278,8 @@ async fn typing_is_coalesced_per_user_and_room() {
     let room = app.create_room(&ada, "lobby").await;
     app.join(&grace, &room).await;
     let mut ws = app.ws_as(&grace).await;
-    ws.subscribe("events", ROOM_EVENTS, json!({"r": room})).await;
+    ws.subscribe("events", ROOM_EVENTS, json!({"r": room}))
+        .await;
     assert!(ws.ping_pong().await.is_empty());
 
     let typing = |on: bool| {
@@ -295,7 +313,11 @@ async fn typing_is_coalesced_per_user_and_room() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(seen, [true, false], "one start and one stop, not five of each");
+    assert_eq!(
+        seen,
+        [true, false],
+        "one start and one stop, not five of each"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,17 +339,25 @@ async fn instances_sharing_redis_share_the_limits() {
     b.register("ada").await;
 
     // One failure on each instance locks the account on both.
-    let body = a.gql(None, &logins("ada", &["wrong guess"]), json!({})).await;
+    let body = a
+        .gql(None, &logins("ada", &["wrong guess"]), json!({}))
+        .await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
-    let body = b.gql(None, &logins("ada", &["wrong guess"]), json!({})).await;
+    let body = b
+        .gql(None, &logins("ada", &["wrong guess"]), json!({}))
+        .await;
     assert_eq!(error_code(&body), "UNAUTHENTICATED");
     let body = a.gql(None, &logins("ada", &[PASSWORD]), json!({})).await;
     assert_limited(&body["errors"][0]);
 
     // Three attempts from this address, across both: the fourth is refused on either.
-    let body = b.gql(None, &logins("grace", &["whatever"]), json!({})).await;
+    let body = b
+        .gql(None, &logins("grace", &["whatever"]), json!({}))
+        .await;
     assert_limited(&body["errors"][0]);
-    let body = a.gql(None, &logins("grace", &["whatever"]), json!({})).await;
+    let body = a
+        .gql(None, &logins("grace", &["whatever"]), json!({}))
+        .await;
     assert_limited(&body["errors"][0]);
 }
 
@@ -352,7 +382,11 @@ async fn the_redis_limiter_counts_as_the_memory_one_does() {
     for (name, limiter) in limiters {
         let burst = rate("3/30s");
         for _ in 0..3 {
-            assert_eq!(limiter.take(Kind::Messages, burst, "ada").await, Ok(()), "{name}");
+            assert_eq!(
+                limiter.take(Kind::Messages, burst, "ada").await,
+                Ok(()),
+                "{name}"
+            );
         }
         let wait = limiter
             .take(Kind::Messages, burst, "ada")
@@ -362,12 +396,24 @@ async fn the_redis_limiter_counts_as_the_memory_one_does() {
             wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
             "{name}: {wait:?}"
         );
-        assert_eq!(limiter.take(Kind::Messages, burst, "grace").await, Ok(()), "{name}");
-        assert_eq!(limiter.take(Kind::Joins, burst, "ada").await, Ok(()), "{name}");
+        assert_eq!(
+            limiter.take(Kind::Messages, burst, "grace").await,
+            Ok(()),
+            "{name}"
+        );
+        assert_eq!(
+            limiter.take(Kind::Joins, burst, "ada").await,
+            Ok(()),
+            "{name}"
+        );
 
         let rule = Lockout(rate("2/60s"));
         limiter.failed(rule, "ada").await;
-        assert_eq!(limiter.locked_for(rule, "ada").await, Duration::ZERO, "{name}");
+        assert_eq!(
+            limiter.locked_for(rule, "ada").await,
+            Duration::ZERO,
+            "{name}"
+        );
         limiter.failed(rule, "ada").await;
         let first = limiter.locked_for(rule, "ada").await;
         assert!(
@@ -380,8 +426,16 @@ async fn the_redis_limiter_counts_as_the_memory_one_does() {
             doubled > Duration::from_secs(59) && doubled <= Duration::from_secs(60),
             "{name}: {doubled:?}"
         );
-        assert_eq!(limiter.locked_for(rule, "grace").await, Duration::ZERO, "{name}");
+        assert_eq!(
+            limiter.locked_for(rule, "grace").await,
+            Duration::ZERO,
+            "{name}"
+        );
         limiter.succeeded("ada").await;
-        assert_eq!(limiter.locked_for(rule, "ada").await, Duration::ZERO, "{name}");
+        assert_eq!(
+            limiter.locked_for(rule, "ada").await,
+            Duration::ZERO,
+            "{name}"
+        );
     }
 }

@@ -171,13 +171,21 @@ async fn bodies_that_are_not_json_are_refused_with_415() {
     let app = TestApp::spawn().await;
     let credentials = r#"{"username": "ada", "password": "correct horse"}"#;
     // What a cross-site form could send without asking: text/plain, or a form.
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
         let mut request = app.http.post(app.url("/register")).body(credentials);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["error"]["field"], "Content-Type", "{answer}");
     }

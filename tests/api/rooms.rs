@@ -170,12 +170,19 @@ async fn my_rooms_is_paged() {
     let second = app
         .data(Some(&ada.token), query, json!({"after": cursor}))
         .await;
-    assert_eq!(second["myRooms"]["edges"], json!([{"node": {"name": "three"}}]));
+    assert_eq!(
+        second["myRooms"]["edges"],
+        json!([{"node": {"name": "three"}}])
+    );
     assert_eq!(second["myRooms"]["pageInfo"]["hasNextPage"], false);
 
     // A page holds at most 100, and the cost counts what a page can hold.
     let body = app
-        .gql(Some(&ada.token), "{ myRooms(first: 101) { edges { node { id } } } }", json!({}))
+        .gql(
+            Some(&ada.token),
+            "{ myRooms(first: 101) { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT");
     assert_eq!(error_field(&body), "first");
@@ -203,7 +210,11 @@ async fn one_user_can_be_a_member_of_so_many_rooms() {
     let first = app.create_room(&ada, "first").await;
     app.create_room(&ada, "second").await;
     let over = app
-        .gql(Some(&ada.token), "mutation { createRoom(name: \"third\") { id } }", json!({}))
+        .gql(
+            Some(&ada.token),
+            "mutation { createRoom(name: \"third\") { id } }",
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&over), "FORBIDDEN", "{over}");
 

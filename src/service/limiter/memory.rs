@@ -145,10 +145,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(limiter.take(Kind::Messages, rate, "ada").await, Ok(()));
         }
-        let wait = limiter
-            .take(Kind::Messages, rate, "ada")
-            .await
-            .unwrap_err();
+        let wait = limiter.take(Kind::Messages, rate, "ada").await.unwrap_err();
         assert!(
             wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
             "{wait:?}"

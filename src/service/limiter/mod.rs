@@ -41,15 +41,10 @@ impl FromStr for Rate {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let usage = || format!("{s:?} is not a rate: write COUNT/PERIOD, e.g. 20/10s or 10/15m");
         let (count, period) = s.split_once('/').ok_or_else(usage)?;
-        let count = count
-            .trim()
-            .parse::<NonZeroU32>()
-            .map_err(|_| usage())?;
+        let count = count.trim().parse::<NonZeroU32>().map_err(|_| usage())?;
         let period = humantime::parse_duration(period.trim()).map_err(|_| usage())?;
         if period < Duration::from_millis(1) || period > Duration::from_secs(7 * 24 * 3600) {
-            return Err(format!(
-                "{s:?}: the period must be between 1ms and 7 days"
-            ));
+            return Err(format!("{s:?}: the period must be between 1ms and 7 days"));
         }
         if period / count.get() < Duration::from_micros(1) {
             return Err(format!("{s:?}: too many for so short a period"));
@@ -192,7 +187,10 @@ pub struct RateLimits {
 impl RateLimits {
     /// The defaults the command line gives.
     pub fn defaults() -> Self {
-        let rate = |s: &str| s.parse::<Rate>().unwrap_or_else(|e| panic!("default rate: {e}"));
+        let rate = |s: &str| {
+            s.parse::<Rate>()
+                .unwrap_or_else(|e| panic!("default rate: {e}"))
+        };
         Self {
             enabled: true,
             login_failures: Lockout(rate("10/15m")),
@@ -238,9 +236,17 @@ mod tests {
             assert_eq!(state.wait(now), 0);
         }
         state = state.fail(3_000, rule);
-        assert_eq!(state.wait(3_000), 10_000, "the third failure locks for 30s / 3");
+        assert_eq!(
+            state.wait(3_000),
+            10_000,
+            "the third failure locks for 30s / 3"
+        );
         state = state.fail(13_000, rule);
-        assert_eq!(state.wait(13_000), 20_000, "each further failure doubles it");
+        assert_eq!(
+            state.wait(13_000),
+            20_000,
+            "each further failure doubles it"
+        );
         state = state.fail(33_000, rule);
         assert_eq!(state.wait(33_000), 40_000);
         // A lock longer than the window does not reset the count when it ends.

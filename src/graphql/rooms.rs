@@ -29,11 +29,7 @@ impl RoomQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Room>> {
-        let args = PageArgs {
-            first: first.map(i64::from),
-            after,
-            ..PageArgs::default()
-        };
+        let args = PageArgs::forward(first, after);
         let page = service(ctx)?.rooms(caller(ctx), &args).await.gql()?;
         Ok(connection(page, |room| (room.id, Room(room))))
     }
@@ -50,11 +46,7 @@ impl RoomQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Room>> {
-        let args = PageArgs {
-            first: first.map(i64::from),
-            after,
-            ..PageArgs::default()
-        };
+        let args = PageArgs::forward(first, after);
         let page = service(ctx)?.my_rooms(caller(ctx), &args).await.gql()?;
         Ok(connection(page, |room| (room.id, Room(room))))
     }

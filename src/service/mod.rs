@@ -47,6 +47,15 @@ pub struct PageArgs {
 }
 
 impl PageArgs {
+    /// Forward paging only (`first`, `after`), as the room lists take it.
+    pub fn forward(first: Option<i32>, after: Option<String>) -> Self {
+        Self {
+            first: first.map(i64::from),
+            after,
+            ..Self::default()
+        }
+    }
+
     /// Checks the arguments. With none given, `default` says which end a page starts from.
     pub fn resolve(&self, default: PageRequest) -> Result<PageRequest> {
         let cursor = |field: &'static str, value: &Option<String>| {

@@ -174,6 +174,33 @@ pub(crate) fn next_object_id(last: &mut [u8; 12]) -> crate::model::ObjectId {
     crate::model::ObjectId::from_bytes(id)
 }
 
+/// Puts a keyset page together, the same way for every list and driver. `items` are as read:
+/// up to `limit + 1` from the cursor outwards (newest first when paging `backward`);
+/// `beyond_cursor` says whether anything lies on the cursor's other side.
+pub(crate) fn keyset_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    backward: bool,
+    beyond_cursor: bool,
+) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    if backward {
+        items.reverse();
+        Page {
+            items,
+            has_previous: more,
+            has_next: beyond_cursor,
+        }
+    } else {
+        Page {
+            items,
+            has_previous: beyond_cursor,
+            has_next: more,
+        }
+    }
+}
+
 /// What a driver reports when a unique index refused a name: `Conflict` naming the field, in
 /// the same words whichever database said so.
 pub(crate) enum Taken {

@@ -34,7 +34,9 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Credentials, EVENT_QUEUE, NewMessage, RoomHead, Store, Taken, Written, unique_key};
+use super::{
+    Credentials, EVENT_QUEUE, NewMessage, RoomHead, Store, Taken, Written, keyset_page, unique_key,
+};
 use crate::{
     config::ConfigError,
     error::{Error, Result},
@@ -575,15 +577,13 @@ impl Inner {
             filter.insert("_id", doc! {op: id});
         }
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut items: Vec<D> = collection
+        let items: Vec<D> = collection
             .find(filter)
             .sort(doc! {"_id": if backward { -1 } else { 1 }})
             .limit(fetch)
             .await?
             .try_collect()
             .await?;
-        let more = items.len() > limit;
-        items.truncate(limit);
         let beyond_cursor = match cursor {
             Some((op, id)) => {
                 let mut far = scope;
@@ -592,23 +592,8 @@ impl Inner {
             }
             None => false,
         };
-        if backward {
-            items.reverse();
-        }
         let items = items.into_iter().map(T::from).collect();
-        Ok(if backward {
-            Page {
-                items,
-                has_previous: more,
-                has_next: beyond_cursor,
-            }
-        } else {
-            Page {
-                items,
-                has_previous: beyond_cursor,
-                has_next: more,
-            }
-        })
+        Ok(keyset_page(items, limit, backward, beyond_cursor))
     }
 }
 
@@ -842,7 +827,7 @@ impl Inner {
             filter.insert("room_id", doc! {op: id});
         }
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut ids: Vec<ObjectId> = self
+        let ids: Vec<ObjectId> = self
             .memberships
             .find(filter)
             .sort(doc! {"user_id": 1, "room_id": if backward { -1 } else { 1 }})
@@ -851,11 +836,6 @@ impl Inner {
             .map_ok(|m| m.room_id)
             .try_collect()
             .await?;
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        if backward {
-            ids.reverse();
-        }
         let beyond_cursor = match cursor {
             Some((op, id)) => {
                 let far = doc! {"user_id": user, "room_id": {if op == "$lt" { "$gte" } else { "$lte" }: id}};
@@ -863,26 +843,22 @@ impl Inner {
             }
             None => false,
         };
+        let page = keyset_page(ids, limit, backward, beyond_cursor);
         let mut rooms: HashMap<ObjectId, Room> = self
             .rooms
-            .find(doc! {"_id": {"$in": &ids}})
+            .find(doc! {"_id": {"$in": &page.items}})
             .await?
             .map_ok(|d| (d.id, Room::from(d)))
             .try_collect()
             .await?;
-        let items = ids.iter().filter_map(|id| rooms.remove(id)).collect();
-        Ok(if backward {
-            Page {
-                items,
-                has_previous: more,
-                has_next: beyond_cursor,
-            }
-        } else {
-            Page {
-                items,
-                has_previous: beyond_cursor,
-                has_next: more,
-            }
+        Ok(Page {
+            items: page
+                .items
+                .iter()
+                .filter_map(|id| rooms.remove(id))
+                .collect(),
+            has_previous: page.has_previous,
+            has_next: page.has_next,
         })
     }
 

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Credentials, NewMessage, RoomHead, Store, Taken, Written, unique_key};
+use super::{Credentials, NewMessage, RoomHead, Store, Taken, Written, keyset_page, unique_key};
 use crate::{
     error::{Error, Result},
     model::{
@@ -562,36 +562,21 @@ fn page_by_id<T>(
         args.push(scope);
     }
     args.push(&cursor);
-    let mut items = {
+    let items = {
         let mut query_args = args.clone();
         query_args.push(&fetch);
         let mut stmt = conn.prepare_cached(&sql)?;
         stmt.query_map(query_args.as_slice(), map)?
             .collect::<rusqlite::Result<Vec<T>>>()?
     };
-    let more = items.len() > limit;
-    items.truncate(limit);
     let beyond_cursor = match far_side {
         Some(sql) => conn
             .prepare_cached(&sql)?
             .query_row(args.as_slice(), |r| r.get::<_, bool>(0))?,
         None => false,
     };
-    Ok(match page {
-        PageRequest::Backward { .. } => {
-            items.reverse();
-            Page {
-                items,
-                has_previous: more,
-                has_next: beyond_cursor,
-            }
-        }
-        PageRequest::Forward { .. } => Page {
-            items,
-            has_previous: beyond_cursor,
-            has_next: more,
-        },
-    })
+    let backward = matches!(page, PageRequest::Backward { .. });
+    Ok(keyset_page(items, limit, backward, beyond_cursor))
 }
 
 fn user_by_id(conn: &Connection, id: UserId) -> Result<Option<User>> {
@@ -848,33 +833,18 @@ impl Store for SqliteStore {
                 ),
             };
             let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-            let mut items = conn
+            let items = conn
                 .prepare_cached(sql)?
                 .query_map(params![user.bytes(), cursor, fetch], room_row)?
                 .collect::<rusqlite::Result<Vec<Room>>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
             let beyond_cursor = match far_side {
                 Some(sql) => conn
                     .prepare_cached(sql)?
                     .query_row(params![user.bytes(), cursor], |r| r.get::<_, bool>(0))?,
                 None => false,
             };
-            Ok(match page {
-                PageRequest::Forward { .. } => Page {
-                    items,
-                    has_previous: beyond_cursor,
-                    has_next: more,
-                },
-                PageRequest::Backward { .. } => {
-                    items.reverse();
-                    Page {
-                        items,
-                        has_previous: more,
-                        has_next: beyond_cursor,
-                    }
-                }
-            })
+            let backward = matches!(page, PageRequest::Backward { .. });
+            Ok(keyset_page(items, limit, backward, beyond_cursor))
         })
         .await
     }

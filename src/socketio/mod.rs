@@ -52,7 +52,14 @@ pub fn layer(service: Arc<ChatService>) -> (SocketIoLayer, SocketIo) {
         .max_payload(MAX_PAYLOAD)
         .with_state(service)
         .build_layer();
-    io.ns("/", on_connect.with(authenticate));
+    // The socket's handlers are registered by a connect middleware, not by the connect handler:
+    // socketioxide 0.18.9 (`Namespace::connect`, ns.rs) awaits the middlewares, then sends the
+    // CONNECT packet, and only then `tokio::spawn`s the connect handler (connect handlers must be
+    // async since 0.18.0). A client emitting in its `connect` callback, as the original service's
+    // clients do, could reach a socket with no handler yet, and `Socket::recv_event` drops such
+    // an event silently. `.with` runs the middleware it adds first: `authenticate`, then
+    // `register_handlers`, then `connected`.
+    io.ns("/", connected.with(register_handlers).with(authenticate));
     (layer, io)
 }
 
@@ -146,13 +153,18 @@ async fn authenticate(
     Ok(())
 }
 
-async fn on_connect(socket: SocketRef) {
+/// Registers the socket's handlers, before the client is told it is connected (see [`layer`]).
+async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("join", on_join);
     socket.on("leave", on_leave);
     socket.on("message", on_message);
     socket.on("delete_message", on_delete);
     socket.on_disconnect(async |Extension(session): Extension<Session>| session.stop_all().await);
+    Ok(())
 }
+
+/// The connect handler: the middlewares have done everything by then.
+async fn connected() {}
 
 fn ok(fields: Value) -> Value {
     let mut answer = json!({"ok": true});

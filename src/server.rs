@@ -17,7 +17,7 @@ use axum::{
     Json, Router,
     extract::{FromRef, RawQuery, State, ws::WebSocketUpgrade},
     http::{HeaderMap, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::json;
@@ -39,7 +39,7 @@ use crate::{
     },
     rest,
     service::ChatService,
-    socketio, store,
+    socketio, store, web,
 };
 
 /// Largest HTTP request body accepted.
@@ -153,14 +153,12 @@ fn router(state: AppState) -> Router {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]);
     Router::new()
-        .route("/", get(playground))
-        .route("/playground/app.js", get(playground_script))
-        .route("/playground/style.css", get(playground_style))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(rest::routes())
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -171,25 +169,6 @@ fn router(state: AppState) -> Router {
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-// The chat page is compiled in, so the binary serves it offline with no build step.
-async fn playground() -> Html<&'static str> {
-    Html(include_str!("../playground/index.html"))
-}
-
-async fn playground_script() -> Response {
-    let script = include_str!("../playground/app.js");
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        script,
-    )
-        .into_response()
-}
-
-async fn playground_style() -> Response {
-    let style = include_str!("../playground/style.css");
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], style).into_response()
 }
 
 async fn graphql_get(

@@ -107,9 +107,11 @@ impl Application {
         let (socketio, _io) = socketio::layer(state.service.clone());
         Ok(Self {
             listener,
-            // Outermost: Socket.IO long-polls outlive the request timeout, and it has its own
-            // payload limit.
-            router: router(state).layer(socketio),
+            // Socket.IO outside the rest: its long-polls outlive the request timeout, and it has
+            // its own payload limit. The security headers outermost, so every response has them.
+            router: router(state)
+                .layer(socketio)
+                .layer(web::security_headers_layer()),
             addr,
             shutdown,
             stats,

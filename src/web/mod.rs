@@ -1,14 +1,18 @@
-//! The web pages Confab serves itself.
+//! The web pages Confab serves itself, and the security headers every response carries.
 //!
 //! Two pages: the chat page at `/` (from `playground/`) and GraphiQL at `GET /graphql` for a
 //! browser. Both, with every script and stylesheet they load, are compiled into the binary, so
-//! they work offline and load nothing from another host.
+//! they work offline and load nothing from another host. That is what lets one strict
+//! Content-Security-Policy cover both pages (see [`headers`]): scripts and styles come from
+//! Confab's own origin or not at all.
 //!
 //! Each static file says how long it may be cached: the pages and Confab's own scripts are
 //! revalidated on every load (they change with the binary), the third-party GraphiQL files are
-//! cached for a year (their URL names their version).
+//! cached for a year (their URL names their version). Anything that does not say, which is
+//! every API answer, is never stored (see [`headers`]).
 
 mod graphiql;
+mod headers;
 
 use axum::{
     Router,
@@ -18,6 +22,7 @@ use axum::{
 };
 
 pub use graphiql::graphiql_page;
+pub use headers::{SecurityHeadersLayer, security_headers_layer};
 
 /// The routes of the pages and their files: `/`, `/playground/…` and `/graphiql/…`.
 ///

@@ -9,21 +9,55 @@
 use axum::{
     Router,
     http::{HeaderValue, header},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 
-use super::{CSS, Caching, HTML, JAVASCRIPT, TEXT, static_file};
+use super::{CSS, Caching, HTML, JAVASCRIPT, TEXT, headers::InlineStyles, static_file};
 
 /// `GET /graphql` for a browser: the GraphiQL page.
 ///
 /// The same URL answers GraphQL GET requests, so the page says it varies with `Accept`.
 pub fn graphiql_page() -> Response {
-    let mut response = static_file(HTML, Caching::Revalidate, include_bytes!("page.html"));
+    let nonce = style_nonce();
+    let page = PAGE.replacen(NONCE_SLOT, &nonce, 1);
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(HTML)),
+            (header::CACHE_CONTROL, Caching::Revalidate.header()),
+            (header::VARY, HeaderValue::from_static("accept")),
+        ],
+        page,
+    )
+        .into_response();
+    response.extensions_mut().insert(InlineStyles {
+        nonce,
+        attribute_hashes: STYLE_ATTRIBUTE_HASHES,
+    });
     response
-        .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("accept"));
-    response
+}
+
+const PAGE: &str = include_str!("page.html");
+/// Where the page carries its nonce, for `page.js` to hand to GraphiQL.
+const NONCE_SLOT: &str = "STYLE_NONCE";
+
+/// GraphiQL needs two kinds of inline style, both on this page only:
+/// - its dialogs (settings, keyboard shortcuts) add a `<style>` element that stops the page
+///   scrolling behind them; it carries the nonce `page.js` hands over;
+/// - CodeMirror's jump-to-line box (Alt-G) is HTML with two `style` attributes,
+///   `width: 10em` and `color: #888`, allowed by their hashes. A test checks the bundle holds
+///   exactly these texts.
+const STYLE_ATTRIBUTE_HASHES: &[&str] = &[
+    "sha256-H22cvujYHDQPJvzf4ie16OHKC3HsNj7RmRT3jO07Y/U=",
+    "sha256-Eaamrrh0b5a/naRsV/zg7s6+kGvexMXZQARWP6ukkg4=",
+];
+
+/// 128 random bits, in hex: a fresh nonce for each page.
+fn style_nonce() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A third-party file, byte for byte as its npm package ships it.
@@ -122,7 +156,8 @@ mod tests {
     use super::*;
 
     const RECORD: &str = include_str!("vendor/README.md");
-    const PAGE: &str = include_str!("page.html");
+    /// The texts of [`STYLE_ATTRIBUTE_HASHES`], in order.
+    const STYLE_ATTRIBUTES: [&str; 2] = ["width: 10em", "color: #888"];
 
     /// The rows of the README's table: (package, version, file, sha256).
     fn recorded() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
@@ -196,5 +231,46 @@ mod tests {
         expected.sort();
         loaded.sort();
         assert_eq!(loaded, expected);
+    }
+
+    #[test]
+    fn the_inline_styles_allowed_are_the_bundles() {
+        use base64::Engine as _;
+        let bundle = std::str::from_utf8(VENDORED[0].bytes).unwrap();
+        assert_eq!(VENDORED[0].file, "graphiql/graphiql.min.js");
+        for (text, hash) in STYLE_ATTRIBUTES.iter().zip(STYLE_ATTRIBUTE_HASHES) {
+            assert!(
+                bundle.contains(&format!("style=\"{text}\"")),
+                "GraphiQL no longer writes style=\"{text}\""
+            );
+            let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text));
+            assert_eq!(*hash, format!("sha256-{digest}"));
+        }
+        assert_eq!(
+            bundle.matches("style=\"").count(),
+            STYLE_ATTRIBUTES.len(),
+            "every style attribute in GraphiQL's HTML strings is allowed"
+        );
+    }
+
+    #[test]
+    fn every_page_has_a_fresh_nonce() {
+        let first = graphiql_page();
+        let second = graphiql_page();
+        let nonce = |response: &Response| {
+            response
+                .extensions()
+                .get::<InlineStyles>()
+                .unwrap()
+                .nonce
+                .clone()
+        };
+        assert_ne!(nonce(&first), nonce(&second));
+        assert_eq!(nonce(&first).len(), 32);
+        assert_eq!(
+            PAGE.matches(NONCE_SLOT).count(),
+            1,
+            "one place for the nonce"
+        );
     }
 }

@@ -5,6 +5,10 @@
 // The WebSocket signs in with the token the Confab page stored, or the one in the
 // Headers tab ({"Authorization": "Bearer …"}).
 (() => {
+  // GraphiQL's dialogs add a <style> element (to stop the page scrolling behind them), tagged
+  // with this global's value if it is set: the nonce the page's style-src allows.
+  globalThis.__webpack_nonce__ = document.querySelector('meta[name=confab-style-nonce]').content;
+
   const http = location.origin + '/graphql';
   const ws = http.replace(/^http/, 'ws');
   let headerToken = null;

@@ -13,3 +13,4 @@ mod rooms;
 mod subscriptions;
 #[path = "../support/mod.rs"]
 mod support;
+mod web;

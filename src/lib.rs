@@ -5,6 +5,7 @@
 //! - [`graphql`]: the schema (a library) and its HTTP and WebSocket transports;
 //! - [`rest`]: the original service's REST routes and their OpenAPI document;
 //! - [`socketio`]: the original service's Socket.IO events;
+//! - [`web`]: the chat page and GraphiQL, compiled in, and the security headers on every response;
 //! - [`service`]: `ChatService`, the one place for chat rules;
 //! - [`store`]: persistence behind one trait (SQLite embedded; MongoDB next);
 //! - [`bus`]: room events from the service to subscribers;
@@ -22,3 +23,4 @@ pub mod server;
 pub mod service;
 pub mod socketio;
 pub mod store;
+pub mod web;

@@ -19,7 +19,7 @@ use axum::{
     Json, Router,
     extract::{FromRef, RawQuery, State, ws::WebSocketUpgrade},
     http::{HeaderMap, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde_json::json;
@@ -44,7 +44,7 @@ use crate::{
         ChatService, Guards,
         limiter::{Limiter, memory::MemoryLimiter, redis::RedisLimiter},
     },
-    socketio, store,
+    socketio, store, web,
 };
 use connections::{ConnectionLimits, Connections};
 
@@ -127,9 +127,11 @@ impl Application {
         let (socketio, _io) = socketio::layer(state.service.clone());
         Ok(Self {
             listener,
-            // Outermost: Socket.IO long-polls outlive the request timeout, and it has its own
-            // payload limit.
-            router: router(state, &config.cors_origins).layer(socketio),
+            // Socket.IO outside the rest: its long-polls outlive the request timeout, and it has
+            // its own payload limit. The security headers outermost, so every response has them.
+            router: router(state, &config.cors_origins)
+                .layer(socketio)
+                .layer(web::security_headers_layer()),
             addr,
             shutdown,
             stats,
@@ -209,14 +211,12 @@ fn connection_limits(config: &Config, rate_limits: bool) -> ConnectionLimits {
 
 fn router(state: AppState, cors_origins: &[String]) -> Router {
     let router = Router::new()
-        .route("/", get(playground))
-        .route("/playground/app.js", get(playground_script))
-        .route("/playground/style.css", get(playground_style))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(rest::routes())
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -240,25 +240,6 @@ fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
     };
     router.layer(TraceLayer::new_for_http()).with_state(state)
-}
-
-// The chat page is compiled in, so the binary serves it offline with no build step.
-async fn playground() -> Html<&'static str> {
-    Html(include_str!("../playground/index.html"))
-}
-
-async fn playground_script() -> Response {
-    let script = include_str!("../playground/app.js");
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        script,
-    )
-        .into_response()
-}
-
-async fn playground_style() -> Response {
-    let style = include_str!("../playground/style.css");
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], style).into_response()
 }
 
 async fn graphql_get(

@@ -13,7 +13,7 @@ use axum::{
     body::Bytes,
     extract::{RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -252,7 +252,7 @@ pub async fn get(
     };
     let Some(query) = params.query.filter(|q| !q.trim().is_empty()) else {
         if accepts(&headers, "text/html") {
-            return Html(GRAPHIQL).into_response();
+            return crate::web::graphiql_page();
         }
         return request_error(
             StatusCode::BAD_REQUEST,
@@ -324,5 +324,3 @@ fn serde_urlencoded_from(raw: &str) -> Result<UrlRequest, String> {
     }
     Ok(params)
 }
-
-const GRAPHIQL: &str = include_str!("graphiql.html");

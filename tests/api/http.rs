@@ -16,7 +16,7 @@ async fn graphiql_for_browsers_and_queries_in_the_url() {
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("GraphiQL") && html.contains("graphqlWs.createClient"),
+        html.contains("GraphiQL") && html.contains("/graphiql/page.js"),
         "{html}"
     );
 

@@ -16,3 +16,4 @@ mod rooms;
 mod subscriptions;
 #[path = "../support/mod.rs"]
 mod support;
+mod web;

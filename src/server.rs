@@ -186,8 +186,8 @@ impl Application {
 fn connection_limits(config: &Config, rate_limits: bool) -> ConnectionLimits {
     let mut max_total = config.max_connections;
     match connections::raise_open_files_limit() {
-        Ok((soft, hard)) => {
-            tracing::info!("open files limit: {soft} (hard limit {hard})");
+        Ok((before, soft, hard)) => {
+            tracing::info!("open files limit: {soft} (was {before}; hard limit {hard})");
             let fits = usize::try_from(soft)
                 .unwrap_or(usize::MAX)
                 .saturating_sub(connections::RESERVED_FILES)

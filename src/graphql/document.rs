@@ -18,7 +18,9 @@
 //!    spreads itself is refused too (async-graphql's own depth check would walk the cycle).
 //!
 //! Once a document has passed, async-graphql's validation and cost analysis walk at most
-//! `MAX_COMPLEXITY` fields, which takes well under a millisecond (see the tests).
+//! `MAX_COMPLEXITY` fields: the costliest documents these checks let through (a fragment chain
+//! expanding to 4,096 fields, 1,300 aliases in 24 KB) were answered in 4–5 ms over HTTP by a
+//! release build, against 2 ms for `{ __typename }`, so a worker is never held for long.
 
 use std::collections::HashMap;
 

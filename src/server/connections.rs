@@ -408,8 +408,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit, and returns both.
-pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+/// Raises this process's soft limit on open files to its hard limit; returns the soft limit
+/// before and after, and the hard limit.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -418,6 +419,7 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let before = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,
@@ -428,7 +430,7 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
             limit.rlim_cur = limit.rlim_max;
         }
     }
-    Ok((limit.rlim_cur, limit.rlim_max))
+    Ok((before, limit.rlim_cur, limit.rlim_max))
 }
 
 #[cfg(test)]

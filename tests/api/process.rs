@@ -85,7 +85,7 @@ fn schema_graphql_is_what_confab_schema_prints() {
 
 #[test]
 fn configuration_mistakes_exit_2_with_one_clear_line() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--database-url", "mongodb://"], "not a valid MongoDB URI"),
         (
             &["--database-url", "postgres://x"],
@@ -93,6 +93,13 @@ fn configuration_mistakes_exit_2_with_one_clear_line() {
         ),
         (&["--jwt-secret", "short"], "at least 32 bytes"),
         (&["--token-ttl", "forever"], "token-ttl"),
+        (&["--rate-limits", "maybe"], "--rate-limits"),
+        (&["--limit-messages", "0/1s"], "not a rate"),
+        (
+            &["--trusted-proxies", "10.0.0.0/33"],
+            "not an address or CIDR",
+        ),
+        (&["--cors-origins", "chat.example.com"], "not an origin"),
     ];
     for (args, expected) in cases {
         let output = confab()
@@ -109,6 +116,46 @@ fn configuration_mistakes_exit_2_with_one_clear_line() {
         assert!(all.contains(expected), "{args:?}: {all}");
         assert!(!all.contains("panicked"), "{all}");
     }
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_and_logged() {
+    // A soft limit of 256, as a service manager might leave it.
+    let mut child = Command::new("sh")
+        .args(["-c", r#"ulimit -S -n 256 && exec "$0" "$@""#])
+        .arg(env!("CARGO_BIN_EXE_confab"))
+        .args(["--addr", "127.0.0.1:0", "--database-url", "sqlite::memory:"])
+        .args(["--jwt-secret", SECRET])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("confab starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut limit_line = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a log line");
+        if line.contains("open files limit:") {
+            limit_line = Some(line.clone());
+        }
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limit_line.expect("the limit is logged");
+    let number = |after: &str| -> u64 {
+        let at = line.find(after).expect(after) + after.len();
+        line[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    assert_eq!(number("(was"), 256, "{line}");
+    assert_eq!(number("open files limit:"), number("hard limit"), "{line}");
 }
 
 #[test]

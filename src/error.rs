@@ -1,8 +1,8 @@
-//! The one error type of Confab's domain.
+//! The one error type of Confab's domain, and every code Confab answers with.
 //!
-//! Every layer returns [`Error`]; each transport maps it exactly once (GraphQL in
-//! `graphql::error`, HTTP in `server`). `Internal` carries detail for the log only: clients see
-//! "internal server error" and the code, never the cause.
+//! Every layer returns [`Error`]; `http::error` turns it (or a refusal at the edge, which has a
+//! [`Code`] of its own) into what each protocol sends, in one place. `Internal` carries detail for
+//! the log only: clients see "internal server error" and the code, never the cause.
 
 use std::borrow::Cow;
 
@@ -81,15 +81,15 @@ impl Error {
     }
 
     /// The machine-readable code shared by every transport (`extensions.code`, REST `error.code`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Conflict { .. } => "CONFLICT",
-            Self::Invalid { .. } => "BAD_USER_INPUT",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+            Self::NotFound(_) => Code::NotFound,
+            Self::Forbidden(_) => Code::Forbidden,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Conflict { .. } => Code::Conflict,
+            Self::Invalid { .. } => Code::BadUserInput,
+            Self::RateLimited { .. } => Code::RateLimited,
+            Self::Internal(_) => Code::InternalServerError,
         }
     }
 
@@ -110,6 +110,58 @@ impl Error {
     }
 }
 
+/// Every machine-readable code Confab answers with, on every transport: those of [`Error`], and
+/// those of requests refused before they reach the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadUserInput,
+    Conflict,
+    RateLimited,
+    InternalServerError,
+    /// A request the protocol cannot read (malformed JSON, no query, a bad subprotocol).
+    BadRequest,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    /// A GraphQL document refused for what it would cost.
+    QueryTooComplex,
+    GraphqlParseFailed,
+    GraphqlValidationFailed,
+    /// The server is at a capacity limit (connections).
+    ServiceUnavailable,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::Conflict => "CONFLICT",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::QueryTooComplex => "QUERY_TOO_COMPLEX",
+            Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,13 +170,13 @@ mod tests {
     fn internal_detail_is_not_displayed() {
         let err = Error::internal("disk on fire at /var/secret");
         assert_eq!(err.to_string(), "internal server error");
-        assert_eq!(err.code(), "INTERNAL_SERVER_ERROR");
+        assert_eq!(err.code(), Code::InternalServerError);
     }
 
     #[test]
     fn invalid_names_its_field() {
         let err = Error::invalid("username", "too short");
-        assert_eq!(err.code(), "BAD_USER_INPUT");
+        assert_eq!(err.code().as_str(), "BAD_USER_INPUT");
         assert_eq!(err.field(), Some("username"));
     }
 }

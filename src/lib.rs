@@ -17,6 +17,7 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod graphql;
+pub mod http;
 pub mod model;
 pub mod rest;
 pub mod server;

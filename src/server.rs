@@ -34,11 +34,13 @@ use crate::{
     auth::{ClientIp, Tokens},
     bus::{EventBus, LocalBus, redis::RedisBus},
     config::{Config, DatabaseUrl},
+    error::Code,
     graphql::{
         self, build_schema,
         fanout::Renders,
         ws::{GraphqlState, WsStats},
     },
+    http::Problem,
     rest,
     service::{
         ChatService, Guards,
@@ -263,15 +265,17 @@ async fn graphql_post(
 ) -> Response {
     match body {
         Ok(body) => graphql::http::post(State(state), headers, client, body).await,
-        Err(rejection) => error_response(
-            rejection.status(),
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "PAYLOAD_TOO_LARGE"
+        Err(rejection) => {
+            let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Code::PayloadTooLarge
             } else {
-                "BAD_REQUEST"
-            },
-            &format!("cannot read the request body: {}", rejection.body_text()),
-        ),
+                Code::BadRequest
+            };
+            let message = format!("cannot read the request body: {}", rejection.body_text());
+            Problem::new(code, message)
+                .with_status(rejection.status())
+                .rest_response()
+        }
     }
 }
 
@@ -315,23 +319,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+    Problem::new(
+        Code::MethodNotAllowed,
         "this route does not take that method",
     )
+    .rest_response()
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
-}
-
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    Problem::new(Code::NotFound, "no such route").rest_response()
 }
 
 /// The JWT signing key: the flag's, else one generated once and kept in the data directory.

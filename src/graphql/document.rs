@@ -33,6 +33,7 @@ use async_graphql::{
 };
 
 use super::MAX_COMPLEXITY;
+use crate::error::Code;
 
 /// Largest document accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
@@ -44,9 +45,6 @@ pub const MAX_NESTING: usize = 64;
 /// Deepest selection, counting fragment spreads and inline fragments as levels, as
 /// async-graphql's `limit_recursive_depth` counts it.
 pub const MAX_RECURSIVE_DEPTH: usize = 32;
-
-/// The `extensions.code` of a document refused for what it would cost.
-pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
 
 /// A request whose document has passed the checks, parsed once, and what it will run.
 pub struct Checked {
@@ -67,20 +65,20 @@ pub fn check(mut request: Request) -> Result<Checked, ServerError> {
     let query = request.query.as_str();
     if query.len() > MAX_QUERY_BYTES {
         return Err(refusal(
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             format!("the document is larger than {MAX_QUERY_BYTES} bytes"),
         ));
     }
     let scan = scan(query);
     if scan.deepest > MAX_NESTING {
         return Err(refusal(
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             format!("the document nests more than {MAX_NESTING} brackets deep"),
         ));
     }
     if scan.tokens > MAX_TOKENS {
         return Err(refusal(
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             format!("the document has more than {MAX_TOKENS} tokens"),
         ));
     }
@@ -89,7 +87,7 @@ pub fn check(mut request: Request) -> Result<Checked, ServerError> {
         error
             .extensions
             .get_or_insert_with(Default::default)
-            .set("code", "GRAPHQL_PARSE_FAILED");
+            .set("code", Code::GraphqlParseFailed.as_str());
         error
     })?;
     expansion(&document)?;
@@ -98,12 +96,12 @@ pub fn check(mut request: Request) -> Result<Checked, ServerError> {
     Ok(Checked { request, kind })
 }
 
-/// A refusal with its `extensions.code`.
-fn refusal(code: &str, message: String) -> ServerError {
+/// A refusal with its `extensions.code` (and `field: "query"` for a document over a limit).
+fn refusal(code: Code, message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
     let extensions = error.extensions.get_or_insert_with(Default::default);
-    extensions.set("code", code);
-    if code == "BAD_USER_INPUT" {
+    extensions.set("code", code.as_str());
+    if code == Code::BadUserInput {
         extensions.set("field", "query");
     }
     error
@@ -259,7 +257,7 @@ fn expansion(document: &ExecutableDocument) -> Result<(), ServerError> {
     }
     if total > MAX_COMPLEXITY {
         return Err(refusal(
-            TOO_COMPLEX,
+            Code::QueryTooComplex,
             format!(
                 "Query is too complex: its fragments expand to more than {MAX_COMPLEXITY} fields"
             ),
@@ -276,7 +274,7 @@ fn expand<'a>(
 ) -> Result<Expanded, ServerError> {
     if level > MAX_RECURSIVE_DEPTH {
         return Err(refusal(
-            TOO_COMPLEX,
+            Code::QueryTooComplex,
             format!("Query is too complex: it nests more than {MAX_RECURSIVE_DEPTH} levels deep"),
         ));
     }
@@ -307,7 +305,7 @@ fn expand<'a>(
                     Some(Visit::Done(expanded)) => *expanded,
                     Some(Visit::InProgress) => {
                         return Err(refusal(
-                            "GRAPHQL_VALIDATION_FAILED",
+                            Code::GraphqlValidationFailed,
                             format!("Cannot spread fragment \"{name}\" within itself"),
                         ));
                     }
@@ -330,7 +328,7 @@ fn expand<'a>(
                 };
                 if level + 1 + child.depth > MAX_RECURSIVE_DEPTH {
                     return Err(refusal(
-                        TOO_COMPLEX,
+                        Code::QueryTooComplex,
                         format!(
                             "Query is too complex: it nests more than {MAX_RECURSIVE_DEPTH} levels deep"
                         ),
@@ -341,7 +339,7 @@ fn expand<'a>(
         }
         if total.fields > MAX_COMPLEXITY {
             return Err(refusal(
-                TOO_COMPLEX,
+                Code::QueryTooComplex,
                 format!(
                     "Query is too complex: its fragments expand to more than {MAX_COMPLEXITY} fields"
                 ),
@@ -438,10 +436,10 @@ mod tests {
     #[test]
     fn fragments_that_expand_past_the_cost_limit_are_refused_without_expanding() {
         // 2^30 × 2 fields once expanded: refused at once.
-        assert_eq!(checked(&doubling_chain(30)), TOO_COMPLEX);
+        assert_eq!(checked(&doubling_chain(30)), "QUERY_TOO_COMPLEX");
         // 2^11 × 2 = 4,096 fields fit; 2^12 × 2 do not.
         assert_eq!(checked(&doubling_chain(11)), "ok");
-        assert_eq!(checked(&doubling_chain(12)), TOO_COMPLEX);
+        assert_eq!(checked(&doubling_chain(12)), "QUERY_TOO_COMPLEX");
         // Aliases count too: 5,001 fields written out.
         let flat: String = (0..MAX_COMPLEXITY / 2 + 1)
             .map(|i| format!("a{i}: me b{i}: me "))
@@ -458,7 +456,7 @@ mod tests {
         for i in 1..=40 {
             chain.push_str(&format!("fragment F{i} on Query {{ ...F{} }}\n", i - 1));
         }
-        assert_eq!(checked(&chain), TOO_COMPLEX);
+        assert_eq!(checked(&chain), "QUERY_TOO_COMPLEX");
         let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
         assert_eq!(checked(cycle), "GRAPHQL_VALIDATION_FAILED");
         let own = "query { ...A } fragment A on Query { me { id ...A } }";

@@ -19,7 +19,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{document, ws::GraphqlState};
-use crate::auth::{Caller, ClientIp};
+use crate::{
+    auth::{Caller, ClientIp},
+    error::Code,
+    http::{Problem, auth as edge_auth},
+};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 /// Most operations one batched POST may hold: each is checked against the complexity limit on
@@ -39,19 +43,14 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
 }
 
 fn caller(ctx: &GraphqlState, headers: &HeaderMap) -> Caller {
-    Caller::from_authorization(
-        &ctx.tokens,
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )
+    edge_auth::from_headers(&ctx.tokens, headers)
 }
 
 /// A request that never reached execution.
 fn request_error(status: StatusCode, message: impl Into<String>, headers: &HeaderMap) -> Response {
-    let body =
-        json!({"errors": [{"message": message.into(), "extensions": {"code": "BAD_REQUEST"}}]});
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = Problem::new(Code::BadRequest, message)
+        .with_status(status)
+        .graphql_response();
     if accepts(headers, GRAPHQL_RESPONSE) {
         response.headers_mut().insert(
             header::CONTENT_TYPE,

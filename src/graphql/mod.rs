@@ -80,14 +80,15 @@ pub fn sdl() -> String {
 }
 
 impl ErrorExtensions for Error {
+    /// The GraphQL error for a domain error: as `http::error` maps it for every transport.
     fn extend(&self) -> async_graphql::Error {
-        self.log_if_internal();
-        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
-            ext.set("code", self.code());
-            if let Some(field) = self.field() {
-                ext.set("field", field);
+        let problem = crate::http::Problem::from(self);
+        async_graphql::Error::new(problem.message.clone()).extend_with(|_, ext| {
+            ext.set("code", problem.code.as_str());
+            if let Some(field) = &problem.field {
+                ext.set("field", field.as_str());
             }
-            if let Some(seconds) = self.retry_after() {
+            if let Some(seconds) = problem.retry_after {
                 ext.set("retryAfter", seconds);
             }
         })

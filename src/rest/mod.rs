@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{FromRef, FromRequestParts, Path, RawQuery, State, rejection::PathRejection},
-    http::{StatusCode, header, request::Parts},
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -23,6 +23,7 @@ use utoipa::OpenApi;
 use crate::{
     auth::{Caller, Claims, ClientIp},
     error::Error,
+    http::{Problem, auth as edge_auth},
     model::parse_id,
     service::{ChatService, PageArgs},
 };
@@ -48,22 +49,14 @@ where
 }
 
 /// An error as the REST routes report it: the status its code calls for and
-/// `{"error": {"code", "message", "field"?}}`, with fields named as in the request bodies.
-pub struct RestError {
-    error: Error,
-    /// A status other than the code's own (413 for a body too large).
-    status: Option<StatusCode>,
-    /// Whether `error` already names fields as the request does (it came from reading it).
-    request_named: bool,
-}
+/// `{"error": {"code", "message", "field"?, "retryAfter"?}}`, with fields named as in the
+/// request bodies (see `http::error`).
+pub struct RestError(Problem);
 
 impl From<Error> for RestError {
+    /// An error of the service, which names fields as the GraphQL API does.
     fn from(error: Error) -> Self {
-        Self {
-            error,
-            status: None,
-            request_named: false,
-        }
+        Self(Problem::from(error).in_legacy_names())
     }
 }
 
@@ -74,89 +67,27 @@ impl RestError {
             StatusCode::PAYLOAD_TOO_LARGE => status,
             _ => StatusCode::BAD_REQUEST,
         };
-        Self {
-            error: Error::invalid("body", reason),
-            status: Some(status),
-            request_named: true,
-        }
+        Self(Problem::from(Error::invalid("body", reason)).with_status(status))
     }
 
     /// A body that is not JSON (415).
     fn unsupported_media_type() -> Self {
-        Self {
-            error: Error::invalid(
-                "Content-Type",
-                "send the body as JSON, with Content-Type: application/json",
-            ),
-            status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
-            request_named: true,
-        }
+        let error = Error::invalid(
+            "Content-Type",
+            "send the body as JSON, with Content-Type: application/json",
+        );
+        Self(Problem::from(error).with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE))
     }
 
     /// A mistake in the request as sent, already named in the request's own terms.
     fn in_request(error: Error) -> Self {
-        Self {
-            error,
-            status: None,
-            request_named: true,
-        }
-    }
-}
-
-/// The service names fields as the GraphQL API does; the REST bodies name some differently.
-fn rest_field(field: &str) -> &str {
-    match field {
-        "name" => "roomname",
-        "body" => "message",
-        "roomId" => "roomID",
-        "messageId" => "messageID",
-        other => other,
+        Self(Problem::from(error))
     }
 }
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
-        let error = self.error;
-        error.log_if_internal();
-        let status = self.status.unwrap_or(match &error {
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
-            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        });
-        let field = error
-            .field()
-            .map(|f| if self.request_named { f } else { rest_field(f) }.to_owned());
-        let message = match (&error, &field) {
-            // Say the field as the request names it, in the text too.
-            (Error::Invalid { reason, .. }, Some(field)) => format!("{field}: {reason}"),
-            _ => error.to_string(),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: error.code().to_owned(),
-                message,
-                field,
-                retry_after: error.retry_after(),
-            },
-        };
-        let retry_after = error.retry_after();
-        let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        self.0.rest_response()
     }
 }
 
@@ -174,11 +105,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let service = Arc::<ChatService>::from_ref(state);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let caller = Caller::from_authorization(service.tokens(), value);
+        let caller = edge_auth::from_headers(service.tokens(), &parts.headers);
         let claims = caller.user()?.clone();
         Ok(Self(caller, claims))
     }

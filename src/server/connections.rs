@@ -49,7 +49,7 @@ use tokio::{
 };
 use tower::ServiceExt as _;
 
-use crate::auth::ClientIp;
+use crate::{auth::ClientIp, error::Code, http::Problem};
 
 /// File descriptors kept free for everything but client connections: the database and its
 /// readers, Redis, refusals in flight, log files.
@@ -143,16 +143,26 @@ enum Refusal {
 impl Refusal {
     /// The whole HTTP response: status, JSON error body, and `Connection: close`.
     fn response(self) -> Vec<u8> {
-        let (status, body) = match self {
+        let (status, problem) = match self {
             Self::Full => (
                 "503 Service Unavailable",
-                r#"{"error":{"code":"SERVICE_UNAVAILABLE","message":"the server is at its connection limit; try again later"}}"#,
+                Problem::new(
+                    Code::ServiceUnavailable,
+                    "the server is at its connection limit; try again later",
+                ),
             ),
             Self::TooManyFromYou => (
                 "429 Too Many Requests",
-                r#"{"error":{"code":"RATE_LIMITED","message":"too many connections from your address at once","retryAfter":5}}"#,
+                Problem {
+                    retry_after: Some(5),
+                    ..Problem::new(
+                        Code::RateLimited,
+                        "too many connections from your address at once",
+                    )
+                },
             ),
         };
+        let body = problem.rest_body().to_string();
         format!(
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nRetry-After: 5\r\n\
              Connection: close\r\nContent-Length: {}\r\n\r\n{body}",

@@ -32,6 +32,7 @@ use tokio::{
 use crate::{
     auth::Caller,
     error::Error,
+    http::Problem,
     model::{RoomEvent, RoomId, parse_id},
     service::ChatService,
 };
@@ -174,28 +175,10 @@ fn ok(fields: Value) -> Value {
     answer
 }
 
-fn refused(error: &Error) -> Value {
-    error.log_if_internal();
-    let mut detail = json!({"code": error.code(), "message": error.to_string()});
-    if let Some(seconds) = error.retry_after() {
-        detail["retryAfter"] = json!(seconds);
-    }
-    if let Some(field) = error.field() {
-        let field = match field {
-            "roomId" => "roomID",
-            "messageId" => "messageID",
-            "body" => "message",
-            other => other,
-        };
-        detail["field"] = json!(field);
-    }
-    json!({"ok": false, "error": detail})
-}
-
 fn answer(ack: AckSender, result: Result<Value, Error>) {
     let payload = match result {
         Ok(fields) => ok(fields),
-        Err(error) => refused(&error),
+        Err(error) => Problem::from(error).in_legacy_names().ack(),
     };
     // A client that asked for no acknowledgement gets none.
     let _ = ack.send(&payload);

@@ -37,8 +37,8 @@ use crate::{
     error::Code,
     graphql::{
         self, build_schema,
-        fanout::Renders,
-        ws::{GraphqlState, WsStats},
+        endpoint::{GraphqlState, WsStats},
+        ws::fanout::Renders,
     },
     http::Problem,
     rest,

@@ -18,7 +18,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{document, ws::GraphqlState};
+use super::{document, endpoint::GraphqlState};
 use crate::{
     auth::{Caller, ClientIp},
     error::Code,

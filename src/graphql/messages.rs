@@ -6,9 +6,9 @@ use async_graphql::{
 use futures_util::{Stream, StreamExt, stream::BoxStream};
 
 use super::{
-    GqlResult, caller, connection,
-    fanout::{FeedHandoff, InjectedEvent},
-    id_arg, page_complexity, page_size, service,
+    GqlResult, caller, connection, id_arg,
+    live::{Feed, FeedHandoff, InjectedEvent, OperationStarted},
+    page_complexity, page_size, service,
     types::{Message, RoomEvent},
 };
 use crate::{
@@ -112,7 +112,7 @@ impl MessageMutation {
 #[derive(Default)]
 pub struct MessageSubscription;
 
-type Events = super::fanout::Feed;
+type Events = Feed;
 
 async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<Events> {
     let room = id_arg("roomId", room_id)?;
@@ -124,7 +124,7 @@ async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<E
         .room_events(caller(ctx), room, after)
         .await
         .gql()?;
-    if let Some(started) = ctx.data_opt::<super::ws::OperationStarted>() {
+    if let Some(started) = ctx.data_opt::<OperationStarted>() {
         started.fire();
     }
     Ok(Box::pin(stream))

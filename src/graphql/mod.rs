@@ -7,8 +7,9 @@
 
 mod accounts;
 pub mod document;
-pub mod fanout;
+pub mod endpoint;
 pub mod http;
+pub mod live;
 mod messages;
 mod rooms;
 pub mod types;

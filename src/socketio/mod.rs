@@ -27,12 +27,13 @@ use socketioxide::{
 use tokio::{
     sync::{Mutex, OwnedSemaphorePermit, Semaphore},
     task::AbortHandle,
+    time::Instant,
 };
 
 use crate::{
     auth::Caller,
     error::Error,
-    http::Problem,
+    http::{Problem, auth as edge_auth},
     model::{RoomEvent, RoomId, parse_id},
     service::ChatService,
 };
@@ -68,8 +69,10 @@ pub fn layer(service: Arc<ChatService>) -> (SocketIoLayer, SocketIo) {
 #[derive(Clone)]
 struct Session {
     caller: Caller,
-    /// Token expiry, seconds since the Unix epoch.
-    expires_at: u64,
+    /// When its token expires, and the socket with it (`http::auth::socket_deadline`).
+    deadline: Instant,
+    /// The task that disconnects the socket at its deadline.
+    expiry: AbortHandle,
     /// The forwarding task of each room this socket joined. An async lock, held across a whole
     /// join, so two joins of one room cannot both start a task.
     rooms: Arc<Mutex<HashMap<RoomId, AbortHandle>>>,
@@ -84,13 +87,14 @@ impl Session {
     }
 
     async fn stop_all(&self) {
+        self.expiry.abort();
         for (_, task) in self.rooms.lock().await.drain() {
             task.abort();
         }
     }
 
     fn expired(&self) -> bool {
-        jsonwebtoken::get_current_timestamp() >= self.expires_at
+        Instant::now() >= self.deadline
     }
 
     /// Admits one event: refused once the token has expired (and the socket is then closed),
@@ -128,26 +132,28 @@ async fn authenticate(
     TryData(auth): TryData<Value>,
     State(service): State<Arc<ChatService>>,
 ) -> Result<(), String> {
-    let from_auth = auth
-        .ok()
-        .and_then(|auth| auth.get("token").and_then(Value::as_str).map(str::to_owned));
-    let from_header = socket
-        .req_parts()
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let Some(token) = from_auth.or(from_header) else {
+    let headers = &socket.req_parts().headers;
+    let caller = edge_auth::from_handshake(service.tokens(), auth.as_ref().ok(), headers);
+    if let Caller::Anonymous = caller {
         return Err("unauthenticated: send auth: {token: \"<access token>\"}".into());
+    }
+    caller.user().map_err(|e| format!("unauthenticated: {e}"))?;
+    let Some(deadline) = edge_auth::socket_deadline(&caller) else {
+        return Err("unauthenticated: the token has no expiry".into());
     };
-    let caller = Caller::from_authorization(service.tokens(), Some(&token));
-    let expires_at = caller
-        .user()
-        .map_err(|e| format!("unauthenticated: {e}"))?
-        .expires_at;
+    // The socket closes when its token expires, whether or not it is busy then.
+    let expiry = tokio::spawn({
+        let socket = socket.clone();
+        async move {
+            tokio::time::sleep_until(deadline).await;
+            disconnect(socket);
+        }
+    })
+    .abort_handle();
     socket.extensions.insert(Session {
         caller,
-        expires_at,
+        deadline,
+        expiry,
         rooms: Arc::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     });

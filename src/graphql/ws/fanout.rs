@@ -25,13 +25,13 @@ use std::{
 
 use async_graphql::{Request, Variables};
 use futures_util::StreamExt;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
 
-use super::AppSchema;
-use crate::{auth::Caller, error::Result, model::RoomEvent};
-
-/// The room feed a subscription resolver hands over.
-pub type Feed = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Arc<RoomEvent>>> + Send>>;
+use crate::{
+    auth::Caller,
+    graphql::{AppSchema, live::InjectedEvent},
+    model::RoomEvent,
+};
 
 /// Renderings kept per operation, at most: enough for subscribers a burst apart to share them.
 const RECENT: usize = 64;
@@ -40,26 +40,6 @@ const RECENT_BYTES: usize = 256 * 1024;
 /// Bytes of renderings kept for all operations together, at most; beyond it, events are
 /// rendered for each subscriber, uncached, until room is made.
 const ALL_BYTES: usize = 64 * 1024 * 1024;
-
-/// Request data: where the `roomEvents` resolver hands its feed to the socket.
-pub struct FeedHandoff(Mutex<Option<oneshot::Sender<Feed>>>);
-
-impl FeedHandoff {
-    pub fn new(sender: oneshot::Sender<Feed>) -> Self {
-        Self(Mutex::new(Some(sender)))
-    }
-
-    /// Hands `feed` over; gives it back when nobody takes it.
-    pub fn hand_over(&self, feed: Feed) -> std::result::Result<(), Feed> {
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(sender) => sender.send(feed),
-            None => Err(feed),
-        }
-    }
-}
-
-/// Request data: render this event instead of subscribing.
-pub struct InjectedEvent(pub Arc<RoomEvent>);
 
 /// What renders a subscription's events: its request, minus where it starts.
 #[derive(Clone)]

@@ -1,0 +1,35 @@
+//! What the GraphQL endpoints, over HTTP and over WebSocket, share: the schema, the renderings of
+//! room events, token keys, the socket settings and counts.
+
+use std::{
+    sync::{Arc, atomic::AtomicUsize},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+use super::{AppSchema, ws::fanout::Renders};
+use crate::auth::Tokens;
+
+#[derive(Clone)]
+pub struct GraphqlState {
+    pub schema: AppSchema,
+    /// Room events rendered once per distinct subscription (see `ws::fanout`).
+    pub renders: Arc<Renders>,
+    pub tokens: Tokens,
+    /// How long a WebSocket may wait before `connection_init`.
+    pub init_timeout: Duration,
+    /// How long an acknowledged socket may run no operation before it is closed.
+    pub idle_timeout: Duration,
+    pub max_operations: usize,
+    /// Turns `true` when the server shuts down: sockets close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+    pub stats: Arc<WsStats>,
+}
+
+/// Live counts for `/metrics`.
+#[derive(Default)]
+pub struct WsStats {
+    pub connections: AtomicUsize,
+    pub operations: AtomicUsize,
+}

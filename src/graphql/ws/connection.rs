@@ -1,0 +1,401 @@
+//! One socket: its state, the loop that reads the client's messages and the timers, and the
+//! task that writes.
+//!
+//! The loop owns the socket's state (who it is, whether it is acknowledged, its operations), so
+//! nothing is shared but the outgoing queue. Each client message is handled to the end before
+//! the next is read, and a subscription is live before then: whatever a client does after
+//! `subscribe`, it sees the events of.
+
+use std::{borrow::Cow, collections::HashMap, sync::atomic::Ordering};
+
+use async_graphql::Request;
+use axum::extract::ws::{Message, WebSocket};
+// futures' channels allocate per queued message: an idle socket holds no queue blocks.
+use futures_channel::mpsc;
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use serde_json::{Value, json};
+use tokio::{
+    sync::oneshot,
+    task::AbortHandle,
+    time::{Instant, sleep, sleep_until},
+};
+
+use super::{
+    CLOSE_TIMEOUT, LEGACY_KEEPALIVE, OUT_QUEUE, WRITE_TIMEOUT,
+    fanout::Operation as Rendering,
+    operation::OperationRun,
+    protocol::{
+        CloseCode, Incoming, Protocol, close, frame, operation_id, read_error_close, refusal,
+    },
+};
+use crate::{
+    auth::{Caller, ClientIp},
+    error::Code,
+    graphql::{document, endpoint::GraphqlState, live::OperationStarted},
+    http::{Problem, auth as edge_auth},
+};
+
+/// What the loop does after a message or a timer.
+enum Flow {
+    Continue,
+    /// Close with this code and reason.
+    Close(CloseCode, Cow<'static, str>),
+    /// The peer is gone: nothing to say.
+    Gone,
+}
+
+impl Flow {
+    fn close(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Close(code, reason.into())
+    }
+}
+
+pub struct Connection {
+    ctx: GraphqlState,
+    protocol: Protocol,
+    caller: Caller,
+    client: ClientIp,
+    initialised: bool,
+    acknowledged: bool,
+    /// When the token it signed in with expires.
+    deadline: Option<Instant>,
+    operations: HashMap<String, (u64, AbortHandle)>,
+    generation: u64,
+    out: mpsc::Sender<Message>,
+    finished_tx: mpsc::UnboundedSender<(String, u64)>,
+}
+
+impl Connection {
+    /// Serves one socket until it closes.
+    pub async fn run(
+        ctx: GraphqlState,
+        socket: WebSocket,
+        protocol: Protocol,
+        caller: Caller,
+        client: ClientIp,
+    ) {
+        ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let (sink, mut incoming) = socket.split();
+        let (out, frames) = mpsc::channel(OUT_QUEUE);
+        let (close_tx, close_rx) = oneshot::channel();
+        let mut writer = tokio::spawn(write_loop(sink, frames, close_rx));
+        let (finished_tx, mut finished) = mpsc::unbounded();
+        let mut shutdown = ctx.shutdown.clone();
+        let mut conn = Connection {
+            ctx,
+            protocol,
+            caller,
+            client,
+            initialised: false,
+            acknowledged: false,
+            deadline: None,
+            operations: HashMap::new(),
+            generation: 0,
+            out,
+            finished_tx,
+        };
+        let init_deadline = sleep(conn.ctx.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut keepalive =
+            tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
+
+        // Since when the socket has run no operation (from its acknowledgement on).
+        let mut idle_since: Option<Instant> = None;
+        let flow = loop {
+            idle_since = match (conn.acknowledged && conn.operations.is_empty(), idle_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+            let idle_deadline = idle_since.map(|since| since + conn.ctx.idle_timeout);
+            let expiry = conn.deadline;
+            // Biased: a finished operation frees its id before the client's next message is
+            // read, and timers and shutdown are never starved by a chatty client.
+            let flow = tokio::select! {
+                biased;
+                Some((id, generation)) = finished.next() => {
+                    conn.finished(&id, generation);
+                    Flow::Continue
+                }
+                () = &mut init_deadline, if !conn.initialised => {
+                    Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
+                }
+                () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
+                    Flow::close(CloseCode::Forbidden, "Forbidden: the token has expired")
+                }
+                () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
+                    // A normal closure: graphql-ws clients reconnect when they next subscribe.
+                    let idle = conn.ctx.idle_timeout.as_secs();
+                    Flow::close(CloseCode::Normal, format!("Idle: no operation for {idle}s"))
+                }
+                _ = keepalive.tick(), if conn.protocol == Protocol::Legacy && conn.acknowledged => {
+                    let _ = conn.out.try_send(frame::<()>(None, "ka", None));
+                    Flow::Continue
+                }
+                _ = shutdown.changed() => Flow::close(CloseCode::GoingAway, "Server shutting down"),
+                _ = &mut writer => Flow::Gone,
+                message = incoming.next() => match message {
+                    // Boxed: the handling of one message is far larger than an idle socket's
+                    // state, and only lives while a message is handled.
+                    Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str())).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        Flow::close(CloseCode::BadRequest, "Binary frames are not supported")
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                    Some(Ok(Message::Close(_))) | None => Flow::Gone,
+                    Some(Err(e)) => match read_error_close(&e) {
+                        Some((code, reason)) => Flow::close(code, reason),
+                        None => Flow::Gone,
+                    },
+                },
+            };
+            if !matches!(flow, Flow::Continue) {
+                break flow;
+            }
+        };
+
+        for (_, abort) in conn.operations.values() {
+            abort.abort();
+        }
+        conn.ctx
+            .stats
+            .operations
+            .fetch_sub(conn.operations.len(), Ordering::Relaxed);
+        match flow {
+            Flow::Close(code, reason) => {
+                let _ = close_tx.send(close(code, &reason));
+            }
+            // The peer is gone: the writer must not wait for a close frame.
+            Flow::Gone | Flow::Continue => drop(close_tx),
+        }
+        drop(conn.out);
+        if !writer.is_finished() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+        }
+        conn.ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An operation ended on its own; its id is free unless it was reused meanwhile.
+    fn finished(&mut self, id: &str, generation: u64) {
+        if self
+            .operations
+            .get(id)
+            .is_some_and(|(g, _)| *g == generation)
+        {
+            self.operations.remove(id);
+            self.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn send(&mut self, message: Message) {
+        let _ = self.out.send(message).await;
+    }
+
+    /// Handles one text message.
+    async fn on_text(&mut self, text: &str) -> Flow {
+        let Ok(message) = serde_json::from_str::<Incoming>(text) else {
+            if self.protocol == Protocol::Legacy {
+                // subscriptions-transport-ws answers a bad message and carries on.
+                let error = json!({"message": "the message is not valid JSON"});
+                self.send(frame(None, "error", Some(error))).await;
+                return Flow::Continue;
+            }
+            return Flow::close(CloseCode::BadRequest, "Invalid message received");
+        };
+        match (self.protocol, message.kind.as_str()) {
+            (_, "connection_init") => self.on_init(message.payload).await,
+            (Protocol::Transport, "ping") => {
+                self.send(frame(None, "pong", message.payload)).await;
+                Flow::Continue
+            }
+            (Protocol::Transport, "pong") => Flow::Continue,
+            (Protocol::Transport, "subscribe") | (Protocol::Legacy, "start") => {
+                self.on_subscribe(message.id, message.payload).await
+            }
+            (Protocol::Transport, "complete") | (Protocol::Legacy, "stop") => {
+                let Some(id) = operation_id(message.id) else {
+                    return Flow::close(
+                        CloseCode::BadRequest,
+                        "Invalid message received: missing id",
+                    );
+                };
+                if let Some((_, abort)) = self.operations.remove(&id) {
+                    abort.abort();
+                    self.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+                }
+                Flow::Continue
+            }
+            (Protocol::Legacy, "connection_terminate") => {
+                Flow::close(CloseCode::Normal, "Normal Closure")
+            }
+            (Protocol::Transport, kind) => Flow::close(
+                CloseCode::BadRequest,
+                format!("Invalid message received: unknown type {kind:?}"),
+            ),
+            (Protocol::Legacy, kind) => {
+                let error = json!({"message": format!("unknown message type {kind:?}")});
+                self.send(frame(None, "error", Some(error))).await;
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_init(&mut self, payload: Option<Value>) -> Flow {
+        if self.initialised {
+            return Flow::close(CloseCode::TooManyInits, "Too many initialisation requests");
+        }
+        self.initialised = true;
+        if let Some(payload) = &payload
+            && !(payload.is_object() || payload.is_null())
+        {
+            return Flow::close(
+                CloseCode::BadRequest,
+                "Invalid message received: payload must be an object",
+            );
+        }
+        let caller = std::mem::replace(&mut self.caller, Caller::Anonymous);
+        self.caller = edge_auth::from_init_payload(&self.ctx.tokens, payload.as_ref(), caller);
+        // Every subscription needs a member of a room, so a socket without a valid token has
+        // nothing to do here: refused like a bad token, before it holds anything.
+        let refusal = match self.caller {
+            Caller::Invalid(why) => Some(why),
+            Caller::Anonymous => {
+                Some("sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}")
+            }
+            Caller::User(_) => None,
+        };
+        if let Some(why) = refusal {
+            if self.protocol == Protocol::Legacy {
+                let error = json!({"message": why});
+                self.send(frame(None, "connection_error", Some(error)))
+                    .await;
+            }
+            return Flow::close(CloseCode::Forbidden, "Forbidden");
+        }
+        self.deadline = edge_auth::socket_deadline(&self.caller);
+        self.acknowledged = true;
+        self.send(frame::<()>(None, "connection_ack", None)).await;
+        if self.protocol == Protocol::Legacy {
+            self.send(frame::<()>(None, "ka", None)).await;
+        }
+        Flow::Continue
+    }
+
+    async fn on_subscribe(&mut self, id: Option<Value>, payload: Option<Value>) -> Flow {
+        let Some(id) = operation_id(id) else {
+            return Flow::close(
+                CloseCode::BadRequest,
+                "Invalid message received: missing id",
+            );
+        };
+        let request = match payload.map(serde_json::from_value::<Request>) {
+            Some(Ok(request)) if !request.query.is_empty() => request,
+            _ => {
+                return Flow::close(
+                    CloseCode::BadRequest,
+                    "Invalid message received: payload must hold a query",
+                );
+            }
+        };
+        if !self.acknowledged {
+            return Flow::close(CloseCode::Unauthorized, "Unauthorized");
+        }
+        if self.operations.contains_key(&id) {
+            return Flow::close(
+                CloseCode::SubscriberExists,
+                format!("Subscriber for {id} already exists"),
+            );
+        }
+        if self.operations.len() >= self.ctx.max_operations {
+            let max = self.ctx.max_operations;
+            let problem = Problem::new(
+                Code::RateLimited,
+                format!("at most {max} operations may run on one connection"),
+            );
+            self.send(refusal(&id, &problem)).await;
+            return Flow::Continue;
+        }
+        let checked = match document::check(request) {
+            Ok(checked) => checked,
+            Err(error) => {
+                // Refused before it started: `error`, and no `complete`.
+                self.send(frame(Some(&id), "error", Some([error]))).await;
+                return Flow::Continue;
+            }
+        };
+        let subscription = checked.is_subscription();
+        let request = checked.request;
+        self.generation += 1;
+        let (started, live) = oneshot::channel();
+        let fan_out = subscription.then(|| {
+            (
+                Rendering::new(&request, self.caller.clone()),
+                self.ctx.renders.clone(),
+            )
+        });
+        let run = OperationRun {
+            schema: self.ctx.schema.clone(),
+            protocol: self.protocol,
+            id: id.clone(),
+            out: self.out.clone(),
+            finished: self.finished_tx.clone(),
+            generation: self.generation,
+        };
+        let request = request
+            .data(self.caller.clone())
+            .data(self.client)
+            .data(OperationStarted::new(started));
+        let task = tokio::spawn(run.run(request, fan_out));
+        self.operations
+            .insert(id, (self.generation, task.abort_handle()));
+        self.ctx.stats.operations.fetch_add(1, Ordering::Relaxed);
+        if subscription {
+            // The next client message is read only once this subscription is live (or has
+            // ended): whatever the client does after `subscribe`, it sees the events of.
+            let _ = live.await;
+        }
+        Flow::Continue
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
+/// Writes the socket's queued frames, then its close frame.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<Message>,
+    mut close: oneshot::Receiver<Message>,
+) {
+    let closing = loop {
+        tokio::select! {
+            biased;
+            closing = &mut close => break closing.ok(),
+            message = frames.next() => {
+                let Some(message) = message else {
+                    // No sender left: the connection is ending; a close frame may follow.
+                    break close.await.ok();
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some(close) = closing {
+            // What was queued before the close (a `connection_error`, an `error`) goes first.
+            while let Ok(message) = frames.try_recv() {
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.send(close).await;
+        }
+        // Flushes the close frame, or the reply to the peer's own close.
+        let _ = sink.close().await;
+    })
+    .await;
+}

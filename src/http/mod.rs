@@ -6,3 +6,8 @@ pub mod auth;
 pub mod error;
 
 pub use error::Problem;
+
+/// A time as the REST and Socket.IO payloads write it: RFC 3339, UTC, milliseconds.
+pub fn time(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,15 +1,12 @@
 //! The REST request and response bodies, as the original service shaped them. They are also
 //! the schemas of the OpenAPI document.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{error::Error, model, service::ChatService};
 
-fn time(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+use crate::http::time;
 
 /// `POST /register` and `POST /login`.
 #[derive(Deserialize, ToSchema)]

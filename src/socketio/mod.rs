@@ -30,6 +30,10 @@ use tokio::{
     time::Instant,
 };
 
+mod events;
+
+use events::MessagePayload;
+
 use crate::{
     auth::Caller,
     error::Error,
@@ -285,7 +289,7 @@ async fn on_message(
         let message = service
             .send_message(&session.caller, room, body, client_id)
             .await?;
-        Ok(json!({"message": message_payload(&service, &message).await?}))
+        Ok(json!({"message": MessagePayload::load(&service, &message).await?}))
     }
     .await;
     answer(ack, result);
@@ -308,59 +312,6 @@ async fn on_delete(
     answer(ack, result);
 }
 
-async fn message_payload(
-    service: &ChatService,
-    message: &crate::model::Message,
-) -> Result<Value, Error> {
-    let sender = service.user(message.sender_id).await?;
-    Ok(json!({
-        "id": message.id.to_hex(),
-        "roomID": message.room_id.to_hex(),
-        "body": message.body,
-        "sender": {"id": sender.id.to_hex(), "username": sender.username},
-        "createdAt": message.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "editedAt": message.edited_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        "clientId": message.client_id,
-    }))
-}
-
-/// The seed's event name and payload for a room event.
-async fn socket_event(
-    service: &ChatService,
-    event: &RoomEvent,
-) -> Result<(&'static str, Value), Error> {
-    let user =
-        |user: &crate::model::User| json!({"id": user.id.to_hex(), "username": user.username});
-    Ok(match event {
-        RoomEvent::MessageAdded(m) => ("message", message_payload(service, m).await?),
-        RoomEvent::MessageEdited(m) => ("message_edited", message_payload(service, m).await?),
-        RoomEvent::MessageDeleted {
-            room_id,
-            message_id,
-            ..
-        } => (
-            "delete_message",
-            json!({"messageID": message_id.to_hex(), "roomID": room_id.to_hex()}),
-        ),
-        RoomEvent::MemberJoined { room_id, user: who } => (
-            "user_join",
-            json!({"roomID": room_id.to_hex(), "user": user(who)}),
-        ),
-        RoomEvent::MemberLeft { room_id, user: who } => (
-            "user_leave",
-            json!({"roomID": room_id.to_hex(), "user": user(who)}),
-        ),
-        RoomEvent::Typing {
-            room_id,
-            user: who,
-            typing,
-        } => (
-            "typing",
-            json!({"roomID": room_id.to_hex(), "user": user(who), "typing": typing}),
-        ),
-    })
-}
-
 /// Sends a room's events to one socket until the feed ends, the token expires or the socket
 /// cannot keep up.
 async fn forward(
@@ -376,7 +327,7 @@ async fn forward(
             return;
         }
         let sent = match event {
-            Ok(event) => match socket_event(&service, &event).await {
+            Ok(event) => match events::event(&service, &event).await {
                 Ok((name, payload)) => socket.emit(name, &payload).is_ok(),
                 Err(e) => {
                     e.log_if_internal();

@@ -8,6 +8,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::service::limiter::{Lockout, Rate, RateLimits};
 
@@ -178,16 +179,17 @@ pub enum Command {
     Schema,
 }
 
-/// A secret string that never reaches a log line or `Debug` output.
+/// A secret string that never reaches a log line or `Debug` output, and is wiped from memory
+/// when dropped (`secrecy`).
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -206,7 +208,7 @@ impl std::str::FromStr for Secret {
                 s.len()
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self::new(s))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod rest;
 pub mod server;

@@ -5,14 +5,7 @@
 
 pub mod connections;
 
-use std::{
-    future::Future,
-    io::Write as _,
-    net::SocketAddr,
-    path::Path,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
@@ -31,7 +24,7 @@ use tower_http::{
 };
 
 use crate::{
-    auth::{ClientIp, Tokens},
+    auth::{self, ClientIp, Tokens},
     bus::{EventBus, LocalBus, redis::RedisBus},
     config::{Config, DatabaseUrl},
     error::Code,
@@ -41,6 +34,7 @@ use crate::{
         ws::fanout::Renders,
     },
     http::Problem,
+    metrics::{self, Metrics},
     rest,
     service::{
         ChatService, Guards,
@@ -50,8 +44,6 @@ use crate::{
 };
 use connections::{ConnectionLimits, Connections};
 
-/// Largest HTTP request body accepted.
-pub const MAX_BODY: usize = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub use crate::config::ConfigError;
@@ -60,6 +52,7 @@ pub use crate::config::ConfigError;
 struct AppState {
     service: Arc<ChatService>,
     graphql: GraphqlState,
+    metrics: Arc<Metrics>,
 }
 
 impl FromRef<AppState> for Arc<ChatService> {
@@ -89,7 +82,8 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(&config.database_url).map_err(ConfigError)?;
         let store = store::connect(&url).await?;
-        let secret = jwt_secret(config, &url)?;
+        let data_dir = url.data_dir();
+        let secret = auth::signing_key(config.jwt_secret.as_ref(), data_dir.as_deref())?;
         let tokens = Tokens::new(&secret, config.token_ttl);
         let bus: Arc<dyn EventBus> = match &config.redis_url {
             Some(url) => RedisBus::connect(url).await?,
@@ -109,11 +103,15 @@ impl Application {
         let service = Arc::new(ChatService::new(store, bus, tokens.clone(), guards));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());
+        let renders = Arc::new(Renders::default());
+        let connections = Arc::new(Connections::default());
+        let metrics = Arc::new(Metrics::new(&stats, &renders, &connections));
         let state = AppState {
             service: service.clone(),
+            metrics,
             graphql: GraphqlState {
                 schema: build_schema(Some(service)),
-                renders: Arc::new(Renders::default()),
+                renders,
                 tokens,
                 init_timeout: config.ws_init_timeout,
                 idle_timeout: config.ws_idle_timeout,
@@ -138,7 +136,7 @@ impl Application {
             shutdown,
             stats,
             limits,
-            connections: Arc::default(),
+            connections,
         })
     }
 
@@ -174,9 +172,7 @@ impl Application {
         .await;
         // WebSockets outlive their HTTP connection: wait (briefly) for their close frames.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.stats.connections.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while self.stats.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -221,7 +217,7 @@ fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::http::MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -296,26 +292,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let stats = &state.graphql.stats;
-    let body = format!(
-        "# HELP confab_ws_connections Open GraphQL WebSocket connections.\n\
-         # TYPE confab_ws_connections gauge\n\
-         confab_ws_connections {}\n\
-         # HELP confab_ws_operations GraphQL operations running over WebSockets.\n\
-         # TYPE confab_ws_operations gauge\n\
-         confab_ws_operations {}\n\
-         # HELP confab_event_renders_total Room events rendered for subscribers (once per distinct subscription).\n\
-         # TYPE confab_event_renders_total counter\n\
-         confab_event_renders_total {}\n\
-         # HELP confab_event_deliveries_total Room events sent to subscribers.\n\
-         # TYPE confab_event_deliveries_total counter\n\
-         confab_event_deliveries_total {}\n",
-        stats.connections.load(Ordering::Relaxed),
-        stats.operations.load(Ordering::Relaxed),
-        state.graphql.renders.renders.load(Ordering::Relaxed),
-        state.graphql.renders.deliveries.load(Ordering::Relaxed),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let body = state.metrics.render();
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn method_not_allowed() -> Response {
@@ -328,87 +306,4 @@ async fn method_not_allowed() -> Response {
 
 async fn not_found() -> Response {
     Problem::new(Code::NotFound, "no such route").rest_response()
-}
-
-/// The JWT signing key: the flag's, else one generated once and kept in the data directory.
-fn jwt_secret(config: &Config, url: &DatabaseUrl) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = &config.jwt_secret {
-        return Ok(secret.expose().as_bytes().to_vec());
-    }
-    let Some(dir) = url.data_dir() else {
-        tracing::warn!(
-            "no --jwt-secret given and the store is in memory: tokens are signed with a random key and end with this process"
-        );
-        return Ok(random_key().into_bytes());
-    };
-    load_or_create_key(&dir.join("jwt-secret"))
-}
-
-fn random_key() -> String {
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn load_or_create_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(key) => {
-            let key = key.trim();
-            if key.len() < 32 {
-                return Err(ConfigError(format!(
-                    "{} holds a key shorter than 32 bytes",
-                    path.display()
-                ))
-                .into());
-            }
-            tracing::warn!(
-                "no --jwt-secret given: signing tokens with the key kept in {}",
-                path.display()
-            );
-            Ok(key.as_bytes().to_vec())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            let key = random_key();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            file.write_all(key.as_bytes())?;
-            file.sync_all()?;
-            tracing::warn!(
-                "no --jwt-secret given: generated a signing key and kept it in {} (mode 0600)",
-                path.display()
-            );
-            Ok(key.into_bytes())
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_generated_key_is_kept_private_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("jwt-secret");
-        let first = load_or_create_key(&path).unwrap();
-        assert!(first.len() >= 32);
-        assert_eq!(load_or_create_key(&path).unwrap(), first);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
 }

@@ -2,9 +2,11 @@
 //! to the service.
 
 mod password;
+mod signing_key;
 mod token;
 
 pub use password::Passwords;
+pub use signing_key::signing_key;
 pub use token::{Claims, Tokens};
 
 use std::net::IpAddr;

@@ -1,11 +1,9 @@
 //! What the GraphQL endpoints, over HTTP and over WebSocket, share: the schema, the renderings of
 //! room events, token keys, the socket settings and counts.
 
-use std::{
-    sync::{Arc, atomic::AtomicUsize},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::{AppSchema, ws::fanout::Renders};
@@ -27,9 +25,11 @@ pub struct GraphqlState {
     pub stats: Arc<WsStats>,
 }
 
-/// Live counts for `/metrics`.
+/// Live counts, shown on `/metrics`.
 #[derive(Default)]
 pub struct WsStats {
-    pub connections: AtomicUsize,
-    pub operations: AtomicUsize,
+    /// Open GraphQL WebSockets.
+    pub connections: Gauge,
+    /// Operations running over them.
+    pub operations: Gauge,
 }

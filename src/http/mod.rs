@@ -7,6 +7,9 @@ pub mod error;
 
 pub use error::Problem;
 
+/// Largest HTTP request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
 /// A time as the REST and Socket.IO payloads write it: RFC 3339, UTC, milliseconds.
 pub fn time(at: &chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -49,7 +49,7 @@ fn is_json(content_type: &str) -> bool {
 
 fn unreadable(rejection: BytesRejection) -> RestError {
     let reason = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        format!("is larger than {} bytes", crate::server::MAX_BODY)
+        format!("is larger than {} bytes", crate::http::MAX_BODY)
     } else {
         "could not be read".to_owned()
     };

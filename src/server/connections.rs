@@ -42,6 +42,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use ipnet::IpNet;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -74,7 +75,8 @@ pub struct ConnectionLimits {
 /// Open connections, in all and per address.
 #[derive(Default)]
 pub struct Connections {
-    total: AtomicUsize,
+    /// Client connections open, shown on `/metrics` too.
+    pub total: Gauge,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     refusing: AtomicUsize,
 }
@@ -82,13 +84,14 @@ pub struct Connections {
 impl Connections {
     /// Open client connections (for `/metrics` and tests).
     pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
+        usize::try_from(self.total.get()).unwrap_or(0)
     }
 
     /// A slot for a connection from `ip`, or why not.
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Result<Slot, Refusal> {
-        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.max_total {
-            self.total.fetch_sub(1, Ordering::AcqRel);
+        let max = i64::try_from(limits.max_total).unwrap_or(i64::MAX);
+        if self.total.inc() >= max {
+            self.total.dec();
             return Err(Refusal::Full);
         }
         let counted = limits.max_per_ip.is_some() && !is_trusted(ip, &limits.trusted_proxies);
@@ -97,7 +100,7 @@ impl Connections {
             let open = per_ip.entry(ip).or_insert(0);
             if Some(*open) >= limits.max_per_ip {
                 drop(per_ip);
-                self.total.fetch_sub(1, Ordering::AcqRel);
+                self.total.dec();
                 return Err(Refusal::TooManyFromYou);
             }
             *open += 1;
@@ -130,7 +133,7 @@ impl Drop for Slot {
                 }
             }
         }
-        self.connections.total.fetch_sub(1, Ordering::AcqRel);
+        self.connections.total.dec();
     }
 }
 

@@ -11,10 +11,7 @@ mod feed;
 pub mod limiter;
 pub mod limits;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use futures_util::Stream;
 
@@ -122,6 +119,8 @@ impl Guards {
 }
 
 pub struct ChatService {
+    /// The task that puts the store's committed events on the bus, in commit order.
+    publisher: Option<tokio::task::AbortHandle>,
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     passwords: Passwords,
@@ -138,20 +137,23 @@ impl ChatService {
         tokens: Tokens,
         guards: Guards,
     ) -> Self {
-        if let Some(mut events) = store.take_events() {
+        // The one publisher: it ends when the store's event channel closes, or with the service.
+        let publisher = store.take_events().map(|mut events| {
             let bus = bus.clone();
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
                     bus.publish(event).await;
                 }
-            });
-        }
+            })
+            .abort_handle()
+        });
         Self {
+            publisher,
             store,
             bus,
             passwords: Passwords::new(),
             tokens,
-            users: UserCache::default(),
+            users: UserCache::new(),
             guards,
         }
     }
@@ -558,30 +560,31 @@ impl ChatService {
     }
 }
 
-/// Users never change once created, so they are cached by id; the cache is bounded by
-/// starting over when full.
-#[derive(Default)]
-struct UserCache {
-    users: Mutex<HashMap<UserId, User>>,
+impl Drop for ChatService {
+    fn drop(&mut self) {
+        if let Some(publisher) = &self.publisher {
+            publisher.abort();
+        }
+    }
 }
 
+/// Users never change once created, so they are cached by id, the least used going first when
+/// the cache is full.
+struct UserCache(moka::sync::Cache<UserId, User>);
+
 impl UserCache {
-    const CAPACITY: usize = 100_000;
+    const CAPACITY: u64 = 100_000;
+
+    fn new() -> Self {
+        Self(moka::sync::Cache::new(Self::CAPACITY))
+    }
 
     fn get(&self, id: UserId) -> Option<User> {
-        self.users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.0.get(&id)
     }
 
     fn put(&self, user: &User) {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if users.len() >= Self::CAPACITY {
-            users.clear();
-        }
-        users.insert(user.id, user.clone());
+        self.0.insert(user.id, user.clone());
     }
 }
 

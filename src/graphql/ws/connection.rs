@@ -6,7 +6,7 @@
 //! the next is read, and a subscription is live before then: whatever a client does after
 //! `subscribe`, it sees the events of.
 
-use std::{borrow::Cow, collections::HashMap, sync::atomic::Ordering};
+use std::{borrow::Cow, collections::HashMap};
 
 use async_graphql::Request;
 use axum::extract::ws::{Message, WebSocket};
@@ -74,7 +74,7 @@ impl Connection {
         caller: Caller,
         client: ClientIp,
     ) {
-        ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.connections.inc();
         let (sink, mut incoming) = socket.split();
         let (out, frames) = mpsc::channel(OUT_QUEUE);
         let (close_tx, close_rx) = oneshot::channel();
@@ -157,10 +157,8 @@ impl Connection {
         for (_, abort) in conn.operations.values() {
             abort.abort();
         }
-        conn.ctx
-            .stats
-            .operations
-            .fetch_sub(conn.operations.len(), Ordering::Relaxed);
+        let running = i64::try_from(conn.operations.len()).unwrap_or(i64::MAX);
+        conn.ctx.stats.operations.dec_by(running);
         match flow {
             Flow::Close(code, reason) => {
                 let _ = close_tx.send(close(code, &reason));
@@ -172,7 +170,7 @@ impl Connection {
         if !writer.is_finished() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
         }
-        conn.ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        conn.ctx.stats.connections.dec();
     }
 
     /// An operation ended on its own; its id is free unless it was reused meanwhile.
@@ -183,7 +181,7 @@ impl Connection {
             .is_some_and(|(g, _)| *g == generation)
         {
             self.operations.remove(id);
-            self.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+            self.ctx.stats.operations.dec();
         }
     }
 
@@ -221,7 +219,7 @@ impl Connection {
                 };
                 if let Some((_, abort)) = self.operations.remove(&id) {
                     abort.abort();
-                    self.ctx.stats.operations.fetch_sub(1, Ordering::Relaxed);
+                    self.ctx.stats.operations.dec();
                 }
                 Flow::Continue
             }
@@ -324,15 +322,15 @@ impl Connection {
             }
         };
         let subscription = checked.is_subscription();
-        let request = checked.request;
+        let mut request = checked.request;
         self.generation += 1;
         let (started, live) = oneshot::channel();
-        let fan_out = subscription.then(|| {
-            (
-                Rendering::new(&request, self.caller.clone()),
-                self.ctx.renders.clone(),
-            )
-        });
+        let fan_out = if subscription {
+            Rendering::new(&mut request, self.caller.clone())
+                .map(|rendering| (rendering, self.ctx.renders.clone()))
+        } else {
+            None
+        };
         let run = OperationRun {
             schema: self.ctx.schema.clone(),
             protocol: self.protocol,
@@ -348,7 +346,7 @@ impl Connection {
         let task = tokio::spawn(run.run(request, fan_out));
         self.operations
             .insert(id, (self.generation, task.abort_handle()));
-        self.ctx.stats.operations.fetch_add(1, Ordering::Relaxed);
+        self.ctx.stats.operations.inc();
         if subscription {
             // The next client message is read only once this subscription is live (or has
             // ended): whatever the client does after `subscribe`, it sees the events of.

@@ -19,12 +19,17 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
 };
 
-use async_graphql::{Request, Variables};
+use async_graphql::{
+    Request, Variables,
+    parser::types::{ExecutableDocument, Selection, SelectionSet},
+};
+use async_graphql_value::Value;
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::OnceCell;
 
 use crate::{
@@ -45,25 +50,33 @@ const ALL_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Operation {
     query: String,
+    /// The document, parsed once when the subscription started.
+    document: ExecutableDocument,
     operation_name: Option<String>,
     variables: Variables,
+    /// A variable used only as the root field's `after`, left out of the key.
+    after_only: Option<String>,
     caller: Caller,
 }
 
 impl Operation {
-    pub fn new(request: &Request, caller: Caller) -> Self {
-        Self {
+    /// The operation of a checked request (its document is parsed; see `graphql::document`).
+    pub fn new(request: &mut Request, caller: Caller) -> Option<Self> {
+        let document = request.parsed_query().ok()?.clone();
+        Some(Self {
             query: request.query.clone(),
+            after_only: after_only_variable(&document),
+            document,
             operation_name: request.operation_name.clone(),
             variables: request.variables.clone(),
             caller,
-        }
+        })
     }
 
     /// What subscribers must share to share renderings (see the module docs).
     fn key(&self) -> String {
         let mut variables = self.variables.clone();
-        if let Some(name) = after_only_variable(&self.query) {
+        if let Some(name) = &self.after_only {
             variables.remove(&async_graphql::Name::new(name));
         }
         let variables = serde_json::to_string(&variables).unwrap_or_default();
@@ -77,6 +90,7 @@ impl Operation {
             .variables(self.variables.clone())
             .data(self.caller.clone())
             .data(InjectedEvent(event));
+        request.set_parsed_query(self.document.clone());
         if let Some(name) = &self.operation_name {
             request = request.operation_name(name.clone());
         }
@@ -91,35 +105,65 @@ impl Operation {
     }
 }
 
-/// The name of a variable the query uses only as the `after` argument, if any: `$v` twice in
-/// the text, once declared and once as `after: $v`. Anything less certain keeps the variable in
-/// the key, which only costs sharing.
-fn after_only_variable(query: &str) -> Option<&str> {
-    // `after:` as an argument, not as the declaration `$after:` or part of a longer name.
-    let mut arguments = query.match_indices("after:").filter(|(at, _)| {
-        !query[..*at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c == '$' || c.is_ascii_alphanumeric() || c == '_')
-    });
-    let (at, _) = arguments.next()?;
-    if arguments.next().is_some() {
-        return None;
+/// The name of a variable the document uses only as a root field's `after` argument, if any:
+/// exactly one `after: $v` on a root field, and `$v` used nowhere else. Anything less certain
+/// keeps the variable in the key, which only costs sharing.
+fn after_only_variable(document: &ExecutableDocument) -> Option<String> {
+    let mut afters = Vec::new();
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for (_, operation) in document.operations.iter() {
+        for selection in &operation.node.selection_set.node.items {
+            if let Selection::Field(field) = &selection.node {
+                for (name, value) in &field.node.arguments {
+                    if name.node == "after"
+                        && let Value::Variable(variable) = &value.node
+                    {
+                        afters.push(variable.as_str());
+                    }
+                }
+            }
+        }
+        count_selections(&operation.node.selection_set.node, &mut uses);
     }
-    let start = at + "after:".len();
-    let rest = query[start..].trim_start().strip_prefix('$')?;
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    let name = &rest[..end];
-    let uses = query
-        .match_indices(&format!("${name}"))
-        .filter(|(at, _)| {
-            let next = query[at + 1 + name.len()..].chars().next();
-            !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-        .count();
-    (!name.is_empty() && uses == 2).then_some(name)
+    for fragment in document.fragments.values() {
+        count_selections(&fragment.node.selection_set.node, &mut uses);
+    }
+    match afters.as_slice() {
+        [name] if uses.get(name) == Some(&1) => Some((*name).to_owned()),
+        _ => None,
+    }
+}
+
+/// Counts each variable's uses in a selection set's arguments and directives.
+fn count_selections<'a>(selection_set: &'a SelectionSet, uses: &mut HashMap<&'a str, usize>) {
+    for selection in &selection_set.items {
+        for directive in selection.node.directives() {
+            for (_, value) in &directive.node.arguments {
+                count_value(&value.node, uses);
+            }
+        }
+        match &selection.node {
+            Selection::Field(field) => {
+                for (_, value) in &field.node.arguments {
+                    count_value(&value.node, uses);
+                }
+                count_selections(&field.node.selection_set.node, uses);
+            }
+            Selection::InlineFragment(inline) => {
+                count_selections(&inline.node.selection_set.node, uses);
+            }
+            Selection::FragmentSpread(_) => {}
+        }
+    }
+}
+
+fn count_value<'a>(value: &'a Value, uses: &mut HashMap<&'a str, usize>) {
+    match value {
+        Value::Variable(name) => *uses.entry(name.as_str()).or_default() += 1,
+        Value::List(items) => items.iter().for_each(|item| count_value(item, uses)),
+        Value::Object(fields) => fields.values().for_each(|item| count_value(item, uses)),
+        _ => {}
+    }
 }
 
 type Cell = Arc<OnceCell<Arc<str>>>;
@@ -209,8 +253,10 @@ pub struct Renders {
     operations: Mutex<HashMap<String, Arc<OperationRenders>>>,
     /// Bytes of renderings kept, all operations together.
     bytes: AtomicUsize,
-    pub renders: AtomicU64,
-    pub deliveries: AtomicU64,
+    /// Room events rendered (once per distinct subscription), for `/metrics`.
+    pub renders: Counter,
+    /// Room events sent to subscribers, for `/metrics`.
+    pub deliveries: Counter,
 }
 
 impl Renders {
@@ -246,14 +292,14 @@ pub struct Subscriber {
 impl Subscriber {
     /// The `next` payload for `event`, rendered by whichever subscriber needed it first.
     pub async fn payload(&self, schema: &AppSchema, event: &Arc<RoomEvent>) -> Arc<str> {
-        self.all.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.all.deliveries.inc();
         // Not kept when nobody else can ask for it (an event replayed from the store for this
         // subscriber alone, or a live one every other subscriber is done with), or when the
         // renderings kept are at their size limit.
         let keep =
             Arc::strong_count(event) > 1 && self.all.bytes.load(Ordering::Relaxed) <= ALL_BYTES;
         let Some(cell) = self.renders.cell(event, keep) else {
-            self.all.renders.fetch_add(1, Ordering::Relaxed);
+            self.all.renders.inc();
             return Box::pin(self.renders.operation.render(schema, event.clone())).await;
         };
         let mut rendered = None;
@@ -261,7 +307,7 @@ impl Subscriber {
             // Boxed: a rendering is far larger than a waiting subscriber's state.
             .get_or_init(|| {
                 Box::pin(async {
-                    self.all.renders.fetch_add(1, Ordering::Relaxed);
+                    self.all.renders.inc();
                     let payload = self.renders.operation.render(schema, event.clone()).await;
                     rendered = Some(payload.len());
                     payload
@@ -302,15 +348,19 @@ mod tests {
 
     #[test]
     fn a_variable_used_only_as_after_is_left_out_of_the_key() {
+        let after_only_variable = |query: &str| {
+            let document = async_graphql::parser::parse_query(query).expect("a document");
+            super::after_only_variable(&document)
+        };
         let query =
             "subscription($r: ID!, $a: ID) { roomEvents(roomId: $r, after: $a) { __typename } }";
-        assert_eq!(after_only_variable(query), Some("a"));
+        assert_eq!(after_only_variable(query).as_deref(), Some("a"));
         let same_name = "subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, after: $after) { __typename } }";
-        assert_eq!(after_only_variable(same_name), Some("after"));
+        assert_eq!(after_only_variable(same_name).as_deref(), Some("after"));
         let reused = "subscription($r: ID!, $a: ID) { roomEvents(roomId: $r, after: $a) { ... on MessageAdded { message { id(x: $a) } } } }";
         assert_eq!(after_only_variable(reused), None);
         let prefix = "subscription($r: ID!, $a: ID, $ab: ID) { roomEvents(roomId: $r, after: $a) { x(y: $ab) } }";
-        assert_eq!(after_only_variable(prefix), Some("a"));
+        assert_eq!(after_only_variable(prefix).as_deref(), Some("a"));
         assert_eq!(
             after_only_variable("subscription { roomEvents(roomId: \"x\") { x } }"),
             None
@@ -341,9 +391,10 @@ mod tests {
         let schema = crate::graphql::build_schema(None);
         let renders = Arc::new(Renders::default());
         let query = "subscription { roomEvents(roomId: \"x\") { ... on MessageAdded { message { body } } } }";
-        let operation = Operation::new(&Request::new(query), Caller::Anonymous);
+        let operation = Operation::new(&mut Request::new(query), Caller::Anonymous)
+            .expect("a document that parses");
         let (a, b) = (renders.join(operation.clone()), renders.join(operation));
-        let count = |renders: &Renders| renders.renders.load(Ordering::Relaxed);
+        let count = |renders: &Renders| renders.renders.get();
 
         // A live event, held by the bus and by both subscribers: rendered once, kept.
         let live = added("hello");

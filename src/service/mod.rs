@@ -135,10 +135,10 @@ impl ChatService {
     // --- accounts ---
 
     pub async fn register(&self, username: &str, password: &str) -> Result<AuthPayload> {
-        limits::username(username)?;
+        let username = limits::username(username)?;
         limits::password(password)?;
         let hash = self.passwords.hash(password).await?;
-        let user = self.store.create_user(username, &hash).await?;
+        let user = self.store.create_user(&username, &hash).await?;
         self.users.put(&user);
         Ok(AuthPayload {
             token: self.tokens.issue(&user)?,
@@ -148,10 +148,11 @@ impl ChatService {
 
     pub async fn login(&self, username: &str, password: &str) -> Result<AuthPayload> {
         // Shapes that can never exist are refused at once; every other miss costs one hash.
-        if limits::username(username).is_err() || limits::password(password).is_err() {
+        let (Ok(username), Ok(())) = (limits::username(username), limits::password(password))
+        else {
             return Err(Error::Unauthenticated("wrong username or password".into()));
-        }
-        let found = self.store.credentials(username).await?;
+        };
+        let found = self.store.credentials(&username).await?;
         let hash = found.as_ref().map(|c| c.password_hash.as_str());
         if !self.passwords.verify(password, hash).await? {
             return Err(Error::Unauthenticated("wrong username or password".into()));
@@ -194,7 +195,7 @@ impl ChatService {
     pub async fn create_room(&self, caller: &Caller, name: &str) -> Result<Room> {
         let user = caller.user_id()?;
         let name = limits::room_name(name)?;
-        self.store.create_room(name, user).await
+        self.store.create_room(&name, user).await
     }
 
     pub async fn room(&self, caller: &Caller, id: RoomId) -> Result<Option<Room>> {

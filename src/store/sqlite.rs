@@ -25,7 +25,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Credentials, NewMessage, RoomHead, Store, Taken, Written, unique_key};
+use super::{
+    Credentials, NewMessage, RoomHead, Store, Taken, UNIQUE_KEY_VERSION, Written, displaced_key,
+    displaced_keys, same_name_in_any_case, unique_key,
+};
 use crate::{
     error::{Error, Result},
     model::{
@@ -39,7 +42,7 @@ const MAX_BATCH: usize = 512;
 const WRITE_QUEUE: usize = 4096;
 /// Read-only connections (and blocking threads) serving reads at once.
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -84,6 +87,15 @@ const SCHEMA_V2: &str = "
 ALTER TABLE rooms ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_change ON messages(room_id, seq);
+";
+
+/// Version 3: facts about the database itself, such as which `store::UNIQUE_KEY_VERSION` its
+/// name keys follow (older keys are recomputed in the migration).
+const SCHEMA_V3: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 const USER_COLS: &str = "id, username, created_at";
@@ -234,24 +246,95 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        1 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        newer => anyhow::bail!(
-            "the database has schema version {newer}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
-        ),
+    anyhow::ensure!(
+        version <= SCHEMA_VERSION,
+        "the database has schema version {version}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
+    );
+    // One transaction: a failed upgrade leaves the file as it was.
+    let tx = conn.unchecked_transaction()?;
+    let steps: &[&str] = match version {
+        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3],
+        1 => &[SCHEMA_V2, SCHEMA_V3],
+        2 => &[SCHEMA_V3],
+        _ => &[],
+    };
+    for step in steps {
+        tx.execute_batch(step)?;
     }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    // Keys made before the `meta` table existed follow version 1 (lower case).
+    let keys: i64 = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'name_key_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(1);
+    anyhow::ensure!(
+        keys <= UNIQUE_KEY_VERSION,
+        "the database's name keys follow rules (version {keys}) newer than this Confab's ({UNIQUE_KEY_VERSION}); upgrade Confab"
+    );
+    if keys < UNIQUE_KEY_VERSION {
+        recompute_name_keys(&tx)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('name_key_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [UNIQUE_KEY_VERSION],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Recomputes every stored username and room name key with the current `store::unique_key`,
+/// oldest row first, inside the migration's transaction.
+///
+/// Names that an earlier Confab let coexist may now share a key ("lobby" and "L0bby"). Failing
+/// startup would lock everyone out over a naming problem, and renaming or deleting a room or
+/// an account behind its owners' backs would be worse. So the older row keeps the key (it
+/// was there first; it goes on blocking every new look-alike), the newer one gets a key no name
+/// can produce (`store::displaced_key`: the key, a NUL and its id), both keep working (a login
+/// finds its account by name among the keys), and a warning names both so that an operator can
+/// rename one.
+fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, name_col, key_col, what) in [
+        ("users", "username", "username_key", "username"),
+        ("rooms", "name", "name_key", "room name"),
+    ] {
+        // Every key becomes a placeholder no key equals (a NUL and the id in capitals), so new
+        // keys meet only new keys, given to the oldest first.
+        conn.execute(
+            &format!("UPDATE {table} SET {key_col} = char(0) || hex(id)"),
+            [],
+        )?;
+        let rows = conn
+            .prepare(&format!("SELECT id, {name_col} FROM {table} ORDER BY id"))?
+            .query_map([], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut holder = conn.prepare(&format!(
+            "SELECT id, {name_col} FROM {table} WHERE {key_col} = ?1"
+        ))?;
+        let mut update =
+            conn.prepare(&format!("UPDATE {table} SET {key_col} = ?1 WHERE id = ?2"))?;
+        for (id, name) in rows {
+            let mut key = unique_key(&name);
+            let older = holder
+                .query_row([&key], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))
+                .optional()?;
+            if let Some((older_id, older_name)) = older {
+                tracing::warn!(
+                    "the {what} {name:?} (id {id}) looks like the older {what} {older_name:?} (id {older_id}); \
+                     both are kept and only the older blocks new look-alikes: rename one of them"
+                );
+                key = displaced_key(&key, id);
+            }
+            update.execute(params![key, id.bytes()])?;
+        }
+    }
+    Ok(())
 }
 
 /// The writer thread: drain the queue, run the writes in one transaction, commit, announce the
@@ -679,19 +762,25 @@ impl Store for SqliteStore {
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let asked = username.to_owned();
         let key = unique_key(username);
+        let (displaced_from, displaced_to) = displaced_keys(&key);
         self.read(move |conn| {
-            Ok(conn
+            let found = conn
                 .prepare_cached(&format!(
-                    "SELECT {USER_COLS}, password_hash FROM users WHERE username_key = ?1"
+                    "SELECT {USER_COLS}, password_hash FROM users
+                     WHERE username_key = ?1 OR (username_key > ?2 AND username_key < ?3)"
                 ))?
-                .query_row([key], |row| {
+                .query_map(params![key, displaced_from, displaced_to], |row| {
                     Ok(Credentials {
                         user: user_row(row)?,
                         password_hash: row.get(3)?,
                     })
-                })
-                .optional()?)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(found
+                .into_iter()
+                .find(|c| same_name_in_any_case(&c.user.username, &asked)))
         })
         .await
     }
@@ -1092,5 +1181,135 @@ mod tests {
         assert_eq!(edited.seq, 2);
         let changes = store.changes_after(room, 0, 10).await.unwrap();
         assert_eq!(changes, [message, edited]);
+    }
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n])
+    }
+
+    /// A version 2 database (keys in lower case) where an earlier Confab let look-alikes in.
+    fn version_2_database(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(&format!(
+            "{SCHEMA_V1} {SCHEMA_V2}
+             INSERT INTO users (id, username, username_key, password_hash, created_at) VALUES
+                 (x'000000000000000000000001', 'ilse', 'ilse', 'h1', 0),
+                 (x'000000000000000000000002', 'llse', 'llse', 'h2', 0),
+                 (x'000000000000000000000003', 'Ada', 'ada', 'h3', 0);
+             -- The older room's new key is the newer room's old one: the upgrade must still
+             -- give it to the older.
+             INSERT INTO rooms (id, name, name_key, created_by, created_at) VALUES
+                 (x'000000000000000000000004', 'L0bby', 'l0bby', x'000000000000000000000001', 0),
+                 (x'000000000000000000000005', 'lobby', 'lobby', x'000000000000000000000001', 0),
+                 (x'000000000000000000000006', 'lo' || char(8203) || 'bby', 'lo' || char(8203) || 'bby',
+                  x'000000000000000000000001', 0),
+                 (x'000000000000000000000007', 'General', 'general', x'000000000000000000000001', 0);
+             PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+    }
+
+    fn stored_keys(path: &Path, table: &str, key: &str) -> Vec<(ObjectId, String)> {
+        let conn = Connection::open(path).unwrap();
+        conn.prepare(&format!("SELECT id, {key} FROM {table} ORDER BY id"))
+            .unwrap()
+            .query_map([], |r| Ok((id_at(r, 0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_gets_look_alike_keys_and_keeps_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        version_2_database(&path);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        // Every row is kept; look-alikes now conflict, against the oldest of each group.
+        for (name, field) in [("LOBBY", "name"), ("I0bby", "name"), ("general", "name")] {
+            let err = store.create_room(name, id(1)).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Conflict { field: f, .. } if f == field),
+                "{name:?}: {err:?}"
+            );
+        }
+        for name in ["ILSE", "Llse", "ADA"] {
+            let err = store.create_user(name, "h").await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Conflict {
+                        field: "username",
+                        ..
+                    }
+                ),
+                "{name:?}: {err:?}"
+            );
+        }
+        // Each user still logs in by their own name, in any case, and only by it.
+        for (asked, hash) in [
+            ("ilse", "h1"),
+            ("ILSE", "h1"),
+            ("llse", "h2"),
+            ("LLSE", "h2"),
+        ] {
+            let found = store.credentials(asked).await.unwrap();
+            assert_eq!(
+                found.map(|c| c.password_hash).as_deref(),
+                Some(hash),
+                "{asked:?}"
+            );
+        }
+        assert!(store.credentials("IIse").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .rooms(PageRequest::Forward {
+                    after: None,
+                    first: 10
+                })
+                .await
+                .unwrap()
+                .items
+                .len(),
+            4
+        );
+        drop(store);
+
+        assert_eq!(
+            stored_keys(&path, "rooms", "name_key"),
+            [
+                (id(4), "lobby".to_owned()),
+                (id(5), displaced_key("lobby", id(5))),
+                (id(6), displaced_key("lobby", id(6))),
+                (id(7), "general".to_owned()),
+            ]
+        );
+        assert_eq!(
+            stored_keys(&path, "users", "username_key"),
+            [
+                (id(1), "llse".to_owned()),
+                (id(2), displaced_key("llse", id(2))),
+                (id(3), "ada".to_owned()),
+            ]
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let keys: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'name_key_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((version, keys), (SCHEMA_VERSION, UNIQUE_KEY_VERSION));
+        drop(conn);
+
+        // Opening again changes nothing.
+        let before = stored_keys(&path, "rooms", "name_key");
+        drop(SqliteStore::open(&path).await.unwrap());
+        assert_eq!(stored_keys(&path, "rooms", "name_key"), before);
     }
 }

@@ -61,12 +61,19 @@ pub struct RoomHead {
     pub seq: u64,
 }
 
+/// What [`Store::ping`] fails with when the database answers but refuses writes (a read-only
+/// file, a full disk): `/readyz` names the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the database refuses writes: {0}")]
+pub struct RefusingWrites(pub String);
+
 /// Events queued between a store and its publisher before writes wait for the publisher.
 pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers when the database is reachable and usable.
+    /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
+    /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;
 
     /// The events of writes committed from now on, in commit order: `MessageAdded` (not for an

@@ -13,6 +13,9 @@
 //! - **Ids in commit order.** The writer thread mints every ObjectId, strictly increasing, so
 //!   a message's id order is its commit order: the `(room_id, id)` index is the history order and
 //!   "everything after id X" is exact.
+//! - **Writable, or not ready.** Startup commits a write (a read-only file or a full disk is
+//!   refused then, not at the first message), and the writer remembers when a transaction could
+//!   not be written, so `/readyz` turns unready until a commit succeeds again.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,8 +29,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    Credentials, NewMessage, RoomHead, Store, Taken, UNIQUE_KEY_VERSION, Written, displaced_key,
-    displaced_keys, same_name_in_any_case, unique_key,
+    Credentials, NewMessage, RefusingWrites, RoomHead, Store, Taken, UNIQUE_KEY_VERSION, Written,
+    displaced_key, displaced_keys, same_name_in_any_case, unique_key,
 };
 use crate::{
     error::{Error, Result},
@@ -89,8 +92,9 @@ ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_change ON messages(room_id, seq);
 ";
 
-/// Version 3: facts about the database itself, such as which `store::UNIQUE_KEY_VERSION` its
-/// name keys follow (older keys are recomputed in the migration).
+/// Version 3: facts about the database itself: which `store::UNIQUE_KEY_VERSION` its name keys
+/// follow (older keys are recomputed in the migration), and the row the startup write probe
+/// writes.
 const SCHEMA_V3: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
@@ -106,9 +110,8 @@ const MESSAGE_COLS: &str =
 const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
 
 type Reply = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
-/// A write run inside the batch's transaction: how to answer its caller once the batch is
-/// committed (or not), and the event to announce if it is.
-type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> (Reply, Option<RoomEvent>) + Send>;
+/// A write run inside the batch's transaction.
+type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> Done + Send>;
 type EventSink = Arc<Mutex<Option<mpsc::Sender<RoomEvent>>>>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -117,11 +120,45 @@ enum Job {
     Read(ReadJob),
 }
 
+/// What a write did inside the batch's transaction: how to answer its caller once the batch is
+/// committed (or not), the event to announce if it is, and why the database refused it when
+/// that is the file's or the disk's fault.
+struct Done {
+    reply: Reply,
+    event: Option<RoomEvent>,
+    refused: Option<&'static str>,
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Option<Arc<ReaderPool>>,
     events: EventSink,
+    health: Arc<WriterHealth>,
+}
+
+/// Why the writer's last transaction could not be written, while that lasts: set when BEGIN,
+/// COMMIT or a write fails because the file or disk refuses (read-only, full, I/O error),
+/// cleared by the next commit that succeeds. `ping` reports it, so readiness tells the truth.
+#[derive(Default)]
+struct WriterHealth {
+    refusing: Mutex<Option<&'static str>>,
+}
+
+impl WriterHealth {
+    fn refusing(&self) -> Option<&'static str> {
+        *self.refusing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, refusing: Option<&'static str>) {
+        let mut slot = self.refusing.lock().unwrap_or_else(|p| p.into_inner());
+        match (*slot, refusing) {
+            (None, Some(reason)) => tracing::error!("SQLite refuses writes: {reason}"),
+            (Some(_), None) => tracing::info!("SQLite takes writes again"),
+            _ => {}
+        }
+        *slot = refusing;
+    }
 }
 
 impl SqliteStore {
@@ -138,6 +175,20 @@ impl SqliteStore {
 
     fn start(path: Option<PathBuf>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        let name = path
+            .as_ref()
+            .map_or_else(|| "in memory".to_owned(), |p| p.display().to_string());
+        // Errors that mean "this file or disk cannot take writes" become one sentence naming
+        // the file; anything else keeps its context.
+        let refused = |e: anyhow::Error, doing: &str| match e
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(|e| unwritable(e).map(|reason| (reason, e.to_string())))
+        {
+            Some((reason, detail)) => {
+                anyhow::anyhow!("cannot write to the database {name}: {reason} ({detail})")
+            }
+            None => e.context(format!("{doing} {name}")),
+        };
         let conn = match &path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -145,9 +196,10 @@ impl SqliteStore {
                         .with_context(|| format!("cannot create directory {}", dir.display()))?;
                 }
                 let conn = Connection::open(path)
-                    .with_context(|| format!("cannot open database {}", path.display()))?;
-                let mode: String =
-                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                    .map_err(|e| refused(e.into(), "cannot open database"))?;
+                let mode: String = conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                    .map_err(|e| refused(e.into(), "cannot set WAL mode on"))?;
                 anyhow::ensure!(
                     mode.eq_ignore_ascii_case("wal"),
                     "{} cannot use WAL mode (got {mode})",
@@ -160,15 +212,18 @@ impl SqliteStore {
         };
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        migrate(&conn).context("cannot prepare the database schema")?;
+        migrate(&conn).map_err(|e| refused(e, "cannot prepare the database schema of"))?;
+        probe_write(&conn).map_err(|e| refused(e.into(), "cannot write to the database"))?;
         let ids = IdGen::resume(&conn)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         let events = EventSink::default();
         let sink = events.clone();
+        let health = Arc::new(WriterHealth::default());
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, ids, queue, sink))
+            .spawn(move || run_writer(conn, ids, queue, sink, &writer_health))
             .context("cannot start the SQLite writer thread")?;
         let readers = path.map(|path| {
             Arc::new(ReaderPool {
@@ -181,6 +236,7 @@ impl SqliteStore {
             jobs,
             readers,
             events,
+            health,
         })
     }
 
@@ -204,6 +260,12 @@ impl SqliteStore {
                 Ok((value, event)) => (Ok(value), event),
                 Err(e) => (Err(e), None),
             };
+            let refused = match &result {
+                Err(Error::Internal(cause)) => {
+                    cause.downcast_ref::<rusqlite::Error>().and_then(unwritable)
+                }
+                _ => None,
+            };
             let reply: Reply = Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
@@ -211,7 +273,11 @@ impl SqliteStore {
                 };
                 let _ = tx.send(outcome);
             });
-            (reply, event)
+            Done {
+                reply,
+                event,
+                refused,
+            }
         });
         self.jobs
             .send(Job::Write(job))
@@ -337,9 +403,46 @@ fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Proves at startup that the database takes writes: one row of `meta`, written and committed
+/// (a write rolled back may never reach the file). Without it, a read-only file would serve
+/// reads, pass `/readyz`, and fail every write.
+fn probe_write(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('opened_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [Utc::now().timestamp_millis()],
+    )?;
+    Ok(())
+}
+
+/// Why SQLite cannot write, in words, when `e` is the file's or the disk's fault rather than
+/// a bug or a broken rule: what a startup refusal and `/readyz` say.
+fn unwritable(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode::*;
+    let rusqlite::Error::SqliteFailure(failure, _) = e else {
+        return None;
+    };
+    Some(match failure.code {
+        ReadOnly => "it is read-only to this process",
+        PermissionDenied => "permission denied",
+        CannotOpen => "the file cannot be opened",
+        DiskFull => "the disk (or the database's size limit) is full",
+        SystemIoFailure => "an I/O error",
+        DatabaseCorrupt | NotADatabase => "the file is damaged or not a database",
+        _ => return None,
+    })
+}
+
 /// The writer thread: drain the queue, run the writes in one transaction, commit, announce the
-/// committed writes' events in commit order, answer.
-fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, events: EventSink) {
+/// committed writes' events in commit order, answer; and record whether the database took the
+/// batch (see [`WriterHealth`]).
+fn run_writer(
+    conn: Connection,
+    mut ids: IdGen,
+    mut queue: mpsc::Receiver<Job>,
+    events: EventSink,
+    health: &WriterHealth,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -349,21 +452,27 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                 Err(_) => break,
             }
         }
-        let mut done = Vec::with_capacity(batch.len());
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
         let mut reads = Vec::new();
         let mut open = false;
+        // Why the database refused this batch, if it did; `None` with `committed` clears it.
+        let mut refused = None;
+        let mut committed = false;
         for job in batch.drain(..) {
             match job {
                 Job::Write(write) => {
                     if !open {
                         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                             tracing::error!(error = %e, "SQLite cannot begin a transaction");
+                            refused = unwritable(&e).or(refused);
                             // Dropping the job drops its reply sender: the caller gets an error.
                             continue;
                         }
                         open = true;
                     }
-                    done.push(write(&conn, &mut ids));
+                    let write = write(&conn, &mut ids);
+                    refused = write.refused.or(refused);
+                    done.push(write);
                     if conn.is_autocommit() {
                         // A failure (disk full, I/O) rolled the whole transaction back: nothing
                         // of this batch so far is stored. Say so, and start afresh for the rest.
@@ -371,8 +480,8 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
                             Some("the transaction was rolled back".into()),
                         );
-                        for (reply, _) in done.drain(..) {
-                            reply(Err(&lost));
+                        for write in done.drain(..) {
+                            (write.reply)(Err(&lost));
                         }
                         open = false;
                     }
@@ -384,13 +493,14 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
             let commit = conn.execute_batch("COMMIT");
             match &commit {
                 Ok(()) => {
+                    committed = true;
                     let sink = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     // Writers hear first: their tasks are then queued ahead of the (possibly
                     // thousands of) subscriber tasks the events wake.
                     let mut events = Vec::with_capacity(done.len());
-                    for (reply, event) in done {
-                        reply(Ok(()));
-                        events.extend(event);
+                    for write in done {
+                        (write.reply)(Ok(()));
+                        events.extend(write.event);
                     }
                     if let Some(sink) = &sink {
                         for event in events {
@@ -401,12 +511,16 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "SQLite commit failed; the batch is rolled back");
+                    refused = unwritable(e).or(refused);
                     let _ = conn.execute_batch("ROLLBACK");
-                    for (reply, _) in done {
-                        reply(Err(e));
+                    for write in done {
+                        (write.reply)(Err(e));
                     }
                 }
             }
+        }
+        if refused.is_some() || committed {
+            health.set(refused);
         }
         for read in reads {
             read(&conn);
@@ -419,12 +533,20 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
     let result = f(conn);
-    conn.execute_batch(if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    })?;
-    result
+    match result {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            // When the failure rolled back the whole transaction (a full disk, say), the
+            // savepoint is gone too: the failure, not that, is what the caller must hear.
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            }
+            Err(e)
+        }
+    }
 }
 
 struct ReaderPool {
@@ -715,6 +837,10 @@ impl Store for SqliteStore {
         // The writer must be alive too, or no write would ever be answered.
         if self.jobs.is_closed() {
             return Err(Error::internal("the SQLite writer has stopped"));
+        }
+        // And the file must take its writes.
+        if let Some(reason) = self.health.refusing() {
+            return Err(Error::Internal(RefusingWrites(reason.to_owned()).into()));
         }
         Ok(())
     }
@@ -1311,5 +1437,61 @@ mod tests {
         let before = stored_keys(&path, "rooms", "name_key");
         drop(SqliteStore::open(&path).await.unwrap());
         assert_eq!(stored_keys(&path, "rooms", "name_key"), before);
+    }
+
+    /// Fills the database to a size limit set on the writer's connection (a full disk, as SQLite
+    /// sees it): the store turns unready with the reason, and ready again after a write commits.
+    #[tokio::test]
+    async fn a_store_whose_writes_fail_is_not_ready_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("confab.db"))
+            .await
+            .unwrap();
+        let ada = store.create_user("ada", "h").await.unwrap();
+        let room = store.create_room("lobby", ada.id).await.unwrap();
+        store.ping().await.expect("ready");
+        let size_limit = |pages: Option<i64>| {
+            store.write(move |conn, _| {
+                let pages = match pages {
+                    Some(pages) => pages,
+                    None => conn.query_row("PRAGMA page_count", [], |r| r.get(0))?,
+                };
+                conn.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+        };
+        size_limit(None).await.unwrap();
+        let message = || NewMessage {
+            room_id: room.id,
+            sender_id: ada.id,
+            body: "x".repeat(4000),
+            client_id: None,
+        };
+        let mut failed = None;
+        for _ in 0..100 {
+            if let Err(e) = store.insert_message(message()).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = failed.expect("a write fails once the database is full");
+        assert_eq!(failed.code(), "INTERNAL_SERVER_ERROR");
+
+        let err = store.ping().await.expect_err("not ready while writes fail");
+        let Error::Internal(cause) = &err else {
+            panic!("{err:?}")
+        };
+        let refusing = cause.downcast_ref::<RefusingWrites>().expect("the reason");
+        assert!(refusing.0.contains("full"), "{refusing}");
+        // Reads go on, and say nothing about writes.
+        assert!(store.room(room.id).await.unwrap().is_some());
+        assert!(store.ping().await.is_err());
+
+        size_limit(Some(1_000_000)).await.unwrap();
+        store.insert_message(message()).await.unwrap();
+        store
+            .ping()
+            .await
+            .expect("ready again after a write committed");
     }
 }

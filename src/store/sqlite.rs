@@ -13,6 +13,10 @@
 //! - **Ids in commit order.** The writer thread mints every ObjectId, strictly increasing, so
 //!   a message's id order is its commit order: the `(room_id, id)` index is the history order and
 //!   "everything after id X" is exact.
+//! - **One process per file.** That order holds only while one process writes, so a file
+//!   store holds an exclusive lock on `PATH.lock` for its lifetime, and a second Confab on the
+//!   same file is refused at startup. The kernel drops the lock with the process, so it is
+//!   never stale after a crash.
 //! - **Writable, or not ready.** Startup commits a write (a read-only file or a full disk is
 //!   refused then, not at the first message), and the writer remembers when a transaction could
 //!   not be written, so `/readyz` turns unready until a commit succeeds again.
@@ -131,10 +135,13 @@ struct Done {
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    // Declared before `_writer` (fields drop in order), so the last handle closes the queue
+    // before it waits for the writer thread to end.
     jobs: mpsc::Sender<Job>,
     readers: Option<Arc<ReaderPool>>,
     events: EventSink,
     health: Arc<WriterHealth>,
+    _writer: Arc<WriterThread>,
 }
 
 /// Why the writer's last transaction could not be written, while that lasts: set when BEGIN,
@@ -158,6 +165,21 @@ impl WriterHealth {
             _ => {}
         }
         *slot = refusing;
+    }
+}
+
+/// The writer thread's end, seen from the store. When the last store handle is dropped, its
+/// queue closes; the writer finishes what is queued, closes the database and releases the
+/// file's lock. Dropping waits for that (for a while), so the file can be opened again at once.
+struct WriterThread {
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        // The thread holds the sender: this returns once the thread has ended.
+        let _ = stopped.recv_timeout(Duration::from_secs(10));
     }
 }
 
@@ -189,12 +211,14 @@ impl SqliteStore {
             }
             None => e.context(format!("{doing} {name}")),
         };
-        let conn = match &path {
+        let (conn, lock) = match &path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("cannot create directory {}", dir.display()))?;
                 }
+                // Before anything touches the file: a second process must not even migrate it.
+                let lock = lock_database(path)?;
                 let conn = Connection::open(path)
                     .map_err(|e| refused(e.into(), "cannot open database"))?;
                 let mode: String = conn
@@ -206,9 +230,9 @@ impl SqliteStore {
                     path.display()
                 );
                 conn.pragma_update(None, "synchronous", "FULL")?;
-                conn
+                (conn, Some(lock))
             }
-            None => Connection::open_in_memory()?,
+            None => (Connection::open_in_memory()?, None),
         };
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "foreign_keys", true)?;
@@ -221,9 +245,15 @@ impl SqliteStore {
         let sink = events.clone();
         let health = Arc::new(WriterHealth::default());
         let writer_health = health.clone();
+        let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, ids, queue, sink, &writer_health))
+            .spawn(move || {
+                run_writer(conn, ids, queue, sink, &writer_health);
+                // The connection is closed: now another store may have the file.
+                drop(lock);
+                drop(stopped_tx);
+            })
             .context("cannot start the SQLite writer thread")?;
         let readers = path.map(|path| {
             Arc::new(ReaderPool {
@@ -237,6 +267,9 @@ impl SqliteStore {
             readers,
             events,
             health,
+            _writer: Arc::new(WriterThread {
+                stopped: Mutex::new(stopped),
+            }),
         })
     }
 
@@ -431,6 +464,58 @@ fn unwritable(e: &rusqlite::Error) -> Option<&'static str> {
         DatabaseCorrupt | NotADatabase => "the file is damaged or not a database",
         _ => return None,
     })
+}
+
+/// Takes the lock that makes one process the database's only user: an exclusive `flock` on
+/// `PATH.lock` beside it, held until the writer thread ends (the kernel drops it when the
+/// process dies, so it never goes stale). Ids are minted in memory by the writer, so a second
+/// process on the same file would interleave its ids with ours and break the order resumes and
+/// subscriptions rely on; it is refused here instead.
+fn lock_database(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        // A read-only directory with the lock file in it still locks (flock needs no write
+        // access), so the refusal names the real problem, the database.
+        .or_else(|e| std::fs::File::open(&lock_path).map_err(|_| e))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write to the database {}: cannot create its lock file {} ({e})",
+                path.display(),
+                lock_path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!(" (pid {pid})"),
+                Err(_) => String::new(),
+            };
+            anyhow::bail!(
+                "another Confab{holder} is using the database {}: stop it first, or give this one its own database (instances that share data need MongoDB)",
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", lock_path.display())
+        }
+    }
+    // Who holds it, for the message above; best effort (the file may be read-only).
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The writer thread: drain the queue, run the writes in one transaction, commit, announce the
@@ -1437,6 +1522,33 @@ mod tests {
         let before = stored_keys(&path, "rooms", "name_key");
         drop(SqliteStore::open(&path).await.unwrap());
         assert_eq!(stored_keys(&path, "rooms", "name_key"), before);
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_one_file_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confab.db");
+        let first = SqliteStore::open(&path).await.unwrap();
+        let clone = first.clone();
+        let err = SqliteStore::open(&path)
+            .await
+            .err()
+            .expect("a second open is refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("another Confab"), "{text}");
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        // A clone is the same store: the lock lasts until the last handle is gone.
+        drop(first);
+        assert!(SqliteStore::open(&path).await.is_err());
+        drop(clone);
+        let again = SqliteStore::open(&path)
+            .await
+            .expect("the lock was released");
+        again.create_user("ada", "h").await.unwrap();
     }
 
     /// Fills the database to a size limit set on the writer's connection (a full disk, as SQLite

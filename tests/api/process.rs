@@ -333,6 +333,43 @@ async fn a_database_confab_cannot_write_is_refused_at_startup() {
     }
 }
 
+/// Ids are minted in each process, so two processes writing one file would break their order:
+/// a second Confab on the same file is refused. The lock is the kernel's, so it dies with the
+/// process that held it, even by SIGKILL.
+#[tokio::test]
+async fn a_second_confab_on_one_database_is_refused_and_the_lock_never_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("confab.db");
+    let (first, url) = start(&database);
+    let mut first = Running(first);
+
+    let second = run_to_exit(
+        confab()
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--database-url",
+            ])
+            .arg(format!("sqlite://{}", database.display())),
+    );
+    let line = refusal(&second);
+    assert!(line.contains("another Confab"), "{line}");
+    assert!(line.contains(&format!("pid {}", first.0.id())), "{line}");
+    assert!(line.contains(&database.display().to_string()), "{line}");
+    // The first one never noticed.
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reaped");
+    let (next, url) = start(&database);
+    let _next = Running(next);
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+}
+
 /// A database that stops taking writes while Confab runs turns `/readyz` to 503, naming why,
 /// instead of reporting ready while every write fails. The process may write files only up to
 /// a size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write fails instead of killing

@@ -282,11 +282,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
         Err(e) => {
             e.log_if_internal();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "store": "not answering"})),
-            )
-                .into_response()
+            // A store that answers but cannot write is named as such, with its reason (a
+            // category such as "the disk is full", never a path or a query).
+            let refusing = match &e {
+                crate::error::Error::Internal(cause) => {
+                    cause.downcast_ref::<store::RefusingWrites>()
+                }
+                _ => None,
+            };
+            let body = match refusing {
+                Some(store::RefusingWrites(reason)) => json!({
+                    "status": "unavailable",
+                    "store": "refusing writes",
+                    "reason": reason,
+                }),
+                None => json!({"status": "unavailable", "store": "not answering"}),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
 }

@@ -28,8 +28,10 @@ macro_rules! conformance_suite {
             ping_answers,
             users_are_created_and_found_by_id_and_any_case_username,
             usernames_are_unique_in_any_letter_case,
+            look_alike_usernames_conflict_and_never_log_in,
             room_creator_becomes_first_member,
             room_names_are_unique_in_any_letter_case,
+            look_alike_room_names_conflict,
             rooms_page_forwards_and_backwards,
             add_member_is_idempotent_and_needs_a_room,
             remove_member_reports_whether_it_changed_anything,
@@ -273,6 +275,47 @@ async fn usernames_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
     user(store, "Alicia").await;
 }
 
+/// Usernames are ASCII, but ASCII has look-alikes too: capital I and digit 1 for l, 0 for O,
+/// "rn" for "m".
+async fn look_alike_usernames_conflict_and_never_log_in(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let arnold = user(store, "arnold").await;
+    for taken in [
+        "aIice", "a1ice", "ALICE", "AIICE", "amold", "AMOLD", "arn0ld",
+    ] {
+        let err = store.create_user(taken, "other-hash").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    field: "username",
+                    ..
+                }
+            ),
+            "create_user({taken:?}) after \"alice\" and \"arnold\": {err:?}"
+        );
+    }
+    // A look-alike finds nobody to log in as; the name itself does, in any case.
+    for look_alike in ["aIice", "a1ice", "amold"] {
+        assert!(
+            store.credentials(look_alike).await.unwrap().is_none(),
+            "credentials({look_alike:?})"
+        );
+    }
+    assert_eq!(
+        store.credentials("ALICE").await.unwrap().unwrap().user,
+        alice
+    );
+    assert_eq!(
+        store.credentials("Arnold").await.unwrap().unwrap().user,
+        arnold
+    );
+    // Names that merely resemble each other in part are free.
+    user(store, "alice2").await;
+    user(store, "arnolds").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rooms
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +356,41 @@ async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
     let all = room_page(store, first(10, None)).await;
     assert_eq!(all.items, vec![general]);
     room(store, "Generals", &bob).await;
+}
+
+async fn look_alike_room_names_conflict(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alice = user(store, "alice").await;
+    let bob = user(store, "bob").await;
+    let lobby = room(store, "lobby", &alice).await;
+    let modern = room(store, "Modern Art", &alice).await;
+    let taken = [
+        "Lobby",
+        "LOBBY",
+        "L0bby",
+        "I0bby",
+        "1obby",
+        // Cyrillic о (U+043E), and Cyrillic а / Greek ο in the other room.
+        "l\u{43E}bby",
+        // A zero-width space: the service refuses it, and the key ignores it regardless.
+        "lob\u{200B}by",
+        "rnodern art",
+        "MODERN \u{410}RT",
+        "m\u{3BF}dern art",
+    ];
+    for name in taken {
+        let err = store.create_room(name, bob.id).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { field: "name", .. }),
+            "create_room({name:?}) after \"lobby\" and \"Modern Art\": {err:?}"
+        );
+    }
+    // Nothing of the refused rooms is left behind.
+    assert_eq!(rooms_of(store, bob.id).await, vec![]);
+    let all = room_page(store, first(10, None)).await;
+    assert_eq!(all.items, vec![lobby, modern]);
+    room(store, "lobby 2", &bob).await;
+    room(store, "Modern", &bob).await;
 }
 
 async fn rooms_page_forwards_and_backwards(store: Arc<dyn Store>) {
@@ -1490,4 +1568,110 @@ async fn mongo_a_write_lease_left_by_a_dead_instance_is_taken_over() {
             seq: 4
         }
     );
+}
+
+/// Documents written by an older Confab carry lower-case keys and no `key_version`; the next
+/// startup recomputes them, the older of two look-alikes keeping the key, and changes nothing
+/// when run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    // The indexes exist, as an older Confab left them.
+    drop(mongo_instance(&uri, &db).await);
+    let raw = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("a raw client")
+        .database(&db);
+    let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
+    let now = bson::DateTime::now();
+    let users = raw.collection::<bson::Document>("users");
+    for (n, name) in [(1, "ilse"), (2, "llse")] {
+        users
+            .insert_one(bson::doc! {
+                "_id": id(n), "username": name, "username_key": name,
+                "password_hash": format!("h{n}"), "created_at": now,
+            })
+            .await
+            .expect("an old user");
+    }
+    let rooms = raw.collection::<bson::Document>("rooms");
+    // The older room's new key is the newer room's old one.
+    for (n, name, key) in [
+        (4, "L0bby", "l0bby"),
+        (5, "lobby", "lobby"),
+        (6, "General", "general"),
+    ] {
+        rooms
+            .insert_one(bson::doc! {
+                "_id": id(n), "name": name, "name_key": key, "created_by": id(1),
+                "created_at": now, "seq": 0_i64,
+            })
+            .await
+            .expect("an old room");
+    }
+
+    let store = mongo_instance(&uri, &db).await;
+    for name in ["LOBBY", "I0bby", "general"] {
+        let err = store.create_room(name, id(1)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Conflict { field: "name", .. }),
+            "{name:?}: {err:?}"
+        );
+    }
+    let err = store.create_user("ILSE", "h").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                field: "username",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    for (asked, hash) in [("ILSE", "h1"), ("llse", "h2")] {
+        let found = store.credentials(asked).await.unwrap();
+        assert_eq!(
+            found.map(|c| c.password_hash).as_deref(),
+            Some(hash),
+            "{asked:?}"
+        );
+    }
+    let keys = || async {
+        let mut keys = Vec::new();
+        for (collection, field) in [(&users, "username_key"), (&rooms, "name_key")] {
+            let mut cursor = collection
+                .find(bson::doc! {})
+                .sort(bson::doc! {"_id": 1})
+                .await
+                .expect("find");
+            while cursor.advance().await.expect("advance") {
+                let doc = cursor.deserialize_current().expect("a document");
+                keys.push((
+                    doc.get_str(field).expect("a key").to_owned(),
+                    doc.get_i64("key_version").expect("a key version"),
+                ));
+            }
+        }
+        keys
+    };
+    let upgraded = keys().await;
+    let displaced = |key: &str, n: u8| format!("{key}\u{0}{}", id(n).to_hex());
+    assert_eq!(
+        upgraded,
+        [
+            ("llse".to_owned(), 2),
+            (displaced("llse", 2), 2),
+            ("lobby".to_owned(), 2),
+            (displaced("lobby", 5), 2),
+            ("general".to_owned(), 2),
+        ]
+    );
+    drop(store);
+    drop(mongo_instance(&uri, &db).await);
+    assert_eq!(keys().await, upgraded, "a second startup changes nothing");
 }

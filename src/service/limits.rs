@@ -1,5 +1,8 @@
 //! Input limits and their checks. Every violation is `BAD_USER_INPUT` naming the field.
 
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+
 use crate::error::{Error, Result};
 
 pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
@@ -32,9 +35,53 @@ fn length(field: &'static str, value: &str, range: std::ops::RangeInclusive<usiz
     }
 }
 
-pub fn username(value: &str) -> Result<()> {
-    length("username", value, USERNAME_CHARS)?;
-    if !value
+/// The one pipeline of usernames and room names, so the two cannot drift. It returns the NFC
+/// form (what is stored and returned), trimmed of surrounding white space when `trim` is set,
+/// and refuses:
+/// - characters a reader cannot see or that render unlike what they are, anywhere in the
+///   name: controls (Cc), format characters (Cf: zero-width spaces and joiners, bidi
+///   overrides), unassigned (Cn) and private-use (Co) code points, and line and paragraph
+///   separators (Zl, Zp);
+/// - a length outside `range` (in characters of the NFC form);
+/// - a name with nothing visible in it (such as a lone Hangul filler, which is a letter).
+///
+/// Look-alikes of other names pass here; `store::unique_key` makes them conflict.
+fn name(
+    field: &'static str,
+    value: &str,
+    trim: bool,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<String> {
+    let name: String = value.nfc().collect();
+    if let Some(c) = name.chars().find(|&c| refused_in_names(c)) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must not contain invisible, control, unassigned or private-use characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
+    let name = if trim { name.trim().to_owned() } else { name };
+    length(field, &name, range)?;
+    if crate::store::unique_key(&name).trim().is_empty() {
+        return Err(Error::invalid(field, "must contain a visible character"));
+    }
+    Ok(name)
+}
+
+fn refused_in_names(c: char) -> bool {
+    use GeneralCategory::*;
+    matches!(
+        c.general_category(),
+        Control | Format | Unassigned | PrivateUse | LineSeparator | ParagraphSeparator | Surrogate
+    )
+}
+
+/// Checks a username and returns it in NFC (the ASCII rule makes that the input itself).
+pub fn username(value: &str) -> Result<String> {
+    let name = name("username", value, false, USERNAME_CHARS)?;
+    if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
@@ -43,24 +90,16 @@ pub fn username(value: &str) -> Result<()> {
             "may contain only letters A-Z, digits, '_', '.' and '-'",
         ));
     }
-    Ok(())
+    Ok(name)
 }
 
 pub fn password(value: &str) -> Result<()> {
     length("password", value, PASSWORD_CHARS)
 }
 
-/// Checks a room name and returns it trimmed.
-pub fn room_name(value: &str) -> Result<&str> {
-    let name = value.trim();
-    length("name", name, ROOM_NAME_CHARS)?;
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name)
+/// Checks a room name and returns it trimmed, in NFC.
+pub fn room_name(value: &str) -> Result<String> {
+    name("name", value, true, ROOM_NAME_CHARS)
 }
 
 pub fn body(value: &str) -> Result<()> {
@@ -110,10 +149,14 @@ mod tests {
     #[test]
     fn table_of_inputs() {
         let cases: &[(&str, Result<()>, Option<&str>)] = &[
-            ("ada", username("ada"), None),
-            ("ab", username("ab"), Some("username")),
-            ("a b c", username("a b c"), Some("username")),
-            ("long username", username(&"a".repeat(33)), Some("username")),
+            ("ada", username("ada").map(|_| ()), None),
+            ("ab", username("ab").map(|_| ()), Some("username")),
+            ("a b c", username("a b c").map(|_| ()), Some("username")),
+            (
+                "long username",
+                username(&"a".repeat(33)).map(|_| ()),
+                Some("username"),
+            ),
             ("pass ok", password("12345678"), None),
             ("pass short", password("1234567"), Some("password")),
             ("pass long", password(&"x".repeat(129)), Some("password")),
@@ -138,8 +181,85 @@ mod tests {
             }
         }
         assert_eq!(room_name("  lobby ").unwrap(), "lobby");
+        assert_eq!(username("ada.b-c_9").unwrap(), "ada.b-c_9");
         assert_eq!(page_size("first", None).unwrap(), PAGE_DEFAULT);
         assert!(page_size("first", Some(101)).is_err());
         assert!(page_size("first", Some(-1)).is_err());
+    }
+
+    /// Characters no name may contain, one of each refused general category, anywhere in the
+    /// name (even at an end that trimming would drop).
+    #[test]
+    fn names_refuse_invisible_and_unassigned_characters() {
+        let refused = [
+            ("Cc null", "\u{0}"),
+            ("Cc bell", "\u{7}"),
+            ("Cc newline", "\n"),
+            ("Cc next line", "\u{85}"),
+            ("Cf zero-width space", "\u{200B}"),
+            ("Cf zero-width joiner", "\u{200D}"),
+            ("Cf right-to-left override", "\u{202E}"),
+            ("Cf left-to-right isolate", "\u{2066}"),
+            ("Cf soft hyphen", "\u{AD}"),
+            ("Cf byte order mark", "\u{FEFF}"),
+            ("Cn unassigned", "\u{378}"),
+            ("Cn noncharacter", "\u{FFFF}"),
+            ("Co private use", "\u{E000}"),
+            ("Co supplementary private use", "\u{F0000}"),
+            ("Zl line separator", "\u{2028}"),
+            ("Zp paragraph separator", "\u{2029}"),
+        ];
+        for (what, c) in refused {
+            for name in [
+                format!("lob{c}by"),
+                format!("lobby{c}"),
+                format!("{c}lobby"),
+            ] {
+                let room = room_name(&name).unwrap_err();
+                assert_eq!(
+                    (room.code().as_str(), room.field()),
+                    ("BAD_USER_INPUT", Some("name")),
+                    "room {what}: {name:?}"
+                );
+                let user = username(&name).unwrap_err();
+                assert_eq!(
+                    (user.code().as_str(), user.field()),
+                    ("BAD_USER_INPUT", Some("username")),
+                    "user {what}: {name:?}"
+                );
+                assert!(room.to_string().contains("invisible"), "{what}: {room}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_stored_in_nfc() {
+        let cases = [
+            // e + combining acute becomes precomposed é.
+            ("cafe\u{301}", "caf\u{E9}"),
+            ("caf\u{E9}", "caf\u{E9}"),
+            // Hangul jamo compose into one syllable.
+            ("\u{1100}\u{1161}", "\u{AC00}"),
+            // The Angstrom sign is canonically Å.
+            ("\u{212B}ngstr\u{F6}m", "\u{C5}ngstr\u{F6}m"),
+            // Allowed: other scripts, spaces inside, emoji with a variation selector.
+            (
+                "  \u{43B}\u{43E}\u{431}\u{431}\u{438} chat ",
+                "\u{43B}\u{43E}\u{431}\u{431}\u{438} chat",
+            ),
+            ("\u{2764}\u{FE0F} club", "\u{2764}\u{FE0F} club"),
+        ];
+        for (input, stored) in cases {
+            assert_eq!(room_name(input).unwrap(), stored, "{input:?}");
+        }
+        // Length counts the NFC form: 64 precomposed characters fit, though the input had 128.
+        assert!(room_name(&"e\u{301}".repeat(64)).is_ok());
+        // A name with nothing visible in it is refused.
+        let err = room_name("\u{3164}").unwrap_err();
+        assert_eq!(err.field(), Some("name"));
+        assert!(err.to_string().contains("visible"), "{err}");
+        // Usernames stay ASCII: a precomposed letter is still refused, naming the field.
+        let err = username("caf\u{E9}").unwrap_err();
+        assert_eq!(err.field(), Some("username"));
     }
 }

@@ -219,7 +219,7 @@ impl ChatService {
         username: &str,
         password: &str,
     ) -> Result<AuthPayload> {
-        limits::username(username)?;
+        let username = limits::username(username)?;
         limits::password(password)?;
         let rates = &self.guards.rates;
         self.take(
@@ -232,7 +232,7 @@ impl ChatService {
             .passwords
             .hash(password, self.hash_queue(client))
             .await?;
-        let user = self.store.create_user(username, &hash).await?;
+        let user = self.store.create_user(&username, &hash).await?;
         self.users.put(&user);
         Ok(AuthPayload {
             token: self.tokens.issue(&user)?,
@@ -250,13 +250,14 @@ impl ChatService {
         password: &str,
     ) -> Result<AuthPayload> {
         // Shapes that can never exist are refused at once; every other miss costs one hash.
-        if limits::username(username).is_err() || limits::password(password).is_err() {
+        let (Ok(username), Ok(())) = (limits::username(username), limits::password(password))
+        else {
             return Err(Error::Unauthenticated("wrong username or password".into()));
-        }
+        };
         let rates = &self.guards.rates;
         self.take(Kind::LoginsPerIp, rates.logins_per_ip, &client.rate_key())
             .await?;
-        let account = unique_key(username);
+        let account = unique_key(&username);
         if rates.enabled {
             let wait = self
                 .guards
@@ -270,7 +271,7 @@ impl ChatService {
                 ));
             }
         }
-        let found = self.store.credentials(username).await?;
+        let found = self.store.credentials(&username).await?;
         let hash = found.as_ref().map(|c| c.password_hash.as_str());
         if !self
             .passwords
@@ -330,7 +331,7 @@ impl ChatService {
         self.take(Kind::RoomsCreated, rates.rooms_created, &user.to_hex())
             .await?;
         self.room_allowance(user).await?;
-        self.store.create_room(name, user).await
+        self.store.create_room(&name, user).await
     }
 
     pub async fn room(&self, caller: &Caller, id: RoomId) -> Result<Option<Room>> {

@@ -61,12 +61,19 @@ pub struct RoomHead {
     pub seq: u64,
 }
 
+/// What [`Store::ping`] fails with when the database answers but refuses writes (a read-only
+/// file, a full disk): `/readyz` names the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the database refuses writes: {0}")]
+pub struct RefusingWrites(pub String);
+
 /// Events queued between a store and its publisher before writes wait for the publisher.
 pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers when the database is reachable and usable.
+    /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
+    /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;
 
     /// The events of writes committed from now on, in commit order: `MessageAdded` (not for an
@@ -78,17 +85,18 @@ pub trait Store: Send + Sync + 'static {
 
     // --- users ---
 
-    /// Creates a user; `Conflict { field: "username" }` when the name is taken in any letter case.
+    /// Creates a user; `Conflict { field: "username" }` when a name with the same
+    /// [`unique_key`] exists (the name in any letter case, or a look-alike).
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<User>;
     /// A user by id.
     async fn user(&self, id: UserId) -> Result<Option<User>>;
-    /// A user and their password hash, by username in any letter case.
+    /// A user and their password hash, by username in any letter case (never by a look-alike).
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
 
     // --- rooms ---
 
-    /// Creates a room with its creator as first member; `Conflict { field: "name" }` when the
-    /// name is taken in any letter case.
+    /// Creates a room with its creator as first member; `Conflict { field: "name" }` when a
+    /// name with the same [`unique_key`] exists (in any letter case, or a look-alike).
     async fn create_room(&self, name: &str, creator: UserId) -> Result<Room>;
     /// A room by id.
     async fn room(&self, id: RoomId) -> Result<Option<Room>>;
@@ -223,7 +231,151 @@ impl From<Taken> for crate::error::Error {
     }
 }
 
-/// The case-folded key that makes usernames and room names unique regardless of letter case.
+/// The version of [`unique_key`]'s rules. Stores keep it beside every stored key and recompute
+/// older keys at startup (SQLite in its schema migration, MongoDB per document), so bump it
+/// whenever `unique_key` returns something new for some name: a changed rule, or new Unicode
+/// tables in `unicode-security` (the pinned examples in this module's tests then fail).
+/// Version 1 was `name.to_lowercase()`.
+pub const UNIQUE_KEY_VERSION: i64 = 2;
+
+/// The key that makes usernames and room names unique: two names with one key look alike, in
+/// any letter case, so only one of them may exist. Both drivers store it under a unique index.
+///
+/// It joins two equivalences that a single pass of either cannot: letter case and the TR39
+/// confusable skeleton (`unicode_security::skeleton`: NFD, default-ignorable characters such as
+/// U+200B dropped, each character replaced by its prototype, e.g. `0`→`O`, `I`→`l`, Cyrillic
+/// `о`→`o`, `m`→`rn`). The skeleton is case-sensitive: capital `I` looks like `l` but small `i`
+/// does not, and it yields capitals (`0`→`O`). So
+/// - lowercase before the skeleton would key "I0bby" as "iobby", apart from "lobby";
+/// - skeleton before lowercase would key "Ilse" as "llse" but "ilse" as "ilse", breaking the
+///   any-letter-case rule (and logins in another case);
+/// - so the key is upper-case (every case variant of a name becomes one string), skeleton,
+///   lower-case, skeleton (which turns the lowered prototypes' own look-alikes, such as
+///   "rn"/"m", into one), repeated until nothing changes (at most three rounds for any single
+///   character; [`KEY_ROUNDS`] bounds it).
+///
+/// "Lobby", "lobby", "LOBBY", "L0bby", "I0bby", "lobby\u{200B}" and Cyrillic "lоbby" all key as
+/// "lobby"; "arnold" and "amold" as "arnold". Letter case never splits a key (checked for every
+/// character). The cost: a letter whose two cases resemble different Latin letters is keyed by
+/// its capital, so Greek "ν" (capital "Ν") keys as "n", not "v"; and "i" shares "l"'s key,
+/// because "I" looks like "l" ("ilse" and "llse" conflict).
 pub fn unique_key(name: &str) -> String {
-    name.to_lowercase()
+    use unicode_security::skeleton;
+    let mut key = name.to_owned();
+    for _ in 0..KEY_ROUNDS {
+        let upper: String = skeleton(&key.to_uppercase()).collect();
+        let next: String = skeleton(&upper.to_lowercase()).collect();
+        if next == key {
+            break;
+        }
+        key = next;
+    }
+    key
+}
+
+/// Most rounds [`unique_key`] takes; every single character settles within three.
+const KEY_ROUNDS: usize = 6;
+
+/// Whether `stored` is the name `asked` in some letter case: how a login picks its account
+/// among the names sharing a key (a look-alike of a username does not log in as that user).
+pub(crate) fn same_name_in_any_case(stored: &str, asked: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization as _;
+    let fold = |s: &str| s.nfc().collect::<String>().to_lowercase();
+    fold(stored) == fold(asked)
+}
+
+/// The range of keys given to the newer of two names that an older Confab let coexist and
+/// that now share `key` (see the drivers' key upgrades): `key`, a NUL and the row's id. No
+/// name can produce a NUL, so these never block a new name; a lookup by name scans the range.
+pub(crate) fn displaced_keys(key: &str) -> (String, String) {
+    (format!("{key}\u{0}"), format!("{key}\u{1}"))
+}
+
+/// The key given to a name displaced by an older look-alike (see [`displaced_keys`]).
+pub(crate) fn displaced_key(key: &str, id: crate::model::ObjectId) -> String {
+    format!("{key}\u{0}{}", id.to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_alikes_share_a_key() {
+        let groups: &[&[&str]] = &[
+            &[
+                "lobby",
+                "Lobby",
+                "LOBBY",
+                "L0bby",
+                "I0bby",
+                "l0bby",
+                "1obby",
+                "lobby\u{200B}",
+            ],
+            // Cyrillic о (U+043E), Cyrillic а (U+0430), Greek ο (U+03BF).
+            &["lobby", "l\u{43E}bby", "LOBBY"],
+            &["papa", "p\u{430}p\u{430}", "PAPA"],
+            &["polo", "p\u{3BF}l\u{3BF}", "POLO"],
+            &["arnold", "amold", "ARNOLD", "AMOLD"],
+            &["m", "rn", "RN"],
+            &["Ilse", "ilse", "ILSE", "llse"],
+            // Canonically equivalent spellings: precomposed é and e + combining acute.
+            &["caf\u{E9}", "cafe\u{301}", "CAF\u{C9}"],
+        ];
+        for group in groups {
+            let key = unique_key(group[0]);
+            for name in *group {
+                assert_eq!(unique_key(name), key, "{name:?} vs {:?}", group[0]);
+            }
+        }
+        for (a, b) in [
+            ("lobby", "lobbies"),
+            ("ada", "bob"),
+            ("rn", "rm"),
+            ("caf\u{E9}", "cafe"),
+        ] {
+            assert_ne!(unique_key(a), unique_key(b), "{a:?} vs {b:?}");
+        }
+    }
+
+    /// The keys of some names, written down: when a dependency update changes them, bump
+    /// [`UNIQUE_KEY_VERSION`] so stored keys are recomputed, then update this table.
+    #[test]
+    fn keys_are_pinned_to_their_version() {
+        assert_eq!(UNIQUE_KEY_VERSION, 2);
+        let pinned = [
+            ("Lobby", "lobby"),
+            ("I0bby", "lobby"),
+            ("amold", "arnold"),
+            ("Stra\u{DF}e", "strasse"),
+            ("\u{3BD}uln", "nuln"),
+            ("Caf\u{E9} 1", "cafe\u{301} l"),
+        ];
+        for (name, key) in pinned {
+            assert_eq!(unique_key(name), key, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn letter_case_never_splits_a_key() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let name = c.to_string();
+            let cases = [c.to_uppercase().to_string(), c.to_lowercase().to_string()];
+            if cases.iter().all(|other| *other == name) {
+                continue; // a character without case
+            }
+            let key = unique_key(&name);
+            for other in cases {
+                assert_eq!(unique_key(&other), key, "{name:?} vs {other:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_login_finds_its_own_name_only() {
+        assert!(same_name_in_any_case("Alice", "aLICE"));
+        assert!(same_name_in_any_case("caf\u{E9}", "CAFE\u{301}"));
+        assert!(!same_name_in_any_case("arnold", "amold"));
+    }
 }

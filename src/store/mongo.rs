@@ -2,8 +2,9 @@
 //!
 //! Collections `users`, `rooms`, `memberships` and `messages`, shaped as ARCHITECTURE.md says.
 //! Uniqueness is the indexes' job (created idempotently at startup): usernames and room names
-//! through a stored lower-case key (so it works on every MongoDB-compatible server, without
-//! collations), `(room_id, user_id)` memberships, and `(room_id, sender_id, client_id)` where a
+//! through a stored key, `store::unique_key` (letter case and look-alikes folded in Rust, so it
+//! works on every MongoDB-compatible server, without collations; keys made under older rules
+//! are recomputed at startup, see `upgrade_name_keys`), `(room_id, user_id)` memberships, and `(room_id, sender_id, client_id)` where a
 //! client id exists (a partial index). A duplicate-key error (11000) becomes `Conflict`, or for
 //! a client id the first message: no read-then-write checks. History pages are keyset queries on
 //! the `(room_id, _id)` index, never `skip`. Nothing needs transactions or change streams.
@@ -35,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{
-    Credentials, EVENT_QUEUE, NewMessage, RoomHead, Store, Taken, Written, keyset_page, unique_key,
+    Credentials, EVENT_QUEUE, NewMessage, RoomHead, Store, Taken, UNIQUE_KEY_VERSION, Written,
+    displaced_key, displaced_keys, keyset_page, same_name_in_any_case, unique_key,
 };
 use crate::{
     config::ConfigError,
@@ -52,6 +54,9 @@ struct UserDoc {
     id: ObjectId,
     username: String,
     username_key: String,
+    /// The `store::UNIQUE_KEY_VERSION` that made `username_key` (absent: 1, lower case).
+    #[serde(default = "first_key_version")]
+    key_version: i64,
     password_hash: String,
     created_at: bson::DateTime,
 }
@@ -62,6 +67,9 @@ struct RoomDoc {
     id: ObjectId,
     name: String,
     name_key: String,
+    /// The `store::UNIQUE_KEY_VERSION` that made `name_key` (absent: 1, lower case).
+    #[serde(default = "first_key_version")]
+    key_version: i64,
     created_by: ObjectId,
     created_at: bson::DateTime,
     /// The number of the room's last message change (see `Store::changes_after`).
@@ -108,6 +116,10 @@ struct MessageDoc {
     /// The room change number of this message's latest change.
     #[serde(default)]
     seq: i64,
+}
+
+fn first_key_version() -> i64 {
+    1
 }
 
 fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
@@ -349,6 +361,7 @@ impl Inner {
             events: Mutex::new(None),
         };
         store.create_indexes().await?;
+        store.upgrade_name_keys().await?;
         store.resume_ids().await?;
         Ok(store)
     }
@@ -420,6 +433,43 @@ impl Inner {
             unique_where_present("client_id"),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Recomputes the name keys stored under older `unique_key` rules (documents whose
+    /// `key_version` is not the current one), oldest document first, one conditional update
+    /// each: rerunning it changes nothing, and instances starting together agree. It runs once
+    /// the unique indexes exist, so the index itself reports two names that now share a key.
+    /// Then, as in the SQLite migration (see `sqlite::recompute_name_keys` for why), the older
+    /// keeps the key, the newer gets `store::displaced_key`, and a warning names both.
+    async fn upgrade_name_keys(&self) -> Result<()> {
+        for (collection, name_field, key_field, what) in [
+            ("users", "username", "username_key", "username"),
+            ("rooms", "name", "name_key", "room name"),
+        ] {
+            let docs = self.db.collection::<Document>(collection);
+            // A further pass only for documents that an older instance wrote meanwhile.
+            for _ in 0..3 {
+                let stale: Vec<Document> = docs
+                    .find(doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}})
+                    .sort(doc! {"_id": 1})
+                    .await?
+                    .try_collect()
+                    .await?;
+                if stale.is_empty() {
+                    break;
+                }
+                for stale in &stale {
+                    let (Ok(id), Ok(name)) =
+                        (stale.get_object_id("_id"), stale.get_str(name_field))
+                    else {
+                        continue;
+                    };
+                    let key = unique_key(name);
+                    upgrade_name_key(&docs, id, name, key, key_field, name_field, what).await?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -597,6 +647,68 @@ impl Inner {
     }
 }
 
+/// Gives one stale document (`id`, `name`) its current key, settling a collision with the
+/// document holding that key by age (see [`Inner::upgrade_name_keys`]).
+async fn upgrade_name_key(
+    docs: &Collection<Document>,
+    id: ObjectId,
+    name: &str,
+    mut key: String,
+    key_field: &str,
+    name_field: &str,
+    what: &str,
+) -> Result<()> {
+    for _ in 0..4 {
+        let set = docs
+            .update_one(
+                doc! {"_id": id, "key_version": {"$ne": UNIQUE_KEY_VERSION}},
+                doc! {"$set": {key_field: &key, "key_version": UNIQUE_KEY_VERSION}},
+            )
+            .await;
+        let e = match set {
+            Ok(_) => return Ok(()),
+            Err(e) if is_duplicate_key(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(holder) = docs.find_one(doc! {key_field: &key}).await? else {
+            continue; // it moved meanwhile: try again
+        };
+        let holder_id = holder.get_object_id("_id").map_err(|_| Error::from(e))?;
+        let holder_name = holder.get_str(name_field).unwrap_or_default();
+        if holder_id < id {
+            tracing::warn!(
+                "the {what} {name:?} (id {id}) looks like the older {what} {holder_name:?} (id {holder_id}); \
+                 both are kept and only the older blocks new look-alikes: rename one of them"
+            );
+            key = displaced_key(&key, id);
+            continue;
+        }
+        // The holder is newer, so it gives way. One already under current rules is displaced
+        // for good; a stale one gets a placeholder no key equals and is settled in its turn.
+        let current = holder
+            .get("key_version")
+            .and_then(Bson::as_i64)
+            .is_some_and(|v| v == UNIQUE_KEY_VERSION);
+        let moved = if current {
+            tracing::warn!(
+                "the {what} {holder_name:?} (id {holder_id}) looks like the older {what} {name:?} (id {id}); \
+                 both are kept and only the older blocks new look-alikes: rename one of them"
+            );
+            displaced_key(&key, holder_id)
+        } else {
+            format!("\u{0}{}", holder_id.to_hex())
+        };
+        docs.update_one(
+            doc! {"_id": holder_id, key_field: &key},
+            doc! {"$set": {key_field: moved}},
+        )
+        .await?;
+    }
+    Err(Error::internal(format!(
+        "cannot settle the key of the {what} {name:?} (id {id})"
+    )))
+}
+
 /// Creates an index unless it exists.
 async fn index<T: Send + Sync>(
     collection: &Collection<T>,
@@ -649,6 +761,7 @@ impl Inner {
             id: self.ids.next(),
             username: username.to_owned(),
             username_key: unique_key(username),
+            key_version: UNIQUE_KEY_VERSION,
             password_hash: password_hash.to_owned(),
             created_at: now(),
         };
@@ -666,10 +779,20 @@ impl Inner {
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
-        let found = self
+        let key = unique_key(username);
+        let (displaced_from, displaced_to) = displaced_keys(&key);
+        let found: Vec<UserDoc> = self
             .users
-            .find_one(doc! {"username_key": unique_key(username)})
+            .find(doc! {"$or": [
+                {"username_key": &key},
+                {"username_key": {"$gt": displaced_from, "$lt": displaced_to}},
+            ]})
+            .await?
+            .try_collect()
             .await?;
+        let found = found
+            .into_iter()
+            .find(|d| same_name_in_any_case(&d.username, username));
         Ok(found.map(|d| {
             let password_hash = d.password_hash.clone();
             Credentials {
@@ -687,6 +810,7 @@ impl Inner {
             id: self.ids.next(),
             name: name.to_owned(),
             name_key: unique_key(name),
+            key_version: UNIQUE_KEY_VERSION,
             created_by: creator,
             created_at: now(),
             seq: 0,

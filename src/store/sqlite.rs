@@ -13,6 +13,13 @@
 //! - **Ids in commit order.** The writer thread mints every ObjectId, strictly increasing, so
 //!   a message's id order is its commit order: the `(room_id, id)` index is the history order and
 //!   "everything after id X" is exact.
+//! - **One process per file.** That order holds only while one process writes, so a file
+//!   store holds an exclusive lock on `PATH.lock` for its lifetime, and a second Confab on the
+//!   same file is refused at startup. The kernel drops the lock with the process, so it is
+//!   never stale after a crash.
+//! - **Writable, or not ready.** Startup commits a write (a read-only file or a full disk is
+//!   refused then, not at the first message), and the writer remembers when a transaction could
+//!   not be written, so `/readyz` turns unready until a commit succeeds again.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,7 +32,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, ffi, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Credentials, NewMessage, RoomHead, Store, Taken, Written, keyset_page, unique_key};
+use super::{
+    Credentials, NewMessage, RefusingWrites, RoomHead, Store, Taken, UNIQUE_KEY_VERSION, Written,
+    displaced_key, displaced_keys, keyset_page, same_name_in_any_case, unique_key,
+};
 use crate::{
     error::{Error, Result},
     model::{
@@ -39,7 +49,7 @@ const MAX_BATCH: usize = 512;
 const WRITE_QUEUE: usize = 4096;
 /// Read-only connections (and blocking threads) serving reads at once.
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -86,6 +96,16 @@ ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_change ON messages(room_id, seq);
 ";
 
+/// Version 3: facts about the database itself: which `store::UNIQUE_KEY_VERSION` its name keys
+/// follow (older keys are recomputed in the migration), and the row the startup write probe
+/// writes.
+const SCHEMA_V3: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 const USER_COLS: &str = "id, username, created_at";
 const ROOM_COLS: &str = "id, name, created_by, created_at";
 const MESSAGE_COLS: &str =
@@ -94,9 +114,8 @@ const MESSAGE_COLS: &str =
 const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
 
 type Reply = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
-/// A write run inside the batch's transaction: how to answer its caller once the batch is
-/// committed (or not), and the event to announce if it is.
-type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> (Reply, Option<RoomEvent>) + Send>;
+/// A write run inside the batch's transaction.
+type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> Done + Send>;
 type EventSink = Arc<Mutex<Option<mpsc::Sender<RoomEvent>>>>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -105,11 +124,63 @@ enum Job {
     Read(ReadJob),
 }
 
+/// What a write did inside the batch's transaction: how to answer its caller once the batch is
+/// committed (or not), the event to announce if it is, and why the database refused it when
+/// that is the file's or the disk's fault.
+struct Done {
+    reply: Reply,
+    event: Option<RoomEvent>,
+    refused: Option<&'static str>,
+}
+
 #[derive(Clone)]
 pub struct SqliteStore {
+    // Declared before `_writer` (fields drop in order), so the last handle closes the queue
+    // before it waits for the writer thread to end.
     jobs: mpsc::Sender<Job>,
     readers: Option<Arc<ReaderPool>>,
     events: EventSink,
+    health: Arc<WriterHealth>,
+    _writer: Arc<WriterThread>,
+}
+
+/// Why the writer's last transaction could not be written, while that lasts: set when BEGIN,
+/// COMMIT or a write fails because the file or disk refuses (read-only, full, I/O error),
+/// cleared by the next commit that succeeds. `ping` reports it, so readiness tells the truth.
+#[derive(Default)]
+struct WriterHealth {
+    refusing: Mutex<Option<&'static str>>,
+}
+
+impl WriterHealth {
+    fn refusing(&self) -> Option<&'static str> {
+        *self.refusing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, refusing: Option<&'static str>) {
+        let mut slot = self.refusing.lock().unwrap_or_else(|p| p.into_inner());
+        match (*slot, refusing) {
+            (None, Some(reason)) => tracing::error!("SQLite refuses writes: {reason}"),
+            (Some(_), None) => tracing::info!("SQLite takes writes again"),
+            _ => {}
+        }
+        *slot = refusing;
+    }
+}
+
+/// The writer thread's end, seen from the store. When the last store handle is dropped, its
+/// queue closes; the writer finishes what is queued, closes the database and releases the
+/// file's lock. Dropping waits for that (for a while), so the file can be opened again at once.
+struct WriterThread {
+    stopped: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        // The thread holds the sender: this returns once the thread has ended.
+        let _ = stopped.recv_timeout(Duration::from_secs(10));
+    }
 }
 
 impl SqliteStore {
@@ -126,37 +197,63 @@ impl SqliteStore {
 
     fn start(path: Option<PathBuf>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let conn = match &path {
+        let name = path
+            .as_ref()
+            .map_or_else(|| "in memory".to_owned(), |p| p.display().to_string());
+        // Errors that mean "this file or disk cannot take writes" become one sentence naming
+        // the file; anything else keeps its context.
+        let refused = |e: anyhow::Error, doing: &str| match e
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(|e| unwritable(e).map(|reason| (reason, e.to_string())))
+        {
+            Some((reason, detail)) => {
+                anyhow::anyhow!("cannot write to the database {name}: {reason} ({detail})")
+            }
+            None => e.context(format!("{doing} {name}")),
+        };
+        let (conn, lock) = match &path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("cannot create directory {}", dir.display()))?;
                 }
+                // Before anything touches the file: a second process must not even migrate it.
+                let lock = lock_database(path)?;
                 let conn = Connection::open(path)
-                    .with_context(|| format!("cannot open database {}", path.display()))?;
-                let mode: String =
-                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                    .map_err(|e| refused(e.into(), "cannot open database"))?;
+                let mode: String = conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                    .map_err(|e| refused(e.into(), "cannot set WAL mode on"))?;
                 anyhow::ensure!(
                     mode.eq_ignore_ascii_case("wal"),
                     "{} cannot use WAL mode (got {mode})",
                     path.display()
                 );
                 conn.pragma_update(None, "synchronous", "FULL")?;
-                conn
+                (conn, Some(lock))
             }
-            None => Connection::open_in_memory()?,
+            None => (Connection::open_in_memory()?, None),
         };
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        migrate(&conn).context("cannot prepare the database schema")?;
+        migrate(&conn).map_err(|e| refused(e, "cannot prepare the database schema of"))?;
+        probe_write(&conn).map_err(|e| refused(e.into(), "cannot write to the database"))?;
         let ids = IdGen::resume(&conn)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         let events = EventSink::default();
         let sink = events.clone();
+        let health = Arc::new(WriterHealth::default());
+        let writer_health = health.clone();
+        let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, ids, queue, sink))
+            .spawn(move || {
+                run_writer(conn, ids, queue, sink, &writer_health);
+                // The connection is closed: now another store may have the file.
+                drop(lock);
+                drop(stopped_tx);
+            })
             .context("cannot start the SQLite writer thread")?;
         let readers = path.map(|path| {
             Arc::new(ReaderPool {
@@ -169,6 +266,10 @@ impl SqliteStore {
             jobs,
             readers,
             events,
+            health,
+            _writer: Arc::new(WriterThread {
+                stopped: Mutex::new(stopped),
+            }),
         })
     }
 
@@ -192,6 +293,12 @@ impl SqliteStore {
                 Ok((value, event)) => (Ok(value), event),
                 Err(e) => (Err(e), None),
             };
+            let refused = match &result {
+                Err(Error::Internal(cause)) => {
+                    cause.downcast_ref::<rusqlite::Error>().and_then(unwritable)
+                }
+                _ => None,
+            };
             let reply: Reply = Box::new(move |commit| {
                 let outcome = match commit {
                     Ok(()) => result,
@@ -199,7 +306,11 @@ impl SqliteStore {
                 };
                 let _ = tx.send(outcome);
             });
-            (reply, event)
+            Done {
+                reply,
+                event,
+                refused,
+            }
         });
         self.jobs
             .send(Job::Write(job))
@@ -234,29 +345,189 @@ impl SqliteStore {
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        1 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        SCHEMA_VERSION => Ok(()),
-        newer => anyhow::bail!(
-            "the database has schema version {newer}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
-        ),
+    anyhow::ensure!(
+        version <= SCHEMA_VERSION,
+        "the database has schema version {version}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
+    );
+    // One transaction: a failed upgrade leaves the file as it was.
+    let tx = conn.unchecked_transaction()?;
+    let steps: &[&str] = match version {
+        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3],
+        1 => &[SCHEMA_V2, SCHEMA_V3],
+        2 => &[SCHEMA_V3],
+        _ => &[],
+    };
+    for step in steps {
+        tx.execute_batch(step)?;
     }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    // Keys made before the `meta` table existed follow version 1 (lower case).
+    let keys: i64 = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'name_key_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(1);
+    anyhow::ensure!(
+        keys <= UNIQUE_KEY_VERSION,
+        "the database's name keys follow rules (version {keys}) newer than this Confab's ({UNIQUE_KEY_VERSION}); upgrade Confab"
+    );
+    if keys < UNIQUE_KEY_VERSION {
+        recompute_name_keys(&tx)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('name_key_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [UNIQUE_KEY_VERSION],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Recomputes every stored username and room name key with the current `store::unique_key`,
+/// oldest row first, inside the migration's transaction.
+///
+/// Names that an earlier Confab let coexist may now share a key ("lobby" and "L0bby"). Failing
+/// startup would lock everyone out over a naming problem, and renaming or deleting a room or
+/// an account behind its owners' backs would be worse. So the older row keeps the key (it
+/// was there first; it goes on blocking every new look-alike), the newer one gets a key no name
+/// can produce (`store::displaced_key`: the key, a NUL and its id), both keep working (a login
+/// finds its account by name among the keys), and a warning names both so that an operator can
+/// rename one.
+fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, name_col, key_col, what) in [
+        ("users", "username", "username_key", "username"),
+        ("rooms", "name", "name_key", "room name"),
+    ] {
+        // Every key becomes a placeholder no key equals (a NUL and the id in capitals), so new
+        // keys meet only new keys, given to the oldest first.
+        conn.execute(
+            &format!("UPDATE {table} SET {key_col} = char(0) || hex(id)"),
+            [],
+        )?;
+        let rows = conn
+            .prepare(&format!("SELECT id, {name_col} FROM {table} ORDER BY id"))?
+            .query_map([], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut holder = conn.prepare(&format!(
+            "SELECT id, {name_col} FROM {table} WHERE {key_col} = ?1"
+        ))?;
+        let mut update =
+            conn.prepare(&format!("UPDATE {table} SET {key_col} = ?1 WHERE id = ?2"))?;
+        for (id, name) in rows {
+            let mut key = unique_key(&name);
+            let older = holder
+                .query_row([&key], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))
+                .optional()?;
+            if let Some((older_id, older_name)) = older {
+                tracing::warn!(
+                    "the {what} {name:?} (id {id}) looks like the older {what} {older_name:?} (id {older_id}); \
+                     both are kept and only the older blocks new look-alikes: rename one of them"
+                );
+                key = displaced_key(&key, id);
+            }
+            update.execute(params![key, id.bytes()])?;
+        }
+    }
+    Ok(())
+}
+
+/// Proves at startup that the database takes writes: one row of `meta`, written and committed
+/// (a write rolled back may never reach the file). Without it, a read-only file would serve
+/// reads, pass `/readyz`, and fail every write.
+fn probe_write(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('opened_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [Utc::now().timestamp_millis()],
+    )?;
+    Ok(())
+}
+
+/// Why SQLite cannot write, in words, when `e` is the file's or the disk's fault rather than
+/// a bug or a broken rule: what a startup refusal and `/readyz` say.
+fn unwritable(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode::*;
+    let rusqlite::Error::SqliteFailure(failure, _) = e else {
+        return None;
+    };
+    Some(match failure.code {
+        ReadOnly => "it is read-only to this process",
+        PermissionDenied => "permission denied",
+        CannotOpen => "the file cannot be opened",
+        DiskFull => "the disk (or the database's size limit) is full",
+        SystemIoFailure => "an I/O error",
+        DatabaseCorrupt | NotADatabase => "the file is damaged or not a database",
+        _ => return None,
+    })
+}
+
+/// Takes the lock that makes one process the database's only user: an exclusive `flock` on
+/// `PATH.lock` beside it, held until the writer thread ends (the kernel drops it when the
+/// process dies, so it never goes stale). Ids are minted in memory by the writer, so a second
+/// process on the same file would interleave its ids with ours and break the order resumes and
+/// subscriptions rely on; it is refused here instead.
+fn lock_database(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        // A read-only directory with the lock file in it still locks (flock needs no write
+        // access), so the refusal names the real problem, the database.
+        .or_else(|e| std::fs::File::open(&lock_path).map_err(|_| e))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write to the database {}: cannot create its lock file {} ({e})",
+                path.display(),
+                lock_path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!(" (pid {pid})"),
+                Err(_) => String::new(),
+            };
+            anyhow::bail!(
+                "another Confab{holder} is using the database {}: stop it first, or give this one its own database (instances that share data need MongoDB)",
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", lock_path.display())
+        }
+    }
+    // Who holds it, for the message above; best effort (the file may be read-only).
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(file)
 }
 
 /// The writer thread: drain the queue, run the writes in one transaction, commit, announce the
-/// committed writes' events in commit order, answer.
-fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, events: EventSink) {
+/// committed writes' events in commit order, answer; and record whether the database took the
+/// batch (see [`WriterHealth`]).
+fn run_writer(
+    conn: Connection,
+    mut ids: IdGen,
+    mut queue: mpsc::Receiver<Job>,
+    events: EventSink,
+    health: &WriterHealth,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -266,21 +537,27 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                 Err(_) => break,
             }
         }
-        let mut done = Vec::with_capacity(batch.len());
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
         let mut reads = Vec::new();
         let mut open = false;
+        // Why the database refused this batch, if it did; `None` with `committed` clears it.
+        let mut refused = None;
+        let mut committed = false;
         for job in batch.drain(..) {
             match job {
                 Job::Write(write) => {
                     if !open {
                         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
                             tracing::error!(error = %e, "SQLite cannot begin a transaction");
+                            refused = unwritable(&e).or(refused);
                             // Dropping the job drops its reply sender: the caller gets an error.
                             continue;
                         }
                         open = true;
                     }
-                    done.push(write(&conn, &mut ids));
+                    let write = write(&conn, &mut ids);
+                    refused = write.refused.or(refused);
+                    done.push(write);
                     if conn.is_autocommit() {
                         // A failure (disk full, I/O) rolled the whole transaction back: nothing
                         // of this batch so far is stored. Say so, and start afresh for the rest.
@@ -288,8 +565,8 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
                             Some("the transaction was rolled back".into()),
                         );
-                        for (reply, _) in done.drain(..) {
-                            reply(Err(&lost));
+                        for write in done.drain(..) {
+                            (write.reply)(Err(&lost));
                         }
                         open = false;
                     }
@@ -301,13 +578,14 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
             let commit = conn.execute_batch("COMMIT");
             match &commit {
                 Ok(()) => {
+                    committed = true;
                     let sink = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     // Writers hear first: their tasks are then queued ahead of the (possibly
                     // thousands of) subscriber tasks the events wake.
                     let mut events = Vec::with_capacity(done.len());
-                    for (reply, event) in done {
-                        reply(Ok(()));
-                        events.extend(event);
+                    for write in done {
+                        (write.reply)(Ok(()));
+                        events.extend(write.event);
                     }
                     if let Some(sink) = &sink {
                         for event in events {
@@ -318,12 +596,16 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "SQLite commit failed; the batch is rolled back");
+                    refused = unwritable(e).or(refused);
                     let _ = conn.execute_batch("ROLLBACK");
-                    for (reply, _) in done {
-                        reply(Err(e));
+                    for write in done {
+                        (write.reply)(Err(e));
                     }
                 }
             }
+        }
+        if refused.is_some() || committed {
+            health.set(refused);
         }
         for read in reads {
             read(&conn);
@@ -336,12 +618,20 @@ fn run_writer(conn: Connection, mut ids: IdGen, mut queue: mpsc::Receiver<Job>, 
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
     let result = f(conn);
-    conn.execute_batch(if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    })?;
-    result
+    match result {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            // When the failure rolled back the whole transaction (a full disk, say), the
+            // savepoint is gone too: the failure, not that, is what the caller must hear.
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            }
+            Err(e)
+        }
+    }
 }
 
 struct ReaderPool {
@@ -618,6 +908,10 @@ impl Store for SqliteStore {
         if self.jobs.is_closed() {
             return Err(Error::internal("the SQLite writer has stopped"));
         }
+        // And the file must take its writes.
+        if let Some(reason) = self.health.refusing() {
+            return Err(Error::Internal(RefusingWrites(reason.to_owned()).into()));
+        }
         Ok(())
     }
 
@@ -664,19 +958,25 @@ impl Store for SqliteStore {
     }
 
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>> {
+        let asked = username.to_owned();
         let key = unique_key(username);
+        let (displaced_from, displaced_to) = displaced_keys(&key);
         self.read(move |conn| {
-            Ok(conn
+            let found = conn
                 .prepare_cached(&format!(
-                    "SELECT {USER_COLS}, password_hash FROM users WHERE username_key = ?1"
+                    "SELECT {USER_COLS}, password_hash FROM users
+                     WHERE username_key = ?1 OR (username_key > ?2 AND username_key < ?3)"
                 ))?
-                .query_row([key], |row| {
+                .query_map(params![key, displaced_from, displaced_to], |row| {
                     Ok(Credentials {
                         user: user_row(row)?,
                         password_hash: row.get(3)?,
                     })
-                })
-                .optional()?)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(found
+                .into_iter()
+                .find(|c| same_name_in_any_case(&c.user.username, &asked)))
         })
         .await
     }
@@ -1115,5 +1415,218 @@ mod tests {
         assert_eq!(edited.seq, 2);
         let changes = store.changes_after(room, 0, 10).await.unwrap();
         assert_eq!(changes, [message, edited]);
+    }
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n])
+    }
+
+    /// A version 2 database (keys in lower case) where an earlier Confab let look-alikes in.
+    fn version_2_database(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(&format!(
+            "{SCHEMA_V1} {SCHEMA_V2}
+             INSERT INTO users (id, username, username_key, password_hash, created_at) VALUES
+                 (x'000000000000000000000001', 'ilse', 'ilse', 'h1', 0),
+                 (x'000000000000000000000002', 'llse', 'llse', 'h2', 0),
+                 (x'000000000000000000000003', 'Ada', 'ada', 'h3', 0);
+             -- The older room's new key is the newer room's old one: the upgrade must still
+             -- give it to the older.
+             INSERT INTO rooms (id, name, name_key, created_by, created_at) VALUES
+                 (x'000000000000000000000004', 'L0bby', 'l0bby', x'000000000000000000000001', 0),
+                 (x'000000000000000000000005', 'lobby', 'lobby', x'000000000000000000000001', 0),
+                 (x'000000000000000000000006', 'lo' || char(8203) || 'bby', 'lo' || char(8203) || 'bby',
+                  x'000000000000000000000001', 0),
+                 (x'000000000000000000000007', 'General', 'general', x'000000000000000000000001', 0);
+             PRAGMA user_version = 2;"
+        ))
+        .unwrap();
+    }
+
+    fn stored_keys(path: &Path, table: &str, key: &str) -> Vec<(ObjectId, String)> {
+        let conn = Connection::open(path).unwrap();
+        conn.prepare(&format!("SELECT id, {key} FROM {table} ORDER BY id"))
+            .unwrap()
+            .query_map([], |r| Ok((id_at(r, 0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_gets_look_alike_keys_and_keeps_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        version_2_database(&path);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        // Every row is kept; look-alikes now conflict, against the oldest of each group.
+        for (name, field) in [("LOBBY", "name"), ("I0bby", "name"), ("general", "name")] {
+            let err = store.create_room(name, id(1)).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Conflict { field: f, .. } if f == field),
+                "{name:?}: {err:?}"
+            );
+        }
+        for name in ["ILSE", "Llse", "ADA"] {
+            let err = store.create_user(name, "h").await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Conflict {
+                        field: "username",
+                        ..
+                    }
+                ),
+                "{name:?}: {err:?}"
+            );
+        }
+        // Each user still logs in by their own name, in any case, and only by it.
+        for (asked, hash) in [
+            ("ilse", "h1"),
+            ("ILSE", "h1"),
+            ("llse", "h2"),
+            ("LLSE", "h2"),
+        ] {
+            let found = store.credentials(asked).await.unwrap();
+            assert_eq!(
+                found.map(|c| c.password_hash).as_deref(),
+                Some(hash),
+                "{asked:?}"
+            );
+        }
+        assert!(store.credentials("IIse").await.unwrap().is_none());
+        assert_eq!(
+            store
+                .rooms(PageRequest::Forward {
+                    after: None,
+                    first: 10
+                })
+                .await
+                .unwrap()
+                .items
+                .len(),
+            4
+        );
+        drop(store);
+
+        assert_eq!(
+            stored_keys(&path, "rooms", "name_key"),
+            [
+                (id(4), "lobby".to_owned()),
+                (id(5), displaced_key("lobby", id(5))),
+                (id(6), displaced_key("lobby", id(6))),
+                (id(7), "general".to_owned()),
+            ]
+        );
+        assert_eq!(
+            stored_keys(&path, "users", "username_key"),
+            [
+                (id(1), "llse".to_owned()),
+                (id(2), displaced_key("llse", id(2))),
+                (id(3), "ada".to_owned()),
+            ]
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let keys: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'name_key_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((version, keys), (SCHEMA_VERSION, UNIQUE_KEY_VERSION));
+        drop(conn);
+
+        // Opening again changes nothing.
+        let before = stored_keys(&path, "rooms", "name_key");
+        drop(SqliteStore::open(&path).await.unwrap());
+        assert_eq!(stored_keys(&path, "rooms", "name_key"), before);
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_one_file_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confab.db");
+        let first = SqliteStore::open(&path).await.unwrap();
+        let clone = first.clone();
+        let err = SqliteStore::open(&path)
+            .await
+            .err()
+            .expect("a second open is refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("another Confab"), "{text}");
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        // A clone is the same store: the lock lasts until the last handle is gone.
+        drop(first);
+        assert!(SqliteStore::open(&path).await.is_err());
+        drop(clone);
+        let again = SqliteStore::open(&path)
+            .await
+            .expect("the lock was released");
+        again.create_user("ada", "h").await.unwrap();
+    }
+
+    /// Fills the database to a size limit set on the writer's connection (a full disk, as SQLite
+    /// sees it): the store turns unready with the reason, and ready again after a write commits.
+    #[tokio::test]
+    async fn a_store_whose_writes_fail_is_not_ready_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("confab.db"))
+            .await
+            .unwrap();
+        let ada = store.create_user("ada", "h").await.unwrap();
+        let room = store.create_room("lobby", ada.id).await.unwrap();
+        store.ping().await.expect("ready");
+        let size_limit = |pages: Option<i64>| {
+            store.write(move |conn, _| {
+                let pages = match pages {
+                    Some(pages) => pages,
+                    None => conn.query_row("PRAGMA page_count", [], |r| r.get(0))?,
+                };
+                conn.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+        };
+        size_limit(None).await.unwrap();
+        let message = || NewMessage {
+            room_id: room.id,
+            sender_id: ada.id,
+            body: "x".repeat(4000),
+            client_id: None,
+        };
+        let mut failed = None;
+        for _ in 0..100 {
+            if let Err(e) = store.insert_message(message()).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let failed = failed.expect("a write fails once the database is full");
+        assert_eq!(failed.code().as_str(), "INTERNAL_SERVER_ERROR");
+
+        let err = store.ping().await.expect_err("not ready while writes fail");
+        let Error::Internal(cause) = &err else {
+            panic!("{err:?}")
+        };
+        let refusing = cause.downcast_ref::<RefusingWrites>().expect("the reason");
+        assert!(refusing.0.contains("full"), "{refusing}");
+        // Reads go on, and say nothing about writes.
+        assert!(store.room(room.id).await.unwrap().is_some());
+        assert!(store.ping().await.is_err());
+
+        size_limit(Some(1_000_000)).await.unwrap();
+        store.insert_message(message()).await.unwrap();
+        store
+            .ping()
+            .await
+            .expect("ready again after a write committed");
     }
 }

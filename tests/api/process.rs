@@ -1,4 +1,5 @@
-//! The `confab` binary itself: its schema command, exit codes, durability and signals.
+//! The `confab` binary itself: its schema command, exit codes, durability, signals, and the
+//! databases it refuses to start on.
 
 use std::{
     io::{BufRead, BufReader},
@@ -28,10 +29,17 @@ fn start(database: &Path) -> (Child, String) {
 
 /// Starts the binary on a free port with a database URL and more arguments.
 pub fn start_with(database_url: &str, args: &[&str]) -> (Child, String) {
-    let mut child = confab()
+    let mut command = confab();
+    command
         .args(["--addr", "127.0.0.1:0", "--jwt-secret", SECRET])
         .args(["--database-url", database_url])
-        .args(args)
+        .args(args);
+    serve(command)
+}
+
+/// Runs a prepared `confab` command until it listens, and returns it with its base URL.
+fn serve(mut command: Command) -> (Child, String) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -255,4 +263,243 @@ async fn sigterm_stops_the_server_cleanly() {
         .unwrap()
         .expect("exit status");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// A server that is killed when the test ends, even by a failed assertion: one left running
+/// would hold the test's output open.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a command that should refuse to start, and returns its output; one still running
+/// after a while (it did start) is killed, so the assertions fail rather than hang.
+fn run_to_exit(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("confab runs (as root, through setpriv from util-linux)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("output")
+}
+
+/// A refused start: not a success, nothing served, and one ERROR line on stderr, returned.
+fn refusal(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one clear line on stderr: {stderr}");
+    errors[0].to_owned()
+}
+
+/// A database Confab cannot write is refused at startup, not served read-only with every write
+/// failing. Root writes through file modes, so as root the binary runs as `nobody` (65534) on
+/// a database owned by root: in a directory that user cannot write (SQLite then fails as early
+/// as setting WAL mode), and in one it can (only the startup write probe notices). Otherwise
+/// the file is made read-only (mode 0444).
+#[tokio::test]
+async fn a_database_confab_cannot_write_is_refused_at_startup() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let top = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let binary = if root {
+        // That user must reach the binary: the build directory may sit in root's home.
+        let binary = top.path().join("confab");
+        std::fs::copy(env!("CARGO_BIN_EXE_confab"), &binary).unwrap();
+        chmod(&binary, 0o755);
+        chmod(top.path(), 0o755);
+        binary
+    } else {
+        env!("CARGO_BIN_EXE_confab").into()
+    };
+    let layouts: &[(&str, u32)] = if root {
+        &[
+            ("read-only directory", 0o755),
+            ("writable directory", 0o777),
+        ]
+    } else {
+        &[("read-only file", 0o755)]
+    };
+    for &(layout, dir_mode) in layouts {
+        let dir = top.path().join(layout.replace(' ', "-"));
+        std::fs::create_dir(&dir).unwrap();
+        let database = dir.join("confab.db");
+        // A real Confab database, made and left by a normal start.
+        drop(
+            confab::store::sqlite::SqliteStore::open(&database)
+                .await
+                .expect("create the database"),
+        );
+        chmod(&dir, dir_mode);
+        let mut command = if root {
+            let mut command = Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&binary);
+            command
+        } else {
+            chmod(&database, 0o444);
+            Command::new(&binary)
+        };
+        command
+            .env_remove("CONFAB_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--database-url",
+            ])
+            .arg(format!("sqlite://{}", database.display()));
+        let output = run_to_exit(&mut command);
+
+        let line = refusal(&output);
+        // Not a configuration mistake (2): the environment refuses, as with an unreachable
+        // MongoDB.
+        assert_eq!(output.status.code(), Some(1), "{layout}: {line}");
+        assert!(
+            line.contains(&database.display().to_string()),
+            "{layout}: {line}"
+        );
+        assert!(line.contains("read-only"), "{layout}: {line}");
+    }
+}
+
+/// Ids are minted in each process, so two processes writing one file would break their order:
+/// a second Confab on the same file is refused. The lock is the kernel's, so it dies with the
+/// process that held it, even by SIGKILL.
+#[tokio::test]
+async fn a_second_confab_on_one_database_is_refused_and_the_lock_never_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("confab.db");
+    let (first, url) = start(&database);
+    let mut first = Running(first);
+
+    let second = run_to_exit(
+        confab()
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--database-url",
+            ])
+            .arg(format!("sqlite://{}", database.display())),
+    );
+    let line = refusal(&second);
+    assert!(line.contains("another Confab"), "{line}");
+    assert!(line.contains(&format!("pid {}", first.0.id())), "{line}");
+    assert!(line.contains(&database.display().to_string()), "{line}");
+    // The first one never noticed.
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reaped");
+    let (next, url) = start(&database);
+    let _next = Running(next);
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+}
+
+/// A database that stops taking writes while Confab runs turns `/readyz` to 503, naming why,
+/// instead of reporting ready while every write fails. The process may write files only up to
+/// a size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write fails instead of killing
+/// it), so its database stops growing after some messages.
+#[tokio::test]
+async fn readyz_turns_503_with_the_reason_when_writes_start_failing() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("confab.db");
+    let mut command = confab();
+    command
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--database-url",
+        ])
+        .arg(format!("sqlite://{}", database.display()));
+    // SAFETY: between fork and exec this calls only async-signal-safe functions.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 512 * 1024,
+                rlim_max: 512 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let (server, url) = serve(command);
+    let _server = Running(server);
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    let register =
+        "mutation { register(username: \"filler\", password: \"fills the disk\") { token } }";
+    let token = gql(&url, None, register, json!({})).await["register"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let create = "mutation { createRoom(name: \"attic\") { id } }";
+    let room = gql(&url, Some(&token), create, json!({})).await["createRoom"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = "mutation($r: ID!, $b: String!) { sendMessage(roomId: $r, body: $b) { id } }";
+    let client = reqwest::Client::new();
+    let mut failed = None;
+    for _ in 0..400 {
+        let body: Value = client
+            .post(format!("{url}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": send, "variables": {"r": room, "b": "x".repeat(4000)}}))
+            .send()
+            .await
+            .expect("POST")
+            .json()
+            .await
+            .expect("JSON");
+        if body.get("errors").is_some() {
+            failed = Some(body);
+            break;
+        }
+    }
+    let failed = failed.expect("a write fails once the files cannot grow");
+    assert_eq!(
+        failed["errors"][0]["extensions"]["code"], "INTERNAL_SERVER_ERROR",
+        "{failed}"
+    );
+
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.expect("JSON");
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["store"], "refusing writes", "{body}");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
 }

@@ -53,6 +53,45 @@ async fn room_names_are_checked_and_unique_in_any_letter_case() {
 }
 
 #[tokio::test]
+async fn look_alike_and_invisible_room_names_are_refused() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let create = "mutation($n: String!) { createRoom(name: $n) { id name } }";
+    let lobby = app
+        .data(Some(&ada.token), create, json!({"n": "lobby"}))
+        .await;
+    assert_eq!(lobby["createRoom"]["name"], "lobby");
+
+    // Capital I and zero for l and o; Cyrillic о (U+043E).
+    for look_alike in ["I0bby", "l\u{43E}bby"] {
+        let body = app
+            .gql(Some(&ada.token), create, json!({"n": look_alike}))
+            .await;
+        assert_eq!(
+            (error_code(&body), error_field(&body)),
+            ("CONFLICT", "name"),
+            "{look_alike:?}: {body}"
+        );
+    }
+    // A zero-width space is refused as input, not as a conflict.
+    for invisible in ["lob\u{200B}by", "\u{202E}ybbol"] {
+        let body = app
+            .gql(Some(&ada.token), create, json!({"n": invisible}))
+            .await;
+        assert_eq!(
+            (error_code(&body), error_field(&body)),
+            ("BAD_USER_INPUT", "name"),
+            "{invisible:?}: {body}"
+        );
+    }
+    // Names come back in NFC: e and a combining acute are stored as é.
+    let cafe = app
+        .data(Some(&ada.token), create, json!({"n": "cafe\u{301}"}))
+        .await;
+    assert_eq!(cafe["createRoom"]["name"], "caf\u{E9}");
+}
+
+#[tokio::test]
 async fn joining_is_idempotent_and_leaving_says_whether_it_left() {
     let app = TestApp::spawn().await;
     let ada = app.register("ada").await;

@@ -1,5 +1,5 @@
 //! The servers under test as child processes: started by re-executing this binary with a hidden
-//! subcommand, so their RSS and CPU time are their own and `cargo run --bin loadgen` needs no
+//! subcommand, so their RSS and CPU time are their own and `cargo run -p loadgen` needs no
 //! other binary; stopped with SIGTERM (then SIGKILL) whatever way the run ends.
 
 use std::{

@@ -5,7 +5,6 @@ use confab::{
     config::{Command, Config},
     server::{Application, ConfigError},
 };
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,12 +13,11 @@ async fn main() -> ExitCode {
         print!("{}", confab::graphql::sdl());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    confab::telemetry::init(
+        "info",
+        std::io::stdout,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
 
     let app = match Application::build(&config).await {
         Ok(app) => app,

@@ -58,15 +58,10 @@ pub async fn serve_confab(args: ServeConfabArgs) -> ExitCode {
     }
 }
 
-/// Logs as the `confab` binary does (RUST_LOG, `info` by default), to stderr.
+/// Logs as the `confab` binary does (RUST_LOG, `info` by default), to stderr without colour:
+/// stdout carries the `LISTENING` announcement.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    confab::telemetry::init("info", std::io::stderr, false);
 }
 
 pub fn announce(addr: SocketAddr) {

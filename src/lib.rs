@@ -10,7 +10,8 @@
 //! - [`store`]: persistence behind one trait (SQLite embedded; MongoDB next);
 //! - [`bus`]: room events from the service to subscribers;
 //! - [`auth`]: argon2id passwords, JWT access tokens, the `Caller`;
-//! - [`model`], [`error`], [`config`]: the shared vocabulary.
+//! - [`model`], [`error`], [`config`]: the shared vocabulary;
+//! - [`telemetry`]: logging, set up the same way by every process that runs the server.
 
 pub mod auth;
 pub mod bus;
@@ -25,4 +26,5 @@ pub mod server;
 pub mod service;
 pub mod socketio;
 pub mod store;
+pub mod telemetry;
 pub mod web;

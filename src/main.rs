@@ -5,7 +5,7 @@ use confab::{
     config::{Command, Config},
     server::{Application, ConfigError},
 };
-use tracing_subscriber::{EnvFilter, fmt::writer::MakeWriterExt as _};
+use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,17 +16,13 @@ async fn main() -> ExitCode {
     }
     // Warnings and errors go to stderr, the rest to stdout: a refused start is one line where
     // a shell or supervisor looks for it, and `listening on …` stays on stdout for scripts.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(
-            std::io::stderr
-                .with_max_level(tracing::Level::WARN)
-                .or_else(std::io::stdout),
-        )
-        .init();
+    confab::telemetry::init(
+        "info",
+        std::io::stderr
+            .with_max_level(tracing::Level::WARN)
+            .or_else(std::io::stdout),
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    );
 
     let app = match Application::build(&config).await {
         Ok(app) => app,

@@ -28,11 +28,10 @@ pub struct Session {
     pub id: String,
 }
 
+/// Server logs on stdout, only with `TEST_LOG` set (`debug` unless `RUST_LOG` says otherwise).
 fn init_tracing() {
     if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .try_init();
+        confab::telemetry::init("debug", std::io::stdout, true);
     }
 }
 

@@ -140,7 +140,8 @@ fn main() -> ExitCode {
         Scenario::ServeRaw(args) => return runtime.block_on(raw::serve(args)),
         _ => {}
     }
-    process::raise_open_files_limit();
+    // 10k sockets need 10k descriptors; the children inherit the raised limit.
+    let _ = confab::server::connections::raise_open_files_limit();
     let mut report = Report::default();
     let outcome = runtime.block_on(run(&cli.scenario, &cli.common, &mut report));
     report.print_table();

@@ -2,11 +2,14 @@
 //! `messages(last: 50, before: cursor)`; p50/p99 per page, and the newest page against the
 //! deepest one (each re-read many times, so one cold read does not decide).
 //!
-//! Seeding goes straight into the SQLite file, in big transactions matching the store's schema,
-//! while no server runs: Confab creates the file, the user and the room, stops, the tool appends
-//! the messages (ids continuing after the largest in the file, as the store mints them), and
-//! Confab starts again on the file. Against `--target` the tool can only send the messages one
-//! by one over GraphQL, which suits small sizes.
+//! Seeding goes through Confab's own store, on the server's SQLite file while no server runs:
+//! Confab creates the file, the user and the room, stops, the tool opens the file with
+//! `confab::store` and inserts the messages, and Confab starts again on the file. So the seed
+//! is whatever the store writes (ids, change numbers, indexes), never a copy of its private
+//! schema that could drift from it. Inserts are issued many at a time: the store's one writer
+//! commits every waiting insert in one transaction, so a million cost a few thousand commits.
+//! Against `--target` the tool can only send the messages one by one over GraphQL, which suits
+//! small sizes.
 //!
 //! Checks: the walk returns every message exactly once, newest to oldest, each page in
 //! chronological order, with the bodies seeded at those positions.
@@ -15,6 +18,12 @@ use std::{path::Path, time::Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::Args;
+use confab::{
+    config::DatabaseUrl,
+    model::{MessageId, parse_id},
+    store::NewMessage,
+};
+use futures_util::{StreamExt as _, stream};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -29,8 +38,9 @@ const PAGE: usize = 50;
 const PAGE_QUERY: &str = "query($r:ID!,$b:String){messages(roomId:$r,last:50,before:$b){edges{node{id body}} pageInfo{hasPreviousPage startCursor}}}";
 /// Reads of the newest and of the deepest page for their comparison.
 const REPEATS: usize = 200;
-/// Rows per seeding transaction.
-const SEED_BATCH: usize = 100_000;
+/// Inserts in flight while seeding: enough to fill the store's batches (512 writes per commit)
+/// while the previous batch commits.
+const SEED_IN_FLIGHT: usize = 1024;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct HistoryArgs {
@@ -51,7 +61,8 @@ pub async fn run(args: &HistoryArgs, common: &Common, report: &mut Report) -> an
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let name = format!("lg-history-{}", client::run_tag());
 
-    let (mut process, token, room) = match common.target.as_deref() {
+    // `seeded[k]` is the index of the k-th message in history order: it has the body `h{index}`.
+    let (mut process, token, room, seeded) = match common.target.as_deref() {
         Some(target) => {
             let process = ServerProcess::start(crate::Server::Confab, Some(target))?;
             let (token, room) = client::user_and_room(process.addr, &name).await?;
@@ -60,7 +71,7 @@ pub async fn run(args: &HistoryArgs, common: &Common, report: &mut Report) -> an
                 http.send_message(&room, &format!("h{i}"), &format!("h{i}"))
                     .await?;
             }
-            (process, token, room)
+            (process, token, room, (0..size).collect())
         }
         None => {
             let path = sqlite_path(&dir);
@@ -68,13 +79,12 @@ pub async fn run(args: &HistoryArgs, common: &Common, report: &mut Report) -> an
             let (token, room) = client::user_and_room(first.addr, &name).await?;
             first.stop();
             let seeding = Instant::now();
-            let seeded_path = path.clone();
-            tokio::task::spawn_blocking(move || seed(&seeded_path, size)).await??;
+            let seeded = seed(&path, &name, &room, size).await?;
             report.note(format!(
-                "history: seeded {size} messages into the SQLite file in {:.1} s",
+                "history: seeded {size} messages through Confab's store in {:.1} s",
                 seeding.elapsed().as_secs_f64()
             ));
-            (ServerProcess::spawn_confab(&path)?, token, room)
+            (ServerProcess::spawn_confab(&path)?, token, room, seeded)
         }
     };
     let mut http = Http::connect(process.addr, Some(&token)).await?;
@@ -104,9 +114,10 @@ pub async fn run(args: &HistoryArgs, common: &Common, report: &mut Report) -> an
         for (k, edge) in edges.iter().enumerate() {
             let index = expected - want + k;
             let body = edge["node"]["body"].as_str().unwrap_or_default();
+            let seeded_body = format!("h{}", seeded[index]);
             ensure!(
-                body == format!("h{index}"),
-                "message {index} from the end came back as {body:?}: a gap, duplicate or wrong order"
+                body == seeded_body,
+                "message {index} of the history came back as {body:?}, not {seeded_body:?}: a gap, duplicate or wrong order"
             );
         }
         expected -= want;
@@ -182,52 +193,38 @@ async fn read_page(
     Ok((micros, answer["data"]["messages"].take()))
 }
 
-/// Appends `size` messages to the file's one room, from its one user, in the store's schema,
-/// with ids continuing after the largest id in the file (so the store keeps minting above them).
-fn seed(path: &Path, size: usize) -> anyhow::Result<()> {
-    let mut conn = rusqlite::Connection::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // Seeding is setup, not a measured write: it needs no fsync per transaction.
-    conn.pragma_update(None, "synchronous", "OFF")?;
-    let room: Vec<u8> = conn.query_row("SELECT id FROM rooms", [], |r| r.get(0))?;
-    let sender: Vec<u8> = conn.query_row("SELECT id FROM users", [], |r| r.get(0))?;
-    let mut last = [0u8; 12];
-    for table in ["users", "rooms", "messages"] {
-        let max: Option<Vec<u8>> =
-            conn.query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
-        if let Some(Ok(max)) = max.map(<[u8; 12]>::try_from) {
-            last = last.max(max);
-        }
+/// Stores `size` messages (bodies `h0`, `h1`, …) from `username` in `room` through Confab's
+/// store on the SQLite file at `path`, which no server may have open. Returns the indexes in
+/// history (id) order: with many inserts in flight the store takes them in its own order, not
+/// the order they were issued in (most positions differ), and its ids are the history.
+async fn seed(path: &Path, username: &str, room: &str, size: usize) -> anyhow::Result<Vec<usize>> {
+    let store = confab::store::connect(&DatabaseUrl::SqliteFile(path.to_owned()))
+        .await
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    let sender = store
+        .credentials(username)
+        .await?
+        .ok_or_else(|| anyhow!("user {username:?} is not in the store"))?
+        .user
+        .id;
+    let room = parse_id("roomId", room)?;
+    let store = &*store;
+    let mut inserts = stream::iter(0..size)
+        .map(|index| async move {
+            let message = NewMessage {
+                room_id: room,
+                sender_id: sender,
+                body: format!("h{index}"),
+                client_id: None,
+            };
+            let written = store.insert_message(message).await?;
+            anyhow::Ok((written.value.id, index))
+        })
+        .buffer_unordered(SEED_IN_FLIGHT);
+    let mut stored: Vec<(MessageId, usize)> = Vec::with_capacity(size);
+    while let Some(inserted) = inserts.next().await {
+        stored.push(inserted?);
     }
-    let mut id = u128::from_be_bytes({
-        let mut wide = [0u8; 16];
-        wide[4..].copy_from_slice(&last);
-        wide
-    });
-    let created_at = chrono::Utc::now().timestamp_millis();
-    let mut index = 0;
-    while index < size {
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
-            )?;
-            for _ in 0..SEED_BATCH.min(size - index) {
-                id += 1;
-                let bytes = &id.to_be_bytes()[4..];
-                insert.execute(rusqlite::params![
-                    bytes,
-                    room,
-                    sender,
-                    format!("h{index}"),
-                    created_at
-                ])?;
-                index += 1;
-            }
-        }
-        tx.commit()?;
-    }
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(())
+    stored.sort_unstable();
+    Ok(stored.into_iter().map(|(_, index)| index).collect())
 }

@@ -1,5 +1,5 @@
 //! The servers under test as child processes: started by re-executing this binary with a hidden
-//! subcommand, so their RSS and CPU time are their own and `cargo run --bin loadgen` needs no
+//! subcommand, so their RSS and CPU time are their own and `cargo run -p loadgen` needs no
 //! other binary; stopped with SIGTERM (then SIGKILL) whatever way the run ends.
 
 use std::{
@@ -58,15 +58,10 @@ pub async fn serve_confab(args: ServeConfabArgs) -> ExitCode {
     }
 }
 
-/// Logs as the `confab` binary does (RUST_LOG, `info` by default), to stderr.
+/// Logs as the `confab` binary does (RUST_LOG, `info` by default), to stderr without colour:
+/// stdout carries the `LISTENING` announcement.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    confab::telemetry::init("info", std::io::stderr, false);
 }
 
 pub fn announce(addr: SocketAddr) {
@@ -227,23 +222,6 @@ fn parse_target(target: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--target {target:?} is not http://HOST:PORT"))?
         .next()
         .ok_or_else(|| anyhow!("--target {target:?} resolves to no address"))
-}
-
-/// Raises the open-files soft limit to the hard limit (10k sockets need 10k descriptors); the
-/// children inherit it.
-pub fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// This process's own CPU time (user + system), for the client side of the figures.

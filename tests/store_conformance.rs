@@ -101,7 +101,7 @@ conformance_suite!(mongo, || async {
         confab::store::mongo::MongoStore::connect_database(&uri, &support::mongo::fresh_database())
             .await
             .expect("connect to the MongoDB test server");
-    Some((Arc::new(store) as Arc<dyn Store>, ()))
+    Some((store as Arc<dyn Store>, ()))
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -1468,11 +1468,9 @@ async fn concurrent_changes_take_consecutive_numbers_in_id_order(store: Arc<dyn 
 
 /// A store on the test database `db`, standing for one Confab instance.
 async fn mongo_instance(uri: &str, db: &str) -> Arc<dyn Store> {
-    Arc::new(
-        confab::store::mongo::MongoStore::connect_database(uri, db)
-            .await
-            .expect("connect to the MongoDB test server"),
-    )
+    confab::store::mongo::MongoStore::connect_database(uri, db)
+        .await
+        .expect("connect to the MongoDB test server")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

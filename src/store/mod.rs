@@ -71,7 +71,7 @@ pub struct RefusingWrites(pub String);
 pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UserStore + RoomStore + MessageStore + Send + Sync + 'static {
     /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
     /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;
@@ -82,9 +82,11 @@ pub trait Store: Send + Sync + 'static {
     /// channel, later calls `None`; until it is taken, nothing is queued. An event is queued
     /// once its write is committed, which may be just after the write has returned.
     fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<RoomEvent>>;
+}
 
-    // --- users ---
-
+/// Users: accounts, by id and by name.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     /// Creates a user; `Conflict { field: "username" }` when a name with the same
     /// [`unique_key`] exists (the name in any letter case, or a look-alike).
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<User>;
@@ -92,9 +94,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// A user and their password hash, by username in any letter case (never by a look-alike).
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
+}
 
-    // --- rooms ---
-
+/// Rooms, and who is a member of which.
+#[async_trait]
+pub trait RoomStore: Send + Sync {
     /// Creates a room with its creator as first member; `Conflict { field: "name" }` when a
     /// name with the same [`unique_key`] exists (in any letter case, or a look-alike).
     async fn create_room(&self, name: &str, creator: UserId) -> Result<Room>;
@@ -102,9 +106,6 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, id: RoomId) -> Result<Option<Room>>;
     /// The room directory, oldest first.
     async fn rooms(&self, page: PageRequest) -> Result<Page<Room>>;
-
-    // --- memberships ---
-
     /// Makes `user` a member of `room`; `changed` is false when they already were.
     /// `NotFound` when the room does not exist.
     async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
@@ -120,9 +121,11 @@ pub trait Store: Send + Sync + 'static {
     async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>>;
     /// How many rooms a user belongs to.
     async fn room_count_of(&self, user: UserId) -> Result<u64>;
+}
 
-    // --- messages ---
-
+/// Messages, and the changes to them that subscribers follow.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
     /// Stores a message. With a `client_id` already used by the same sender in the same room, it
     /// stores nothing and returns the first message with `changed: false`.
     async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>>;
@@ -132,6 +135,10 @@ pub trait Store: Send + Sync + 'static {
     /// number, read together. Every change numbered up to `seq` is readable, none after it is
     /// counted in `last_message`. `NotFound` for no such room.
     async fn room_head(&self, room: RoomId) -> Result<RoomHead>;
+    /// Up to `limit` messages whose latest change is numbered after `seq`, in change order,
+    /// tombstones included: what a subscriber that missed events reads to catch up. Once a
+    /// change is readable, so is every change of the room numbered before it.
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>>;
     /// A page of a room's history in chronological order; tombstones are hidden.
     async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>>;
     /// Up to `limit` messages created after `after`, oldest first, tombstones included: what a
@@ -142,10 +149,6 @@ pub trait Store: Send + Sync + 'static {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<Message>>;
-    /// Up to `limit` messages whose latest change is numbered after `seq`, in change order,
-    /// tombstones included: what a subscriber that missed events reads to catch up. Once a
-    /// change is readable, so is every change of the room numbered before it.
-    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>>;
     /// Replaces a live message's body and sets `edited_at`; `NotFound` for a tombstone.
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message>;
     /// Turns a message into a tombstone (body cleared, `deleted_at` set); `changed` is false when
@@ -159,7 +162,7 @@ pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match url {
         DatabaseUrl::SqliteFile(path) => Arc::new(sqlite::SqliteStore::open(path).await?),
         DatabaseUrl::SqliteMemory => Arc::new(sqlite::SqliteStore::open_in_memory().await?),
-        DatabaseUrl::Mongo(url) => Arc::new(mongo::MongoStore::connect(url).await?),
+        DatabaseUrl::Mongo(url) => mongo::MongoStore::connect(url).await?,
     })
 }
 

@@ -1,0 +1,219 @@
+//! Rooms and memberships: the directory, who is in which room, and in what order they joined.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc, oid::ObjectId};
+
+use super::{
+    MongoStore, is_duplicate_key, now,
+    schema::{MembershipDoc, RoomDoc},
+};
+use crate::{
+    error::{Error, Result},
+    model::{Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
+    store::{RoomStore, Taken, UNIQUE_KEY_VERSION, Written, keyset_page, unique_key},
+};
+
+#[async_trait]
+impl RoomStore for MongoStore {
+    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
+        let name = name.to_owned();
+        self.in_task(move |db| async move {
+            let name = name.as_str();
+            if db.user_by_id(creator).await?.is_none() {
+                return Err(Error::not_found("user not found"));
+            }
+            let room = RoomDoc {
+                id: db.ids.next(),
+                name: name.to_owned(),
+                name_key: unique_key(name),
+                key_version: UNIQUE_KEY_VERSION,
+                created_by: creator,
+                created_at: now(),
+                seq: 0,
+                last_message: None,
+                lease: None,
+            };
+            // Without transactions: the creator's membership goes first, so the room is never
+            // seen without its first member, and nobody can join ahead of its creator.
+            let _room = db.room_locks.lock(room.id).await;
+            let membership = MembershipDoc {
+                id: db.ids.next(),
+                room_id: room.id,
+                user_id: creator,
+                joined_at: room.created_at,
+            };
+            db.memberships.insert_one(&membership).await?;
+            if let Err(e) = db.rooms.insert_one(&room).await {
+                let _ = db.memberships.delete_one(doc! {"_id": membership.id}).await;
+                if is_duplicate_key(&e) {
+                    return Err(Error::from(Taken::RoomName));
+                }
+                return Err(e.into());
+            }
+            Ok(room.into())
+        })
+        .await
+    }
+
+    async fn room(&self, id: RoomId) -> Result<Option<Room>> {
+        Ok(self.rooms.find_one(doc! {"_id": id}).await?.map(Room::from))
+    }
+
+    async fn rooms(&self, page: PageRequest) -> Result<Page<Room>> {
+        self.page(&self.rooms, Document::new(), page).await
+    }
+
+    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.in_task(move |db| async move {
+            let _room = db.room_locks.lock(room).await;
+            if db.rooms.find_one(doc! {"_id": room}).await?.is_none() {
+                return Err(Error::not_found("room not found"));
+            }
+            let membership = MembershipDoc {
+                id: db.ids.next(),
+                room_id: room,
+                user_id: user,
+                joined_at: now(),
+            };
+            match db.memberships.insert_one(&membership).await {
+                Ok(_) => {}
+                Err(e) if is_duplicate_key(&e) => {
+                    return Ok(Written {
+                        value: (),
+                        changed: false,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(user) = db.user_by_id(user).await? {
+                db.announce(RoomEvent::MemberJoined {
+                    room_id: room,
+                    user,
+                })
+                .await;
+            }
+            Ok(Written {
+                value: (),
+                changed: true,
+            })
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+        self.in_task(move |db| async move {
+            let _room = db.room_locks.lock(room).await;
+            let removed = db
+                .memberships
+                .delete_one(doc! {"room_id": room, "user_id": user})
+                .await?;
+            let changed = removed.deleted_count == 1;
+            if changed && let Some(user) = db.user_by_id(user).await? {
+                db.announce(RoomEvent::MemberLeft {
+                    room_id: room,
+                    user,
+                })
+                .await;
+            }
+            Ok(Written { value: (), changed })
+        })
+        .await
+    }
+
+    async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
+        Ok(self
+            .memberships
+            .find_one(doc! {"room_id": room, "user_id": user})
+            .await?
+            .is_some())
+    }
+
+    async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
+        // MongoDB reads a limit of 0 as "no limit".
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let memberships: Vec<MembershipDoc> = self
+            .memberships
+            .find(doc! {"room_id": room})
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        let ids: Vec<ObjectId> = memberships.iter().map(|m| m.user_id).collect();
+        let mut users: HashMap<ObjectId, User> = self
+            .users
+            .find(doc! {"_id": {"$in": &ids}})
+            .await?
+            .map_ok(|d| (d.id, User::from(d)))
+            .try_collect()
+            .await?;
+        Ok(ids.iter().filter_map(|id| users.remove(id)).collect())
+    }
+
+    async fn member_count(&self, room: RoomId) -> Result<u64> {
+        Ok(self
+            .memberships
+            .count_documents(doc! {"room_id": room})
+            .await?)
+    }
+
+    async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>> {
+        // The user's memberships in room id order (the `(user_id, room_id)` index), then
+        // their rooms.
+        let (cursor, limit, backward) = match page {
+            PageRequest::Backward { before, last } => (before.map(|b| ("$lt", b)), last, true),
+            PageRequest::Forward { after, first } => (after.map(|a| ("$gt", a)), first, false),
+        };
+        let mut filter = doc! {"user_id": user};
+        if let Some((op, id)) = cursor {
+            filter.insert("room_id", doc! {op: id});
+        }
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let ids: Vec<ObjectId> = self
+            .memberships
+            .find(filter)
+            .sort(doc! {"user_id": 1, "room_id": if backward { -1 } else { 1 }})
+            .limit(fetch)
+            .await?
+            .map_ok(|m| m.room_id)
+            .try_collect()
+            .await?;
+        let beyond_cursor = match cursor {
+            Some((op, id)) => {
+                let far = doc! {"user_id": user, "room_id": {if op == "$lt" { "$gte" } else { "$lte" }: id}};
+                self.memberships.find_one(far).await?.is_some()
+            }
+            None => false,
+        };
+        let page = keyset_page(ids, limit, backward, beyond_cursor);
+        let mut rooms: HashMap<ObjectId, Room> = self
+            .rooms
+            .find(doc! {"_id": {"$in": &page.items}})
+            .await?
+            .map_ok(|d| (d.id, Room::from(d)))
+            .try_collect()
+            .await?;
+        Ok(Page {
+            items: page
+                .items
+                .iter()
+                .filter_map(|id| rooms.remove(id))
+                .collect(),
+            has_previous: page.has_previous,
+            has_next: page.has_next,
+        })
+    }
+
+    async fn room_count_of(&self, user: UserId) -> Result<u64> {
+        Ok(self
+            .memberships
+            .count_documents(doc! {"user_id": user})
+            .await?)
+    }
+}

@@ -1,0 +1,276 @@
+//! The documents as stored, their indexes, and the upgrade of keys stored by an earlier Confab.
+
+use futures_util::TryStreamExt;
+use mongodb::{
+    Collection, IndexModel,
+    bson::{Bson, Document, doc, oid::ObjectId},
+    options::IndexOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{MongoStore, is_duplicate_key, to_chrono};
+use crate::{
+    error::{Error, Result},
+    model::{Message, Room, User},
+    store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
+};
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct UserDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) username: String,
+    pub(super) username_key: String,
+    /// The `store::UNIQUE_KEY_VERSION` that made `username_key` (absent: 1, lower case).
+    #[serde(default = "first_key_version")]
+    pub(super) key_version: i64,
+    pub(super) password_hash: String,
+    pub(super) created_at: bson::DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct RoomDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) name: String,
+    pub(super) name_key: String,
+    /// The `store::UNIQUE_KEY_VERSION` that made `name_key` (absent: 1, lower case).
+    #[serde(default = "first_key_version")]
+    pub(super) key_version: i64,
+    pub(super) created_by: ObjectId,
+    pub(super) created_at: bson::DateTime,
+    /// The number of the room's last message change (see `Store::changes_after`).
+    #[serde(default)]
+    pub(super) seq: i64,
+    /// The room's newest message, set together with `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) last_message: Option<ObjectId>,
+    /// Who holds the room's write lease, and until when (see [`Lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lease: Option<LeaseDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct LeaseDoc {
+    pub(super) token: ObjectId,
+    pub(super) until: bson::DateTime,
+}
+
+/// `_id` is minted in join order, so sorting by it lists members as they joined.
+#[derive(Serialize, Deserialize)]
+pub(super) struct MembershipDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: ObjectId,
+    pub(super) user_id: ObjectId,
+    pub(super) joined_at: bson::DateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct MessageDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: ObjectId,
+    pub(super) sender_id: ObjectId,
+    pub(super) body: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) client_id: Option<String>,
+    pub(super) created_at: bson::DateTime,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) edited_at: Option<bson::DateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) deleted_at: Option<bson::DateTime>,
+    /// The room change number of this message's latest change.
+    #[serde(default)]
+    pub(super) seq: i64,
+}
+
+pub(super) fn first_key_version() -> i64 {
+    1
+}
+
+impl From<UserDoc> for User {
+    fn from(d: UserDoc) -> Self {
+        User {
+            id: d.id,
+            username: d.username,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+impl From<RoomDoc> for Room {
+    fn from(d: RoomDoc) -> Self {
+        Room {
+            id: d.id,
+            name: d.name,
+            created_by: d.created_by,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+impl From<MessageDoc> for Message {
+    fn from(d: MessageDoc) -> Self {
+        Message {
+            id: d.id,
+            room_id: d.room_id,
+            sender_id: d.sender_id,
+            body: d.body,
+            client_id: d.client_id,
+            created_at: to_chrono(d.created_at),
+            edited_at: d.edited_at.map(to_chrono),
+            deleted_at: d.deleted_at.map(to_chrono),
+            seq: u64::try_from(d.seq).unwrap_or(0),
+        }
+    }
+}
+
+impl MongoStore {
+    pub(super) async fn create_indexes(&self) -> Result<()> {
+        let unique = || Some(IndexOptions::builder().unique(true).build());
+        // Unique where the field exists: messages without a client id, or from before change
+        // numbers, are not indexed.
+        let unique_where_present = |field: &str| {
+            Some(
+                IndexOptions::builder()
+                    .unique(true)
+                    .partial_filter_expression(doc! {field: {"$exists": true}})
+                    .build(),
+            )
+        };
+        index(&self.users, doc! {"username_key": 1}, unique()).await?;
+        index(&self.rooms, doc! {"name_key": 1}, unique()).await?;
+        index(
+            &self.memberships,
+            doc! {"room_id": 1, "user_id": 1},
+            unique(),
+        )
+        .await?;
+        index(&self.memberships, doc! {"user_id": 1, "room_id": 1}, None).await?;
+        index(&self.messages, doc! {"room_id": 1, "_id": 1}, None).await?;
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "seq": 1},
+            unique_where_present("seq"),
+        )
+        .await?;
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "sender_id": 1, "client_id": 1},
+            unique_where_present("client_id"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Recomputes the name keys stored under older `unique_key` rules (documents whose
+    /// `key_version` is not the current one), oldest document first, one conditional update
+    /// each: rerunning it changes nothing, and instances starting together agree. It runs once
+    /// the unique indexes exist, so the index itself reports two names that now share a key.
+    /// Then, as in the SQLite migration (see `sqlite::recompute_name_keys` for why), the older
+    /// keeps the key, the newer gets `store::displaced_key`, and a warning names both.
+    pub(super) async fn upgrade_name_keys(&self) -> Result<()> {
+        for (collection, name_field, key_field, what) in [
+            ("users", "username", "username_key", "username"),
+            ("rooms", "name", "name_key", "room name"),
+        ] {
+            let docs = self.db.collection::<Document>(collection);
+            // A further pass only for documents that an older instance wrote meanwhile.
+            for _ in 0..3 {
+                let stale: Vec<Document> = docs
+                    .find(doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}})
+                    .sort(doc! {"_id": 1})
+                    .await?
+                    .try_collect()
+                    .await?;
+                if stale.is_empty() {
+                    break;
+                }
+                for stale in &stale {
+                    let (Ok(id), Ok(name)) =
+                        (stale.get_object_id("_id"), stale.get_str(name_field))
+                    else {
+                        continue;
+                    };
+                    let key = unique_key(name);
+                    upgrade_name_key(&docs, id, name, key, key_field, name_field, what).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives one stale document (`id`, `name`) its current key, settling a collision with the
+/// document holding that key by age (see [`Inner::upgrade_name_keys`]).
+pub(super) async fn upgrade_name_key(
+    docs: &Collection<Document>,
+    id: ObjectId,
+    name: &str,
+    mut key: String,
+    key_field: &str,
+    name_field: &str,
+    what: &str,
+) -> Result<()> {
+    for _ in 0..4 {
+        let set = docs
+            .update_one(
+                doc! {"_id": id, "key_version": {"$ne": UNIQUE_KEY_VERSION}},
+                doc! {"$set": {key_field: &key, "key_version": UNIQUE_KEY_VERSION}},
+            )
+            .await;
+        let e = match set {
+            Ok(_) => return Ok(()),
+            Err(e) if is_duplicate_key(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(holder) = docs.find_one(doc! {key_field: &key}).await? else {
+            continue; // it moved meanwhile: try again
+        };
+        let holder_id = holder.get_object_id("_id").map_err(|_| Error::from(e))?;
+        let holder_name = holder.get_str(name_field).unwrap_or_default();
+        if holder_id < id {
+            tracing::warn!(
+                "the {what} {name:?} (id {id}) looks like the older {what} {holder_name:?} (id {holder_id}); \
+                 both are kept and only the older blocks new look-alikes: rename one of them"
+            );
+            key = displaced_key(&key, id);
+            continue;
+        }
+        // The holder is newer, so it gives way. One already under current rules is displaced
+        // for good; a stale one gets a placeholder no key equals and is settled in its turn.
+        let current = holder
+            .get("key_version")
+            .and_then(Bson::as_i64)
+            .is_some_and(|v| v == UNIQUE_KEY_VERSION);
+        let moved = if current {
+            tracing::warn!(
+                "the {what} {holder_name:?} (id {holder_id}) looks like the older {what} {name:?} (id {id}); \
+                 both are kept and only the older blocks new look-alikes: rename one of them"
+            );
+            displaced_key(&key, holder_id)
+        } else {
+            format!("\u{0}{}", holder_id.to_hex())
+        };
+        docs.update_one(
+            doc! {"_id": holder_id, key_field: &key},
+            doc! {"$set": {key_field: moved}},
+        )
+        .await?;
+    }
+    Err(Error::internal(format!(
+        "cannot settle the key of the {what} {name:?} (id {id})"
+    )))
+}
+
+/// Creates an index unless it exists.
+pub(super) async fn index<T: Send + Sync>(
+    collection: &Collection<T>,
+    keys: Document,
+    options: Option<IndexOptions>,
+) -> Result<()> {
+    let model = IndexModel::builder().keys(keys).options(options).build();
+    collection.create_index(model).await?;
+    Ok(())
+}

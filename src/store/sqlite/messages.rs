@@ -1,0 +1,278 @@
+//! Messages: history pages, resumption, the room's change numbers, edits and tombstones.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, ffi, params};
+
+use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_at};
+use crate::{
+    error::{Error, Result},
+    model::{Message, MessageId, ObjectId, Page, PageRequest, RoomEvent, RoomId},
+    store::{MessageStore, NewMessage, RoomHead, Written},
+};
+
+pub(super) const MESSAGE_COLS: &str =
+    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq";
+
+/// A live (not deleted) message of one room: the filter every history read uses.
+pub(super) const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
+
+pub(super) fn message_row(row: &Row) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: id_at(row, 0)?,
+        room_id: id_at(row, 1)?,
+        sender_id: id_at(row, 2)?,
+        body: row.get(3)?,
+        client_id: row.get(4)?,
+        created_at: time_at(row, 5)?,
+        edited_at: opt_time_at(row, 6)?,
+        deleted_at: opt_time_at(row, 7)?,
+        seq: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+    })
+}
+
+pub(super) fn sql_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// The number the room's next change takes; `NotFound` for no such room.
+pub(super) fn next_seq(conn: &Connection, room: RoomId) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT seq + 1 FROM rooms WHERE id = ?1")?
+        .query_row([room.bytes()], |r| r.get(0))
+        .optional()?;
+    seq.and_then(|s| u64::try_from(s).ok())
+        .ok_or_else(|| Error::not_found("room not found"))
+}
+
+/// Records that the room's change `seq` is taken (inside the same transaction as the change).
+pub(super) fn take_seq(conn: &Connection, room: RoomId, seq: u64) -> Result<()> {
+    conn.prepare_cached("UPDATE rooms SET seq = ?2 WHERE id = ?1")?
+        .execute(params![room.bytes(), sql_seq(seq)])?;
+    Ok(())
+}
+
+/// Sets a message's new state (`body`, and `edited_at` or `deleted_at`) with the room's next
+/// change number, unless it is a tombstone already.
+pub(super) fn change_message(
+    conn: &Connection,
+    id: MessageId,
+    change: &str,
+    body: &str,
+) -> Result<Option<Message>> {
+    let Some(room) = conn
+        .prepare_cached("SELECT room_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id.bytes()], |r| id_at(r, 0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let seq = next_seq(conn, room)?;
+    let changed = conn
+        .prepare_cached(&format!(
+            "UPDATE messages SET body = ?1, {change} = ?2, seq = ?3
+             WHERE id = ?4 RETURNING {MESSAGE_COLS}"
+        ))?
+        .query_row(
+            params![body, now().timestamp_millis(), sql_seq(seq), id.bytes()],
+            message_row,
+        )?;
+    take_seq(conn, room, seq)?;
+    Ok(Some(changed))
+}
+
+pub(super) fn message_by_id(conn: &Connection, id: MessageId) -> Result<Option<Message>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id = ?1"
+        ))?
+        .query_row([id.bytes()], message_row)
+        .optional()?)
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert_message(&self, message: NewMessage) -> Result<Written<Message>> {
+        self.write_announcing(move |conn, ids| {
+            let seq = next_seq(conn, message.room_id)?;
+            let stored = Message {
+                id: ids.next(),
+                room_id: message.room_id,
+                sender_id: message.sender_id,
+                body: message.body,
+                client_id: message.client_id,
+                created_at: now(),
+                edited_at: None,
+                deleted_at: None,
+                seq,
+            };
+            // The partial unique index decides idempotency: a repeated clientId inserts nothing.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (room_id, sender_id, client_id) WHERE client_id IS NOT NULL
+                     DO NOTHING",
+                )?
+                .execute(params![
+                    stored.id.bytes(),
+                    stored.room_id.bytes(),
+                    stored.sender_id.bytes(),
+                    stored.body,
+                    stored.client_id,
+                    stored.created_at.timestamp_millis(),
+                    sql_seq(seq)
+                ])
+                .map_err(|e| match constraint(&e) {
+                    Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
+                    _ => e.into(),
+                })?;
+            if inserted == 1 {
+                take_seq(conn, stored.room_id, seq)?;
+                let event = RoomEvent::MessageAdded(stored.clone());
+                return Ok((
+                    Written {
+                        value: stored,
+                        changed: true,
+                    },
+                    Some(event),
+                ));
+            }
+            let first = conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+                ))?
+                .query_row(
+                    params![
+                        stored.room_id.bytes(),
+                        stored.sender_id.bytes(),
+                        stored.client_id
+                    ],
+                    message_row,
+                )?;
+            Ok((
+                Written {
+                    value: first,
+                    changed: false,
+                },
+                None,
+            ))
+        })
+        .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        self.read(move |conn| message_by_id(conn, id)).await
+    }
+
+    async fn room_head(&self, room: RoomId) -> Result<RoomHead> {
+        self.read(move |conn| {
+            // One statement, so one snapshot: the number and the newest id agree.
+            let head: Option<(i64, Option<[u8; 12]>)> = conn
+                .prepare_cached(
+                    "SELECT seq, (SELECT max(id) FROM messages WHERE room_id = ?1)
+                     FROM rooms WHERE id = ?1",
+                )?
+                .query_row([room.bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let (seq, last) = head.ok_or_else(|| Error::not_found("room not found"))?;
+            Ok(RoomHead {
+                last_message: last.map(ObjectId::from_bytes),
+                seq: u64::try_from(seq).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn changes_after(&self, room: RoomId, seq: u64, limit: usize) -> Result<Vec<Message>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))?
+                .query_map(params![room.bytes(), sql_seq(seq), limit], message_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn messages(&self, room: RoomId, page: PageRequest) -> Result<Page<Message>> {
+        self.read(move |conn| {
+            page_by_id(
+                conn,
+                MESSAGE_COLS,
+                "messages",
+                LIVE_IN_ROOM,
+                Some(room.bytes()),
+                page,
+                message_row,
+            )
+        })
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        room: RoomId,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(params![room.bytes(), after.bytes(), limit], message_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
+        let body = body.to_owned();
+        self.write_announcing(move |conn, _| {
+            let edited = change_message(conn, id, "edited_at", &body)?
+                .ok_or_else(|| Error::not_found("message not found"))?;
+            let event = RoomEvent::MessageEdited(edited.clone());
+            Ok((edited, Some(event)))
+        })
+        .await
+    }
+
+    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+        self.write_announcing(move |conn, _| {
+            let deleted = change_message(conn, id, "deleted_at", "")?;
+            match deleted {
+                Some(message) => {
+                    let event = RoomEvent::MessageDeleted {
+                        room_id: message.room_id,
+                        message_id: message.id,
+                        seq: message.seq,
+                    };
+                    Ok((
+                        Written {
+                            value: message,
+                            changed: true,
+                        },
+                        Some(event),
+                    ))
+                }
+                None => match message_by_id(conn, id)? {
+                    Some(tombstone) => Ok((
+                        Written {
+                            value: tombstone,
+                            changed: false,
+                        },
+                        None,
+                    )),
+                    None => Err(Error::not_found("message not found")),
+                },
+            }
+        })
+        .await
+    }
+}

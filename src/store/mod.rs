@@ -185,6 +185,48 @@ pub(crate) fn next_object_id(last: &mut [u8; 12]) -> crate::model::ObjectId {
     crate::model::ObjectId::from_bytes(id)
 }
 
+/// Where a driver puts the events of its committed writes: empty until the publisher takes the
+/// receiving end ([`Store::take_events`]), then a bounded channel to it. The same for every
+/// driver.
+#[derive(Default)]
+pub(crate) struct EventChannel(std::sync::Mutex<Option<tokio::sync::mpsc::Sender<RoomEvent>>>);
+
+impl EventChannel {
+    /// The receiving end, the first time; `None` after.
+    pub(crate) fn take(&self) -> Option<tokio::sync::mpsc::Receiver<RoomEvent>> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return None;
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        *slot = Some(sender);
+        Some(receiver)
+    }
+
+    /// Where to send events now, if anyone listens.
+    pub(crate) fn sender(&self) -> Option<tokio::sync::mpsc::Sender<RoomEvent>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// How a message changes after it is sent: each sets its time stamp, and takes the room's next
+/// change number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Edit,
+    Delete,
+}
+
+impl Change {
+    /// The stored field (SQLite column, MongoDB field) its time stamp goes in.
+    pub(crate) fn stamp(self) -> &'static str {
+        match self {
+            Self::Edit => "edited_at",
+            Self::Delete => "deleted_at",
+        }
+    }
+}
+
 /// Puts a keyset page together, the same way for every list and driver. `items` are as read:
 /// up to `limit + 1` from the cursor outwards (newest first when paging `backward`);
 /// `beyond_cursor` says whether anything lies on the cursor's other side.

@@ -11,7 +11,7 @@ use super::{MongoStore, is_duplicate_key, now, schema::MessageDoc, writer::seq_i
 use crate::{
     error::{Error, Result},
     model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId},
-    store::{MessageStore, NewMessage, RoomHead, Written},
+    store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
 pub(super) fn live_in_room(room: RoomId) -> Document {
@@ -26,7 +26,7 @@ impl MongoStore {
         &self,
         id: MessageId,
         room: RoomId,
-        change: &str,
+        change: Change,
         body: &str,
     ) -> Result<Option<Message>> {
         let mut lease = self.lease(room).await?;
@@ -35,7 +35,7 @@ impl MongoStore {
             .messages
             .find_one_and_update(
                 doc! {"_id": id, "deleted_at": Bson::Null},
-                doc! {"$set": {"body": body, change: now(), "seq": seq_i64(seq)}},
+                doc! {"$set": {"body": body, change.stamp(): now(), "seq": seq_i64(seq)}},
             )
             .return_document(ReturnDocument::After)
             .await;
@@ -198,7 +198,7 @@ impl MessageStore for MongoStore {
                 .room_id;
             let _room = db.room_locks.lock(room).await;
             let edited = db
-                .change_message(id, room, "edited_at", body)
+                .change_message(id, room, Change::Edit, body)
                 .await?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             db.announce(RoomEvent::MessageEdited(edited.clone())).await;
@@ -215,7 +215,7 @@ impl MessageStore for MongoStore {
                 .ok_or_else(|| Error::not_found("message not found"))?
                 .room_id;
             let _room = db.room_locks.lock(room).await;
-            let deleted = db.change_message(id, room, "deleted_at", "").await?;
+            let deleted = db.change_message(id, room, Change::Delete, "").await?;
             match deleted {
                 Some(message) => {
                     db.announce(RoomEvent::MessageDeleted {

@@ -29,7 +29,7 @@ mod users;
 mod writer;
 
 use std::{
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
     time::Duration,
 };
 
@@ -44,7 +44,7 @@ use mongodb::{
 };
 use tokio::sync::mpsc;
 
-use super::{EVENT_QUEUE, Store, keyset_page};
+use super::{EventChannel, Store, keyset_page};
 use crate::{
     config::ConfigError,
     error::{Error, Result},
@@ -89,7 +89,7 @@ pub struct MongoStore {
     messages: Collection<MessageDoc>,
     ids: IdGen,
     room_locks: RoomLocks,
-    events: Mutex<Option<mpsc::Sender<RoomEvent>>>,
+    events: EventChannel,
 }
 
 impl MongoStore {
@@ -134,7 +134,7 @@ impl MongoStore {
             db,
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),
-            events: Mutex::new(None),
+            events: EventChannel::default(),
         };
         store.create_indexes().await?;
         store.upgrade_name_keys().await?;
@@ -223,12 +223,6 @@ impl Store for MongoStore {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
-        let mut slot = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return None;
-        }
-        let (sender, receiver) = mpsc::channel(EVENT_QUEUE);
-        *slot = Some(sender);
-        Some(receiver)
+        self.events.take()
     }
 }

@@ -142,12 +142,7 @@ impl MongoStore {
     }
 
     pub(super) async fn announce(&self, event: RoomEvent) {
-        let sink = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(sink) = sink {
+        if let Some(sink) = self.events.sender() {
             // Waits when the publisher is behind; fails only once it is gone.
             let _ = sink.send(event).await;
         }

@@ -7,7 +7,7 @@ use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_a
 use crate::{
     error::{Error, Result},
     model::{Message, MessageId, ObjectId, Page, PageRequest, RoomEvent, RoomId},
-    store::{MessageStore, NewMessage, RoomHead, Written},
+    store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
 pub(super) const MESSAGE_COLS: &str =
@@ -56,7 +56,7 @@ pub(super) fn take_seq(conn: &Connection, room: RoomId, seq: u64) -> Result<()> 
 pub(super) fn change_message(
     conn: &Connection,
     id: MessageId,
-    change: &str,
+    change: Change,
     body: &str,
 ) -> Result<Option<Message>> {
     let Some(room) = conn
@@ -69,8 +69,9 @@ pub(super) fn change_message(
     let seq = next_seq(conn, room)?;
     let changed = conn
         .prepare_cached(&format!(
-            "UPDATE messages SET body = ?1, {change} = ?2, seq = ?3
-             WHERE id = ?4 RETURNING {MESSAGE_COLS}"
+            "UPDATE messages SET body = ?1, {} = ?2, seq = ?3
+             WHERE id = ?4 RETURNING {MESSAGE_COLS}",
+            change.stamp()
         ))?
         .query_row(
             params![body, now().timestamp_millis(), sql_seq(seq), id.bytes()],
@@ -235,7 +236,7 @@ impl MessageStore for SqliteStore {
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
         let body = body.to_owned();
         self.write_announcing(move |conn, _| {
-            let edited = change_message(conn, id, "edited_at", &body)?
+            let edited = change_message(conn, id, Change::Edit, &body)?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             let event = RoomEvent::MessageEdited(edited.clone());
             Ok((edited, Some(event)))
@@ -245,7 +246,7 @@ impl MessageStore for SqliteStore {
 
     async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
         self.write_announcing(move |conn, _| {
-            let deleted = change_message(conn, id, "deleted_at", "")?;
+            let deleted = change_message(conn, id, Change::Delete, "")?;
             match deleted {
                 Some(message) => {
                     let event = RoomEvent::MessageDeleted {

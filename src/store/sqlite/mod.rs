@@ -427,13 +427,7 @@ impl Store for SqliteStore {
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
-        let mut slot = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return None;
-        }
-        let (sender, receiver) = mpsc::channel(super::EVENT_QUEUE);
-        *slot = Some(sender);
-        Some(receiver)
+        self.events.take()
     }
 }
 

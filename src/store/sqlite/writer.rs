@@ -25,7 +25,7 @@ pub(super) type Reply = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>
 /// A write run inside the batch's transaction.
 pub(super) type WriteJob = Box<dyn FnOnce(&Connection, &mut IdGen) -> Done + Send>;
 
-pub(super) type EventSink = Arc<Mutex<Option<mpsc::Sender<RoomEvent>>>>;
+pub(super) type EventSink = Arc<crate::store::EventChannel>;
 
 pub(super) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -179,7 +179,7 @@ pub(super) fn run_writer(
         // write failed for a full disk finds the store not ready when it asks next.
         match commit {
             Some(Ok(())) => {
-                let sink = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let sink = events.sender();
                 // Writers hear first: their tasks are then queued ahead of the (possibly
                 // thousands of) subscriber tasks the events wake.
                 let mut events = Vec::with_capacity(done.len());

@@ -1,7 +1,8 @@
 //! The chat domain's values: users, rooms, messages, the events of a room, and pages of them.
 //!
 //! These are plain data shared by every layer. Ids are BSON ObjectIds on every backend (hex
-//! strings at the edges); times are UTC.
+//! strings at the edges), each kind its own type, so a room's id cannot be passed where a
+//! user's is meant; times are UTC.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,16 +11,77 @@ pub use bson::oid::ObjectId;
 
 use crate::error::{Error, Result};
 
-pub type UserId = ObjectId;
-pub type RoomId = ObjectId;
-pub type MessageId = ObjectId;
+/// An id type of its own for each kind of thing, over an ObjectId.
+macro_rules! id_types {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(ObjectId);
 
-/// Parses a client-supplied id, naming the field when it is not 24 hex characters.
-pub fn parse_id(field: &'static str, value: &str) -> Result<ObjectId> {
+        impl $name {
+            pub fn from_bytes(bytes: [u8; 12]) -> Self {
+                Self(ObjectId::from_bytes(bytes))
+            }
+
+            pub fn bytes(&self) -> [u8; 12] {
+                self.0.bytes()
+            }
+
+            /// The 24 hex characters every API shows.
+            pub fn to_hex(&self) -> String {
+                self.0.to_hex()
+            }
+
+            pub fn object_id(&self) -> ObjectId {
+                self.0
+            }
+        }
+
+        impl From<ObjectId> for $name {
+            fn from(id: ObjectId) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<$name> for ObjectId {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+
+        impl From<$name> for bson::Bson {
+            fn from(id: $name) -> Self {
+                Self::ObjectId(id.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+
+id_types! {
+    /// A user's id.
+    UserId;
+    /// A room's id.
+    RoomId;
+    /// A message's id, which is also its place in its room's history.
+    MessageId;
+}
+
+/// Parses a client-supplied id of the kind `T` wants, naming the field when it is not 24 hex
+/// characters.
+pub fn parse_id<T: From<ObjectId>>(field: &'static str, value: &str) -> Result<T> {
     if value.len() != 24 {
         return Err(Error::invalid(field, "must be a 24-character hex id"));
     }
-    ObjectId::parse_str(value).map_err(|_| Error::invalid(field, "must be a 24-character hex id"))
+    ObjectId::parse_str(value)
+        .map(T::from)
+        .map_err(|_| Error::invalid(field, "must be a 24-character hex id"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,14 +204,14 @@ mod tests {
 
     #[test]
     fn ids_are_checked() {
-        assert!(parse_id("roomId", "0123456789abcdef01234567").is_ok());
+        assert!(parse_id::<RoomId>("roomId", "0123456789abcdef01234567").is_ok());
         for bad in [
             "",
             "xyz",
             "0123456789abcdef0123456z",
             "0123456789abcdef012345670",
         ] {
-            let err = parse_id("roomId", bad).unwrap_err();
+            let err = parse_id::<RoomId>("roomId", bad).unwrap_err();
             assert_eq!(err.field(), Some("roomId"), "{bad}");
         }
     }

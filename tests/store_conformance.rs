@@ -13,7 +13,9 @@ mod support;
 
 use confab::{
     error::Error,
-    model::{Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, User},
+    model::{
+        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
+    },
     store::{NewMessage, RoomHead, Store, Written},
 };
 
@@ -167,12 +169,21 @@ async fn room_with_messages(store: &dyn Store, count: usize) -> (User, Room, Vec
     (alice, general, sent)
 }
 
-fn first(first: usize, after: Option<ObjectId>) -> PageRequest {
-    PageRequest::Forward { after, first }
+/// No cursor, for [`first`] and [`last`].
+const NONE: Option<ObjectId> = None;
+
+fn first(first: usize, after: Option<impl Into<ObjectId>>) -> PageRequest {
+    PageRequest::Forward {
+        after: after.map(Into::into),
+        first,
+    }
 }
 
-fn last(last: usize, before: Option<ObjectId>) -> PageRequest {
-    PageRequest::Backward { before, last }
+fn last(last: usize, before: Option<impl Into<ObjectId>>) -> PageRequest {
+    PageRequest::Backward {
+        before: before.map(Into::into),
+        last,
+    }
 }
 
 /// A page of messages as `(bodies, has_previous, has_next)`, to compare in one readable line.
@@ -203,8 +214,8 @@ async fn page(store: &dyn Store, room: &Room, request: PageRequest) -> Page<Mess
 }
 
 /// Every room a user belongs to (one page holds them all in these tests).
-async fn rooms_of(store: &dyn Store, user: ObjectId) -> Vec<Room> {
-    let page = store.rooms_of(user, first(100, None)).await.unwrap();
+async fn rooms_of(store: &dyn Store, user: UserId) -> Vec<Room> {
+    let page = store.rooms_of(user, first(100, NONE)).await.unwrap();
     assert!(!page.has_next && !page.has_previous);
     page.items
 }
@@ -233,7 +244,7 @@ async fn users_are_created_and_found_by_id_and_any_case_username(store: Arc<dyn 
     );
 
     assert_eq!(store.user(alice.id).await.unwrap(), Some(alice.clone()));
-    assert_eq!(store.user(ObjectId::new()).await.unwrap(), None);
+    assert_eq!(store.user(ObjectId::new().into()).await.unwrap(), None);
 
     for spelling in ["Alice", "alice", "ALICE", "aLiCe"] {
         let found = store
@@ -328,7 +339,7 @@ async fn room_creator_becomes_first_member(store: Arc<dyn Store>) {
     assert_eq!(general.created_by, alice.id);
 
     assert_eq!(store.room(general.id).await.unwrap(), Some(general.clone()));
-    assert_eq!(store.room(ObjectId::new()).await.unwrap(), None);
+    assert_eq!(store.room(ObjectId::new().into()).await.unwrap(), None);
     assert!(store.is_member(general.id, alice.id).await.unwrap());
     assert_eq!(store.member_count(general.id).await.unwrap(), 1);
     assert_eq!(
@@ -353,7 +364,7 @@ async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
     // A failed creation leaves nothing behind: no room, no membership.
     assert_eq!(rooms_of(store, bob.id).await, vec![]);
     assert_eq!(store.member_count(general.id).await.unwrap(), 1);
-    let all = room_page(store, first(10, None)).await;
+    let all = room_page(store, first(10, NONE)).await;
     assert_eq!(all.items, vec![general]);
     room(store, "Generals", &bob).await;
 }
@@ -387,7 +398,7 @@ async fn look_alike_room_names_conflict(store: Arc<dyn Store>) {
     }
     // Nothing of the refused rooms is left behind.
     assert_eq!(rooms_of(store, bob.id).await, vec![]);
-    let all = room_page(store, first(10, None)).await;
+    let all = room_page(store, first(10, NONE)).await;
     assert_eq!(all.items, vec![lobby, modern]);
     room(store, "lobby 2", &bob).await;
     room(store, "Modern", &bob).await;
@@ -397,7 +408,7 @@ async fn rooms_page_forwards_and_backwards(store: Arc<dyn Store>) {
     let store = &*store;
     let alice = user(store, "alice").await;
 
-    let empty = room_page(store, first(2, None)).await;
+    let empty = room_page(store, first(2, NONE)).await;
     assert_eq!(names(&empty), (vec![], false, false), "no rooms yet");
 
     let mut rooms = Vec::new();
@@ -407,7 +418,7 @@ async fn rooms_page_forwards_and_backwards(store: Arc<dyn Store>) {
     let id = |i: usize| Some(rooms[i].id);
 
     // Forwards, 2 at a time.
-    let p = room_page(store, first(2, None)).await;
+    let p = room_page(store, first(2, NONE)).await;
     assert_eq!(names(&p), (vec!["r0", "r1"], false, true), "first 2");
     let p = room_page(store, first(2, id(1))).await;
     assert_eq!(
@@ -419,15 +430,15 @@ async fn rooms_page_forwards_and_backwards(store: Arc<dyn Store>) {
     assert_eq!(names(&p), (vec!["r4"], true, false), "first 2 after r3");
     let p = room_page(store, first(2, id(4))).await;
     assert_eq!(names(&p), (vec![], true, false), "first 2 after r4");
-    let p = room_page(store, first(5, None)).await;
+    let p = room_page(store, first(5, NONE)).await;
     let all = vec!["r0", "r1", "r2", "r3", "r4"];
     assert_eq!(names(&p), (all.clone(), false, false), "first 5");
-    let p = room_page(store, first(50, None)).await;
+    let p = room_page(store, first(50, NONE)).await;
     assert_eq!(names(&p), (all, false, false), "first 50");
     assert_eq!(p.items, rooms, "rooms come back exactly as created");
 
     // Backwards, 2 at a time.
-    let p = room_page(store, last(2, None)).await;
+    let p = room_page(store, last(2, NONE)).await;
     assert_eq!(names(&p), (vec!["r3", "r4"], true, false), "last 2");
     let p = room_page(store, last(2, id(3))).await;
     assert_eq!(
@@ -474,7 +485,10 @@ async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
     assert!(!again.changed, "re-adding the creator");
     assert_eq!(store.member_count(general.id).await.unwrap(), 2);
 
-    let err = store.add_member(ObjectId::new(), bob.id).await.unwrap_err();
+    let err = store
+        .add_member(ObjectId::new().into(), bob.id)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "unknown room: {err:?}");
     assert_eq!(rooms_of(store, bob.id).await, vec![general]);
 }
@@ -511,7 +525,10 @@ async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>
     assert_eq!(rooms_of(store, bob.id).await, vec![]);
     assert_eq!(store.members(general.id, 10).await.unwrap(), vec![alice]);
 
-    let never = store.remove_member(ObjectId::new(), bob.id).await.unwrap();
+    let never = store
+        .remove_member(ObjectId::new().into(), bob.id)
+        .await
+        .unwrap();
     assert!(!never.changed, "no membership in an unknown room");
 
     // Leaving is not forever.
@@ -558,7 +575,7 @@ async fn members_come_in_join_order_up_to_the_limit(store: Arc<dyn Store>) {
     store.remove_member(empty.id, users[0].id).await.unwrap();
     assert_eq!(store.members(empty.id, 10).await.unwrap(), vec![]);
     assert_eq!(store.member_count(empty.id).await.unwrap(), 0);
-    assert_eq!(store.member_count(ObjectId::new()).await.unwrap(), 0);
+    assert_eq!(store.member_count(ObjectId::new().into()).await.unwrap(), 0);
 }
 
 async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
@@ -575,7 +592,7 @@ async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
     store.add_member(r1.id, bob.id).await.unwrap();
     assert_eq!(rooms_of(store, bob.id).await, vec![r1.clone(), r3.clone()]);
     assert_eq!(rooms_of(store, alice.id).await, vec![r1, r2, r3]);
-    assert_eq!(rooms_of(store, ObjectId::new()).await, vec![]);
+    assert_eq!(rooms_of(store, ObjectId::new().into()).await, vec![]);
 }
 
 async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>) {
@@ -592,11 +609,14 @@ async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>)
     }
     assert_eq!(store.room_count_of(bob.id).await.unwrap(), 4);
     assert_eq!(store.room_count_of(alice.id).await.unwrap(), 5);
-    assert_eq!(store.room_count_of(ObjectId::new()).await.unwrap(), 0);
+    assert_eq!(
+        store.room_count_of(ObjectId::new().into()).await.unwrap(),
+        0
+    );
     let of = |request| async move { store.rooms_of(bob.id, request).await.unwrap() };
 
     assert_eq!(
-        names(&of(first(2, None)).await),
+        names(&of(first(2, NONE)).await),
         (vec!["r0", "r1"], false, true)
     );
     assert_eq!(
@@ -609,14 +629,14 @@ async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>)
         (vec!["r3", "r4"], true, false)
     );
     assert_eq!(
-        names(&of(last(3, None)).await),
+        names(&of(last(3, NONE)).await),
         (vec!["r1", "r3", "r4"], true, false)
     );
     assert_eq!(
         names(&of(last(3, Some(rooms[3].id))).await),
         (vec!["r0", "r1"], false, true)
     );
-    assert_eq!(names(&of(first(0, None)).await), (vec![], false, true));
+    assert_eq!(names(&of(first(0, NONE)).await), (vec![], false, true));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -673,12 +693,12 @@ async fn client_id_makes_insert_idempotent_per_sender_and_room(store: Arc<dyn St
     assert_ne!(plain1.value.id, plain2.value.id);
     assert_eq!(plain1.value.client_id, None);
 
-    let history = page(store, &general, first(10, None)).await;
+    let history = page(store, &general, first(10, NONE)).await;
     assert_eq!(
         bodies(&history),
         (vec!["hello", "hi", "same", "same"], false, false)
     );
-    let history = page(store, &random, first(10, None)).await;
+    let history = page(store, &random, first(10, NONE)).await;
     assert_eq!(bodies(&history), (vec!["hello"], false, false));
 }
 
@@ -687,7 +707,7 @@ async fn messages_page_backwards(store: Arc<dyn Store>) {
     let (_, general, m) = room_with_messages(store, 7).await;
     let before = |i: usize| Some(m[i].id);
 
-    let p = page(store, &general, last(3, None)).await;
+    let p = page(store, &general, last(3, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m4", "m5", "m6"], true, false), "last 3");
     let p = page(store, &general, last(3, before(4))).await;
     assert_eq!(
@@ -707,13 +727,13 @@ async fn messages_page_backwards(store: Arc<dyn Store>) {
     );
 
     let all = vec!["m0", "m1", "m2", "m3", "m4", "m5", "m6"];
-    let p = page(store, &general, last(7, None)).await;
+    let p = page(store, &general, last(7, NONE)).await;
     assert_eq!(bodies(&p), (all.clone(), false, false), "last 7");
-    let p = page(store, &general, last(100, None)).await;
+    let p = page(store, &general, last(100, NONE)).await;
     assert_eq!(bodies(&p), (all, false, false), "last 100");
     assert_eq!(p.items, m, "messages come back exactly as stored");
 
-    let p = page(store, &general, last(0, None)).await;
+    let p = page(store, &general, last(0, NONE)).await;
     assert_eq!(bodies(&p), (vec![], true, false), "last 0");
     let p = page(store, &general, last(0, before(4))).await;
     assert_eq!(bodies(&p), (vec![], true, true), "last 0 before m4");
@@ -729,7 +749,7 @@ async fn messages_page_backwards(store: Arc<dyn Store>) {
         if !p.has_previous {
             break;
         }
-        cursor = Some(p.items[0].id);
+        cursor = Some(p.items[0].id.object_id());
     }
     assert_eq!(walked, m);
 }
@@ -739,7 +759,7 @@ async fn messages_page_forwards(store: Arc<dyn Store>) {
     let (alice, general, m) = room_with_messages(store, 7).await;
     let after = |i: usize| Some(m[i].id);
 
-    let p = page(store, &general, first(3, None)).await;
+    let p = page(store, &general, first(3, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m0", "m1", "m2"], false, true), "first 3");
     let p = page(store, &general, first(3, after(2))).await;
     assert_eq!(
@@ -759,12 +779,12 @@ async fn messages_page_forwards(store: Arc<dyn Store>) {
     );
 
     let all = vec!["m0", "m1", "m2", "m3", "m4", "m5", "m6"];
-    let p = page(store, &general, first(7, None)).await;
+    let p = page(store, &general, first(7, NONE)).await;
     assert_eq!(bodies(&p), (all.clone(), false, false), "first 7");
-    let p = page(store, &general, first(100, None)).await;
+    let p = page(store, &general, first(100, NONE)).await;
     assert_eq!(bodies(&p), (all, false, false), "first 100");
 
-    let p = page(store, &general, first(0, None)).await;
+    let p = page(store, &general, first(0, NONE)).await;
     assert_eq!(bodies(&p), (vec![], false, true), "first 0");
     let p = page(store, &general, first(0, after(2))).await;
     assert_eq!(bodies(&p), (vec![], true, true), "first 0 after m2");
@@ -783,13 +803,13 @@ async fn messages_page_forwards(store: Arc<dyn Store>) {
     assert_eq!(walked, m);
 
     let empty = room(store, "empty", &alice).await;
-    let p = page(store, &empty, first(3, None)).await;
+    let p = page(store, &empty, first(3, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec![], false, false),
         "an empty room, forwards"
     );
-    let p = page(store, &empty, last(3, None)).await;
+    let p = page(store, &empty, last(3, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec![], false, false),
@@ -805,30 +825,30 @@ async fn messages_hides_tombstones_but_messages_after_includes_them(store: Arc<d
     }
     // Live: m1, m3, m4.
 
-    let p = page(store, &general, first(10, None)).await;
+    let p = page(store, &general, first(10, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["m1", "m3", "m4"], false, false),
         "first 10"
     );
-    let p = page(store, &general, last(10, None)).await;
+    let p = page(store, &general, last(10, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["m1", "m3", "m4"], false, false),
         "last 10"
     );
     // Tombstones at either end do not count as "more".
-    let p = page(store, &general, first(3, None)).await;
+    let p = page(store, &general, first(3, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["m1", "m3", "m4"], false, false),
         "first 3"
     );
-    let p = page(store, &general, last(3, None)).await;
+    let p = page(store, &general, last(3, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m1", "m3", "m4"], false, false), "last 3");
-    let p = page(store, &general, first(2, None)).await;
+    let p = page(store, &general, first(2, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m1", "m3"], false, true), "first 2");
-    let p = page(store, &general, last(2, None)).await;
+    let p = page(store, &general, last(2, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m3", "m4"], true, false), "last 2");
     let p = page(store, &general, first(2, Some(m[1].id))).await;
     assert_eq!(
@@ -919,7 +939,7 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     assert!(again.edited_at.unwrap() >= edited_at);
 
     // An edited message keeps its place in history.
-    let p = page(store, &general, first(10, None)).await;
+    let p = page(store, &general, first(10, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["m0", "m1, edited twice", "m2"], false, false)
@@ -935,7 +955,7 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     assert_eq!((tombstone.body.as_str(), tombstone.edited_at), ("", None));
 
     let err = store
-        .edit_message(ObjectId::new(), "ghost")
+        .edit_message(ObjectId::new().into(), "ghost")
         .await
         .unwrap_err();
     assert!(
@@ -980,13 +1000,16 @@ async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
         "second delete"
     );
 
-    let err = store.delete_message(ObjectId::new()).await.unwrap_err();
+    let err = store
+        .delete_message(ObjectId::new().into())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::NotFound(_)),
         "deleting an unknown id: {err:?}"
     );
 
-    let p = page(store, &general, first(10, None)).await;
+    let p = page(store, &general, first(10, NONE)).await;
     assert_eq!(bodies(&p), (vec!["m0", "m2"], false, false));
 }
 
@@ -1008,15 +1031,15 @@ async fn ids_increase_in_creation_order(store: Arc<dyn Store>) {
 
     let strictly_increasing = |ids: Vec<ObjectId>| ids.windows(2).all(|w| w[0] < w[1]);
     assert!(
-        strictly_increasing(users.iter().map(|u| u.id).collect()),
+        strictly_increasing(users.iter().map(|u| u.id.object_id()).collect()),
         "users"
     );
     assert!(
-        strictly_increasing(rooms.iter().map(|r| r.id).collect()),
+        strictly_increasing(rooms.iter().map(|r| r.id.object_id()).collect()),
         "rooms"
     );
     assert!(
-        strictly_increasing(messages.iter().map(|m| m.id).collect()),
+        strictly_increasing(messages.iter().map(|m| m.id.object_id()).collect()),
         "messages"
     );
     let times: Vec<_> = messages.iter().map(|m| m.created_at).collect();
@@ -1038,12 +1061,12 @@ async fn rooms_never_see_each_others_messages(store: Arc<dyn Store>) {
         in_b.push(send(store, &b, &alice, &format!("b{i}"), None).await.value);
     }
 
-    let p = page(store, &a, first(10, None)).await;
+    let p = page(store, &a, first(10, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["a0", "a1", "a2", "a3", "a4"], false, false)
     );
-    let p = page(store, &b, last(10, None)).await;
+    let p = page(store, &b, last(10, NONE)).await;
     assert_eq!(
         bodies(&p),
         (vec!["b0", "b1", "b2", "b3", "b4"], false, false)
@@ -1071,16 +1094,16 @@ async fn rooms_never_see_each_others_messages(store: Arc<dyn Store>) {
 
     // Deleting in one room does not touch the other.
     store.delete_message(in_b[4].id).await.unwrap();
-    let p = page(store, &a, last(1, None)).await;
+    let p = page(store, &a, last(1, NONE)).await;
     assert_eq!(bodies(&p), (vec!["a4"], true, false));
 
     let nowhere = page(
         store,
         &Room {
-            id: ObjectId::new(),
+            id: ObjectId::new().into(),
             ..a.clone()
         },
-        first(10, None),
+        first(10, NONE),
     )
     .await;
     assert_eq!(bodies(&nowhere), (vec![], false, false), "an unknown room");
@@ -1130,7 +1153,7 @@ async fn concurrent_inserts_all_succeed_exactly_once(store: Arc<dyn Store>) {
     let distinct: HashSet<_> = inserted.iter().map(|m| m.id).collect();
     assert_eq!(distinct.len(), N, "every insert got its own id");
 
-    let history = page(&*store, &general, first(N + 10, None)).await;
+    let history = page(&*store, &general, first(N + 10, NONE)).await;
     assert_eq!((history.has_previous, history.has_next), (false, false));
     assert_eq!(
         history.items.len(),
@@ -1181,7 +1204,7 @@ async fn concurrent_retries_with_one_client_id_store_one_message(store: Arc<dyn 
         results.iter().all(|w| &w.value == stored),
         "all answer the stored message"
     );
-    let history = page(&*store, &general, first(N, None)).await;
+    let history = page(&*store, &general, first(N, NONE)).await;
     assert_eq!(history.items, vec![stored.clone()]);
 }
 
@@ -1253,7 +1276,7 @@ async fn concurrent_create_room_with_one_name_has_one_winner(store: Arc<dyn Stor
         1,
         "only the winner joined"
     );
-    let all = room_page(&*store, first(10, None)).await;
+    let all = room_page(&*store, first(10, NONE)).await;
     assert_eq!(all.items, vec![lobby.clone()]);
 }
 
@@ -1365,7 +1388,7 @@ async fn room_head_names_the_newest_message_and_the_change_number(store: Arc<dyn
         store.room_head(general.id).await.unwrap(),
         head(Some(sent[2].id), 4)
     );
-    let missing = ObjectId::from_bytes([7; 12]);
+    let missing = RoomId::from_bytes([7; 12]);
     assert!(matches!(
         store.room_head(missing).await,
         Err(Error::NotFound(_))
@@ -1558,7 +1581,10 @@ async fn mongo_a_write_lease_left_by_a_dead_instance_is_taken_over() {
         next.seq, 4,
         "the dead instance's change number was taken again"
     );
-    assert!(next.id > ghost_id, "an id below the dead instance's newest");
+    assert!(
+        next.id.object_id() > ghost_id,
+        "an id below the dead instance's newest"
+    );
     assert_eq!(
         store.room_head(general.id).await.unwrap(),
         RoomHead {
@@ -1614,7 +1640,7 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
 
     let store = mongo_instance(&uri, &db).await;
     for name in ["LOBBY", "I0bby", "general"] {
-        let err = store.create_room(name, id(1)).await.unwrap_err();
+        let err = store.create_room(name, id(1).into()).await.unwrap_err();
         assert!(
             matches!(err, Error::Conflict { field: "name", .. }),
             "{name:?}: {err:?}"

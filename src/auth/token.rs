@@ -78,8 +78,9 @@ impl Tokens {
                 ErrorKind::ExpiredSignature => "the token has expired; log in again",
                 _ => "the token is not valid",
             })?;
-        let user_id =
-            ObjectId::parse_str(&data.claims.sub).map_err(|_| "the token is not valid")?;
+        let user_id = ObjectId::parse_str(&data.claims.sub)
+            .map_err(|_| "the token is not valid")?
+            .into();
         Ok(Claims {
             user_id,
             expires_at: data.claims.exp,
@@ -94,7 +95,7 @@ mod tests {
 
     fn user() -> User {
         User {
-            id: ObjectId::new(),
+            id: ObjectId::new().into(),
             username: "ada".into(),
             created_at: Utc::now(),
         }

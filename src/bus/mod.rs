@@ -152,7 +152,7 @@ mod tests {
         RoomEvent::Typing {
             room_id: room,
             user: User {
-                id: ObjectId::new(),
+                id: ObjectId::new().into(),
                 username: "ada".into(),
                 created_at: Utc::now(),
             },
@@ -163,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_the_room_only_and_forgets_idle_rooms() {
         let bus = LocalBus::new();
-        let (a, b) = (ObjectId::new(), ObjectId::new());
+        let (a, b) = (RoomId::from(ObjectId::new()), RoomId::from(ObjectId::new()));
         let mut feed_a = bus.subscribe(a);
         let feed_b = bus.subscribe(b);
         assert_eq!(bus.active_rooms(), 2);
@@ -181,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn when_one_of_two_subscribers_leaves_the_other_still_receives() {
         let bus = LocalBus::new();
-        let room = ObjectId::new();
+        let room = RoomId::from(ObjectId::new());
         let first = bus.subscribe(room);
         let mut second = bus.subscribe(room);
         drop(first);
@@ -193,7 +193,7 @@ mod tests {
     #[tokio::test]
     async fn a_resync_reaches_every_feed_as_a_lag() {
         let bus = LocalBus::new();
-        let mut feed = bus.subscribe(ObjectId::new());
+        let mut feed = bus.subscribe(ObjectId::new().into());
         bus.resync_all();
         assert!(matches!(feed.recv().await, Received::Lagged(0)));
     }
@@ -201,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_is_told_it_lagged() {
         let bus = LocalBus::new();
-        let room = ObjectId::new();
+        let room = RoomId::from(ObjectId::new());
         let mut feed = bus.subscribe(room);
         for _ in 0..ROOM_BUFFER + 5 {
             bus.publish(typing(room)).await;

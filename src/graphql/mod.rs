@@ -128,15 +128,15 @@ pub(crate) fn client(ctx: &Context<'_>) -> ClientIp {
 }
 
 /// A page as a Relay connection whose cursors are the items' ids.
-pub(crate) fn connection<T, N: async_graphql::OutputType>(
+pub(crate) fn connection<T, I: Into<ObjectId>, N: async_graphql::OutputType>(
     page: crate::model::Page<T>,
-    edge: impl Fn(T) -> (ObjectId, N),
+    edge: impl Fn(T) -> (I, N),
 ) -> async_graphql::connection::Connection<String, N> {
     let mut connection =
         async_graphql::connection::Connection::new(page.has_previous, page.has_next);
     connection.edges.extend(page.items.into_iter().map(|item| {
         let (id, node) = edge(item);
-        async_graphql::connection::Edge::new(id.to_hex(), node)
+        async_graphql::connection::Edge::new(id.into().to_hex(), node)
     }));
     connection
 }
@@ -159,9 +159,9 @@ pub(crate) fn page_complexity(page: usize, child_complexity: usize) -> usize {
         .min(CAP)
 }
 
-pub(crate) fn id_arg(
+pub(crate) fn id_arg<T: From<ObjectId>>(
     field: &'static str,
     id: &async_graphql::ID,
-) -> async_graphql::Result<ObjectId> {
+) -> async_graphql::Result<T> {
     parse_id(field, id.as_str()).gql()
 }

@@ -140,7 +140,7 @@ pub enum RoomEvent {
 impl From<&model::RoomEvent> for RoomEvent {
     fn from(event: &model::RoomEvent) -> Self {
         use model::RoomEvent as E;
-        let id = |id: &model::ObjectId| ID(id.to_hex());
+
         match event {
             E::MessageAdded(m) => Self::MessageAdded(MessageAdded {
                 message: Message(m.clone()),
@@ -153,16 +153,16 @@ impl From<&model::RoomEvent> for RoomEvent {
                 message_id,
                 ..
             } => Self::MessageDeleted(MessageDeleted {
-                message_id: id(message_id),
-                room_id: id(room_id),
+                message_id: ID(message_id.to_hex()),
+                room_id: ID(room_id.to_hex()),
             }),
             E::MemberJoined { room_id, user } => Self::MemberJoined(MemberJoined {
                 user: User(user.clone()),
-                room_id: id(room_id),
+                room_id: ID(room_id.to_hex()),
             }),
             E::MemberLeft { room_id, user } => Self::MemberLeft(MemberLeft {
                 user: User(user.clone()),
-                room_id: id(room_id),
+                room_id: ID(room_id.to_hex()),
             }),
             E::Typing {
                 room_id,
@@ -170,7 +170,7 @@ impl From<&model::RoomEvent> for RoomEvent {
                 typing,
             } => Self::Typing(Typing {
                 user: User(user.clone()),
-                room_id: id(room_id),
+                room_id: ID(room_id.to_hex()),
                 typing: *typing,
             }),
         }

@@ -74,7 +74,7 @@ mod tests {
 
     fn token(tokens: &Tokens) -> String {
         let user = crate::model::User {
-            id: crate::model::ObjectId::new(),
+            id: crate::model::ObjectId::new().into(),
             username: "ada".into(),
             created_at: chrono::Utc::now(),
         };

@@ -24,7 +24,7 @@ use crate::{
     auth::{Caller, Claims, ClientIp},
     error::Error,
     http::{Problem, auth as edge_auth},
-    model::parse_id,
+    model::{UserId, parse_id},
     service::{ChatService, PageArgs},
 };
 use body::JsonBody;
@@ -117,7 +117,7 @@ impl SignedIn {
         let Some(user_id) = user_id else {
             return Ok(());
         };
-        if parse_id("userID", user_id)? != self.1.user_id {
+        if parse_id::<UserId>("userID", user_id)? != self.1.user_id {
             return Err(Error::forbidden(
                 "userID must be your own id: the access token says who acts",
             ));

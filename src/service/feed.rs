@@ -250,7 +250,6 @@ mod tests {
     use crate::{
         bus::{EventBus, LocalBus, ROOM_BUFFER},
         model::Message,
-        model::ObjectId,
         store::{NewMessage, sqlite::SqliteStore},
     };
 
@@ -327,7 +326,7 @@ mod tests {
         let user = store.create_user("ada", "hash").await.unwrap();
         let room = store.create_room("lobby", user.id).await.unwrap();
         let feed = bus.subscribe(room.id);
-        let zero = ObjectId::from_bytes([0; 12]);
+        let zero = MessageId::from_bytes([0; 12]);
         let events = room_feed(store.clone(), feed, start(room.id, user.id, zero, 0, false));
 
         // More than the room buffer is published before the subscriber reads anything.
@@ -370,7 +369,7 @@ mod tests {
         let head = store.room_head(room).await.unwrap();
         let after = head
             .last_message
-            .unwrap_or_else(|| ObjectId::from_bytes([0; 12]));
+            .unwrap_or_else(|| MessageId::from_bytes([0; 12]));
         Box::pin(room_feed(
             store.clone(),
             feed,

@@ -20,8 +20,7 @@ use crate::{
     bus::EventBus,
     error::{Error, Result},
     model::{
-        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
-        parse_id,
+        Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId, parse_id,
     },
     store::{NewMessage, Store, unique_key},
 };
@@ -513,7 +512,7 @@ impl ChatService {
         let head = self.store.room_head(room).await?;
         let start = after
             .or(head.last_message)
-            .unwrap_or_else(|| ObjectId::from_bytes([0; 12]));
+            .unwrap_or_else(|| MessageId::from_bytes([0; 12]));
         Ok(feed::room_feed(
             self.store.clone(),
             subscription,
@@ -610,7 +609,7 @@ mod tests {
     #[test]
     fn page_arguments() {
         let id = "0123456789abcdef01234567";
-        let oid = ObjectId::parse_str(id).unwrap();
+        let oid = crate::model::ObjectId::parse_str(id).unwrap();
         let default = PageRequest::Backward {
             before: None,
             last: 50,

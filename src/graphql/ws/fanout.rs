@@ -374,9 +374,9 @@ mod tests {
     fn added(body: &str) -> Arc<RoomEvent> {
         let id = |n: u8| crate::model::ObjectId::from_bytes([n; 12]);
         Arc::new(RoomEvent::MessageAdded(crate::model::Message {
-            id: id(3),
-            room_id: id(2),
-            sender_id: id(1),
+            id: id(3).into(),
+            room_id: id(2).into(),
+            sender_id: id(1).into(),
             body: body.into(),
             client_id: None,
             created_at: chrono::DateTime::default(),

@@ -63,7 +63,7 @@ impl MessageStore for MongoStore {
             let mut lease = db.lease(message.room_id).await?;
             let seq = lease.seq + 1;
             let doc = MessageDoc {
-                id: db.ids.next_after(lease.last_message),
+                id: db.ids.next_after(lease.last_message).into(),
                 room_id: message.room_id,
                 sender_id: message.sender_id,
                 body: message.body,

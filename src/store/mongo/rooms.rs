@@ -26,7 +26,7 @@ impl RoomStore for MongoStore {
                 return Err(Error::not_found("user not found"));
             }
             let room = RoomDoc {
-                id: db.ids.next(),
+                id: db.ids.next().into(),
                 name: name.to_owned(),
                 name_key: unique_key(name),
                 key_version: UNIQUE_KEY_VERSION,
@@ -40,7 +40,7 @@ impl RoomStore for MongoStore {
             // seen without its first member, and nobody can join ahead of its creator.
             let _room = db.room_locks.lock(room.id).await;
             let membership = MembershipDoc {
-                id: db.ids.next(),
+                id: db.ids.next().into(),
                 room_id: room.id,
                 user_id: creator,
                 joined_at: room.created_at,
@@ -73,7 +73,7 @@ impl RoomStore for MongoStore {
                 return Err(Error::not_found("room not found"));
             }
             let membership = MembershipDoc {
-                id: db.ids.next(),
+                id: db.ids.next().into(),
                 room_id: room,
                 user_id: user,
                 joined_at: now(),
@@ -145,10 +145,10 @@ impl RoomStore for MongoStore {
             .await?
             .try_collect()
             .await?;
-        let ids: Vec<ObjectId> = memberships.iter().map(|m| m.user_id).collect();
-        let mut users: HashMap<ObjectId, User> = self
+        let ids: Vec<UserId> = memberships.iter().map(|m| m.user_id).collect();
+        let mut users: HashMap<UserId, User> = self
             .users
-            .find(doc! {"_id": {"$in": &ids}})
+            .find(doc! {"_id": {"$in": object_ids(&ids)}})
             .await?
             .map_ok(|d| (d.id, User::from(d)))
             .try_collect()
@@ -175,7 +175,7 @@ impl RoomStore for MongoStore {
             filter.insert("room_id", doc! {op: id});
         }
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let ids: Vec<ObjectId> = self
+        let ids: Vec<RoomId> = self
             .memberships
             .find(filter)
             .sort(doc! {"user_id": 1, "room_id": if backward { -1 } else { 1 }})
@@ -192,9 +192,9 @@ impl RoomStore for MongoStore {
             None => false,
         };
         let page = keyset_page(ids, limit, backward, beyond_cursor);
-        let mut rooms: HashMap<ObjectId, Room> = self
+        let mut rooms: HashMap<RoomId, Room> = self
             .rooms
-            .find(doc! {"_id": {"$in": &page.items}})
+            .find(doc! {"_id": {"$in": object_ids(&page.items)}})
             .await?
             .map_ok(|d| (d.id, Room::from(d)))
             .try_collect()
@@ -216,4 +216,9 @@ impl RoomStore for MongoStore {
             .count_documents(doc! {"user_id": user})
             .await?)
     }
+}
+
+/// Ids as the `$in` of a query takes them.
+fn object_ids<T: Copy + Into<ObjectId>>(ids: &[T]) -> Vec<ObjectId> {
+    ids.iter().map(|&id| id.into()).collect()
 }

@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use super::{MongoStore, is_duplicate_key, to_chrono};
 use crate::{
     error::{Error, Result},
-    model::{Message, Room, User},
+    model::{Message, MessageId, Room, RoomId, User, UserId},
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct UserDoc {
     #[serde(rename = "_id")]
-    pub(super) id: ObjectId,
+    pub(super) id: UserId,
     pub(super) username: String,
     pub(super) username_key: String,
     /// The `store::UNIQUE_KEY_VERSION` that made `username_key` (absent: 1, lower case).
@@ -31,20 +31,20 @@ pub(super) struct UserDoc {
 #[derive(Serialize, Deserialize)]
 pub(super) struct RoomDoc {
     #[serde(rename = "_id")]
-    pub(super) id: ObjectId,
+    pub(super) id: RoomId,
     pub(super) name: String,
     pub(super) name_key: String,
     /// The `store::UNIQUE_KEY_VERSION` that made `name_key` (absent: 1, lower case).
     #[serde(default = "first_key_version")]
     pub(super) key_version: i64,
-    pub(super) created_by: ObjectId,
+    pub(super) created_by: UserId,
     pub(super) created_at: bson::DateTime,
     /// The number of the room's last message change (see `Store::changes_after`).
     #[serde(default)]
     pub(super) seq: i64,
     /// The room's newest message, set together with `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) last_message: Option<ObjectId>,
+    pub(super) last_message: Option<MessageId>,
     /// Who holds the room's write lease, and until when (see [`Lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) lease: Option<LeaseDoc>,
@@ -61,17 +61,17 @@ pub(super) struct LeaseDoc {
 pub(super) struct MembershipDoc {
     #[serde(rename = "_id")]
     pub(super) id: ObjectId,
-    pub(super) room_id: ObjectId,
-    pub(super) user_id: ObjectId,
+    pub(super) room_id: RoomId,
+    pub(super) user_id: UserId,
     pub(super) joined_at: bson::DateTime,
 }
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct MessageDoc {
     #[serde(rename = "_id")]
-    pub(super) id: ObjectId,
-    pub(super) room_id: ObjectId,
-    pub(super) sender_id: ObjectId,
+    pub(super) id: MessageId,
+    pub(super) room_id: RoomId,
+    pub(super) sender_id: UserId,
     pub(super) body: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(super) client_id: Option<String>,

@@ -29,7 +29,7 @@ impl UserStore for MongoStore {
             let username = username.as_str();
             let password_hash = password_hash.as_str();
             let doc = UserDoc {
-                id: db.ids.next(),
+                id: db.ids.next().into(),
                 username: username.to_owned(),
                 username_key: unique_key(username),
                 key_version: UNIQUE_KEY_VERSION,

@@ -12,7 +12,7 @@ use mongodb::bson::{Bson, doc, oid::ObjectId};
 use super::{MongoStore, now, short};
 use crate::{
     error::{Error, Result},
-    model::{RoomEvent, RoomId},
+    model::{MessageId, RoomEvent, RoomId},
 };
 
 /// Mints ObjectIds that strictly increase within this process (see the module docs).
@@ -28,7 +28,7 @@ impl IdGen {
 
     /// An id above `floor` too (a room's newest message, which another instance may have
     /// minted).
-    pub(super) fn next_after(&self, floor: Option<ObjectId>) -> ObjectId {
+    pub(super) fn next_after(&self, floor: Option<MessageId>) -> ObjectId {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(floor) = floor {
             *last = (*last).max(floor.bytes());
@@ -58,7 +58,7 @@ pub(super) struct Lease {
     pub(super) token: ObjectId,
     /// The last number taken; the holder's change takes the next.
     pub(super) seq: u64,
-    pub(super) last_message: Option<ObjectId>,
+    pub(super) last_message: Option<MessageId>,
 }
 
 pub(super) fn seq_i64(seq: u64) -> i64 {
@@ -117,12 +117,12 @@ impl MongoStore {
                 .find_one(doc! {})
                 .sort(newest.clone())
                 .await?
-                .map(|d| d.id),
+                .map(|d| d.id.object_id()),
             self.rooms
                 .find_one(doc! {})
                 .sort(newest.clone())
                 .await?
-                .map(|d| d.id),
+                .map(|d| d.id.object_id()),
             self.memberships
                 .find_one(doc! {})
                 .sort(newest.clone())
@@ -132,7 +132,7 @@ impl MongoStore {
                 .find_one(doc! {})
                 .sort(newest)
                 .await?
-                .map(|d| d.id),
+                .map(|d| d.id.object_id()),
         ];
         for id in ids.into_iter().flatten() {
             last = last.max(id.bytes());

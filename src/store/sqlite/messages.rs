@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ffi, params};
 use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_at};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, ObjectId, Page, PageRequest, RoomEvent, RoomId},
+    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId},
     store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
@@ -96,7 +96,7 @@ impl MessageStore for SqliteStore {
         self.write_announcing(move |conn, ids| {
             let seq = next_seq(conn, message.room_id)?;
             let stored = Message {
-                id: ids.next(),
+                id: ids.next().into(),
                 room_id: message.room_id,
                 sender_id: message.sender_id,
                 body: message.body,
@@ -178,7 +178,7 @@ impl MessageStore for SqliteStore {
                 .optional()?;
             let (seq, last) = head.ok_or_else(|| Error::not_found("room not found"))?;
             Ok(RoomHead {
-                last_message: last.map(ObjectId::from_bytes),
+                last_message: last.map(MessageId::from_bytes),
                 seq: u64::try_from(seq).unwrap_or(0),
             })
         })

@@ -344,8 +344,9 @@ fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default()
 }
 
-fn id_at(row: &Row, i: usize) -> rusqlite::Result<ObjectId> {
-    Ok(ObjectId::from_bytes(row.get::<_, [u8; 12]>(i)?))
+/// An id of the kind `T` from a 12-byte column.
+fn id_at<T: From<ObjectId>>(row: &Row, i: usize) -> rusqlite::Result<T> {
+    Ok(ObjectId::from_bytes(row.get::<_, [u8; 12]>(i)?).into())
 }
 
 fn time_at(row: &Row, i: usize) -> rusqlite::Result<DateTime<Utc>> {

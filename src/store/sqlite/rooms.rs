@@ -43,7 +43,7 @@ impl RoomStore for SqliteStore {
         let name = name.to_owned();
         self.write(move |conn, ids| {
             let room = Room {
-                id: ids.next(),
+                id: ids.next().into(),
                 name,
                 created_by: creator,
                 created_at: now(),

@@ -4,7 +4,10 @@ use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::id_at;
-use crate::store::{UNIQUE_KEY_VERSION, displaced_key, unique_key};
+use crate::{
+    model::ObjectId,
+    store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
+};
 
 pub(super) const SCHEMA_VERSION: i64 = 3;
 
@@ -141,7 +144,9 @@ pub(super) fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
         for (id, name) in rows {
             let mut key = unique_key(&name);
             let older = holder
-                .query_row([&key], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))
+                .query_row([&key], |r| {
+                    Ok((id_at::<ObjectId>(r, 0)?, r.get::<_, String>(1)?))
+                })
                 .optional()?;
             if let Some((older_id, older_name)) = older {
                 tracing::warn!(
@@ -175,7 +180,7 @@ mod tests {
     use super::*;
     use crate::{
         error::Error,
-        model::{ObjectId, PageRequest},
+        model::{MessageId, ObjectId, PageRequest, RoomId, UserId},
         store::{MessageStore, NewMessage, RoomHead, RoomStore, UserStore, sqlite::SqliteStore},
     };
 
@@ -198,8 +203,8 @@ mod tests {
             .unwrap();
         }
         let store = SqliteStore::open(&path).await.unwrap();
-        let room = ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        let old = ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
+        let room = RoomId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let old = MessageId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]);
         assert_eq!(
             store.room_head(room).await.unwrap(),
             RoomHead {
@@ -210,7 +215,7 @@ mod tests {
         let message = store
             .insert_message(NewMessage {
                 room_id: room,
-                sender_id: ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+                sender_id: UserId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
                 body: "new".into(),
                 client_id: None,
             })
@@ -269,7 +274,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         // Every row is kept; look-alikes now conflict, against the oldest of each group.
         for (name, field) in [("LOBBY", "name"), ("I0bby", "name"), ("general", "name")] {
-            let err = store.create_room(name, id(1)).await.unwrap_err();
+            let err = store.create_room(name, id(1).into()).await.unwrap_err();
             assert!(
                 matches!(err, Error::Conflict { field: f, .. } if f == field),
                 "{name:?}: {err:?}"

@@ -33,7 +33,7 @@ impl UserStore for SqliteStore {
         let (username, hash) = (username.to_owned(), password_hash.to_owned());
         self.write(move |conn, ids| {
             let user = User {
-                id: ids.next(),
+                id: ids.next().into(),
                 username,
                 created_at: now(),
             };

@@ -40,7 +40,7 @@ impl RoomStore for MongoStore {
             // seen without its first member, and nobody can join ahead of its creator.
             let _room = db.room_locks.lock(room.id).await;
             let membership = MembershipDoc {
-                id: db.ids.next().into(),
+                id: db.ids.next(),
                 room_id: room.id,
                 user_id: creator,
                 joined_at: room.created_at,
@@ -73,7 +73,7 @@ impl RoomStore for MongoStore {
                 return Err(Error::not_found("room not found"));
             }
             let membership = MembershipDoc {
-                id: db.ids.next().into(),
+                id: db.ids.next(),
                 room_id: room,
                 user_id: user,
                 joined_at: now(),

@@ -1,0 +1,179 @@
+//! Messages: history, sending, editing, deleting, typing, and the live events of a room.
+
+use std::sync::Arc;
+
+use futures_util::Stream;
+
+use super::{ChatService, PageArgs, feed, limits};
+use crate::{
+    auth::Caller,
+    error::{Error, Result},
+    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId, UserId},
+    service::limiter::{Kind, Rate},
+    store::NewMessage,
+};
+
+impl ChatService {
+    /// A page of a room's history (members only), newest page when no arguments are given.
+    pub async fn messages(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        page: &PageArgs,
+    ) -> Result<Page<Message>> {
+        let page = page.resolve(PageRequest::Backward {
+            before: None,
+            last: limits::PAGE_DEFAULT,
+        })?;
+        self.require_member(caller, room).await?;
+        self.store.messages(room, page).await
+    }
+
+    pub async fn send_message(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        body: &str,
+        client_id: Option<&str>,
+    ) -> Result<Message> {
+        limits::body(body)?;
+        if let Some(client_id) = client_id {
+            limits::client_id(client_id)?;
+        }
+        self.take_message(caller).await?;
+        let sender = self.require_member(caller, room).await?;
+        let written = self
+            .store
+            .insert_message(NewMessage {
+                room_id: room,
+                sender_id: sender,
+                body: body.to_owned(),
+                client_id: client_id.map(str::to_owned),
+            })
+            .await?;
+        Ok(written.value)
+    }
+
+    pub async fn edit_message(
+        &self,
+        caller: &Caller,
+        id: MessageId,
+        body: &str,
+    ) -> Result<Message> {
+        limits::body(body)?;
+        self.take_message(caller).await?;
+        self.own_message(caller, id).await?;
+        self.store.edit_message(id, body).await
+    }
+
+    /// Deletes one of the caller's messages, leaving a tombstone. Deleting again is a no-op.
+    pub async fn delete_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        self.take_message(caller).await?;
+        self.own_message(caller, id).await?;
+        Ok(self.store.delete_message(id).await?.value)
+    }
+
+    /// One message write (a send, an edit, a deletion) against the caller's allowance.
+    async fn take_message(&self, caller: &Caller) -> Result<()> {
+        let user = caller.user_id()?;
+        self.take(Kind::Messages, self.guards.rates.messages, &user.to_hex())
+            .await
+    }
+
+    /// Tells the room the caller is (or stopped) typing. Not stored. Coalesced: at most one
+    /// "typing" and one "stopped" per user and room every `typing_every`; the rest are dropped
+    /// (the caller still hears `true`, since the room already knows).
+    pub async fn set_typing(&self, caller: &Caller, room: RoomId, typing: bool) -> Result<()> {
+        self.require_member(caller, room).await?;
+        let user = self.me(caller).await?;
+        let every = self.guards.rates.typing_every;
+        let once = Rate {
+            count: std::num::NonZeroU32::MIN,
+            period: every,
+        };
+        let kind = if typing {
+            Kind::TypingStarted
+        } else {
+            Kind::TypingStopped
+        };
+        let key = format!("{}:{}", user.id.to_hex(), room.to_hex());
+        if self.take(kind, once, &key).await.is_err() {
+            return Ok(());
+        }
+        self.bus
+            .publish(RoomEvent::Typing {
+                room_id: room,
+                user,
+                typing,
+            })
+            .await;
+        Ok(())
+    }
+
+    /// The live events of a room (members only). With `after`, every message created after that
+    /// message is replayed from the store first, with no gap and no duplicate.
+    pub async fn room_events(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        after: Option<MessageId>,
+    ) -> Result<impl Stream<Item = Result<Arc<RoomEvent>>> + Send + 'static + use<>> {
+        let me = self.require_member(caller, room).await?;
+        if let Some(after) = after {
+            match self.store.message(after).await? {
+                Some(message) if message.room_id == room => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "after",
+                        "no message with this id in this room",
+                    ));
+                }
+            }
+        }
+        // The feed is taken before anything is read from the store: see `feed`.
+        let subscription = self.bus.subscribe(room);
+        // Where the feed starts: every change numbered up to `head.seq` is in the store; a
+        // subscription without `after` starts after the newest message stored now.
+        let head = self.store.room_head(room).await?;
+        let start = after
+            .or(head.last_message)
+            .unwrap_or_else(|| MessageId::from_bytes([0; 12]));
+        Ok(feed::room_feed(
+            self.store.clone(),
+            subscription,
+            feed::Start {
+                room,
+                subscriber: me,
+                after: start,
+                seq: head.seq,
+                replay: after.is_some(),
+            },
+        ))
+    }
+
+    /// The caller's id when they are a member of `room`; `NOT_FOUND` for no such room.
+    pub(super) async fn require_member(&self, caller: &Caller, room: RoomId) -> Result<UserId> {
+        let user = caller.user_id()?;
+        if self.store.is_member(room, user).await? {
+            return Ok(user);
+        }
+        self.existing_room(room).await?;
+        Err(Error::forbidden(
+            "join the room first: only members may do this",
+        ))
+    }
+
+    /// One of the caller's own messages (tombstones included); `FORBIDDEN` for another's.
+    pub async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        let user = caller.user_id()?;
+        let message = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| Error::not_found("message not found"))?;
+        if message.sender_id != user {
+            return Err(Error::forbidden("only the author may change a message"));
+        }
+        Ok(message)
+    }
+}

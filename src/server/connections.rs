@@ -1,5 +1,8 @@
 //! Accepting connections: caps, timeouts, and who the client is.
 //!
+//! One file because these are one path, the accept loop, each step of which needs the last
+//! (a slot before the timers, the peer before the client's address); a fifth of it is tests.
+//!
 //! Confab serves HTTP/1.1 with hyper directly rather than through `axum::serve`, for what that
 //! gives no handle on:
 //! - **Timeouts.** hyper's header-read timeout, which needs a timer axum does not give it. It

@@ -1,5 +1,6 @@
 //! A room's live feed for one subscriber: optional replay from the store, then live events,
-//! with no gap and no duplicate.
+//! with no gap and no duplicate. One file, with its tests, because its invariants (numbers
+//! seen, ids delivered) hold across replay, live delivery and catch-up alike.
 //!
 //! The bus subscription is taken *before* the store is read, so an event committed during the
 //! replay is both in the store and queued on the feed. Two numbers say what the subscriber has:

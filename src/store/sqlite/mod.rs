@@ -23,7 +23,9 @@
 //!
 //! The files: this one (the store, its readers and shared row helpers), `writer` (the writer
 //! thread and its health), `schema` (the tables and their upgrades), and one per aggregate in
-//! the order of the `Store` traits: `users`, `rooms`, `messages`.
+//! the order of the `Store` traits: `users`, `rooms`, `messages`. This one is the longest
+//! because it holds what every aggregate shares (opening and locking the file, the reader pool,
+//! row and page helpers) and the tests of the file as a whole (the lock, readiness).
 
 mod messages;
 mod rooms;

@@ -1,6 +1,6 @@
 //! The production store: MongoDB through the official driver.
 //!
-//! Collections `users`, `rooms`, `memberships` and `messages`, shaped as ARCHITECTURE.md says.
+//! Collections `users`, `rooms`, `memberships` and `messages` (see `schema`).
 //! Uniqueness is the indexes' job (created idempotently at startup): usernames and room names
 //! through a stored key, `store::unique_key` (letter case and look-alikes folded in Rust, so it
 //! works on every MongoDB-compatible server, without collations; keys made under older rules

@@ -327,7 +327,7 @@ impl Connection {
         let (started, live) = oneshot::channel();
         let fan_out = if subscription {
             Rendering::new(&mut request, self.caller.clone())
-                .map(|rendering| (rendering, self.ctx.renders.clone()))
+                .map(|rendering| Box::new((rendering, self.ctx.renders.clone())))
         } else {
             None
         };

@@ -42,7 +42,9 @@ impl OperationRun {
     pub async fn run(
         mut self,
         mut request: Request,
-        mut fan_out: Option<(Rendering, Arc<Renders>)>,
+        // Boxed: the task keeps its arguments' room for as long as it runs, and a rendering
+        // (its parsed document) is only needed until the feed is handed over.
+        mut fan_out: Option<Box<(Rendering, Arc<Renders>)>>,
     ) {
         let subscription = fan_out.is_some();
         let (handoff, mut handed_over) = oneshot::channel::<Feed>();
@@ -60,7 +62,8 @@ impl OperationRun {
                 biased;
                 feed = &mut handed_over, if awaiting_feed => {
                     awaiting_feed = false;
-                    if let (Ok(feed), Some((rendering, renders))) = (feed, fan_out.take()) {
+                    if let (Ok(feed), Some(fan_out)) = (feed, fan_out.take()) {
+                        let (rendering, renders) = *fan_out;
                         drop(responses);
                         let subscriber = renders.join(rendering);
                         self.stream_feed(&subscriber, feed).await;

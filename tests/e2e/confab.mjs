@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { chromium } from 'playwright-core';
 
 /// Starts Confab; `addr` and `database` let a test restart it where it was. Rate limits are off
 /// unless `args` turns them on (with `--rate-limits on` and the limits it tests).
@@ -101,4 +102,13 @@ export async function barrier(client) {
   const sub = subscribe(client, '{ __typename }');
   const result = await sub.next();
   if (!result || !result.data) throw new Error(`barrier failed: ${JSON.stringify(result)}`);
+}
+
+/// Debian's Chromium, headless, with nothing reaching out to the network on its own.
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
 }

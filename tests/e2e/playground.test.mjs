@@ -6,11 +6,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { gql, startConfab } from './confab.mjs';
+import { gql, launchChromium, startConfab } from './confab.mjs';
 
 const test = (name, fn) => nodeTest(name, { timeout: 60_000 }, fn);
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
 
 let server;
@@ -19,11 +17,7 @@ let browser;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   server = await startConfab();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -3,22 +3,16 @@
 // trip its Content-Security-Policy or log anything to the console while it is used.
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { register, startConfab } from './confab.mjs';
+import { launchChromium, register, startConfab } from './confab.mjs';
 
 const test = (name, fn) => nodeTest(name, { timeout: 60_000 }, fn);
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 let server;
 let browser;
 
 before(async () => {
   server = await startConfab();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

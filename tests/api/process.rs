@@ -22,6 +22,18 @@ fn confab() -> Command {
     command
 }
 
+/// The arguments that serve on a free port from the SQLite file `database`.
+fn on_file(database: &Path) -> [String; 6] {
+    [
+        "--addr".into(),
+        "127.0.0.1:0".into(),
+        "--jwt-secret".into(),
+        SECRET.into(),
+        "--database-url".into(),
+        format!("sqlite://{}", database.display()),
+    ]
+}
+
 /// Starts the binary on a free port and returns it with its base URL, read from its log.
 fn start(database: &Path) -> (Child, String) {
     start_with(&format!("sqlite://{}", database.display()), &[])
@@ -360,14 +372,7 @@ async fn a_database_confab_cannot_write_is_refused_at_startup() {
         command
             .env_remove("CONFAB_DATABASE_URL")
             .env("RUST_LOG", "info")
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                SECRET,
-                "--database-url",
-            ])
-            .arg(format!("sqlite://{}", database.display()));
+            .args(on_file(&database));
         let output = run_to_exit(&mut command);
 
         let line = refusal(&output);
@@ -392,17 +397,7 @@ async fn a_second_confab_on_one_database_is_refused_and_the_lock_never_goes_stal
     let (first, url) = start(&database);
     let mut first = Running(first);
 
-    let second = run_to_exit(
-        confab()
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                SECRET,
-                "--database-url",
-            ])
-            .arg(format!("sqlite://{}", database.display())),
-    );
+    let second = run_to_exit(confab().args(on_file(&database)));
     let line = refusal(&second);
     assert!(line.contains("another Confab"), "{line}");
     assert!(line.contains(&format!("pid {}", first.0.id())), "{line}");
@@ -429,15 +424,7 @@ async fn readyz_turns_503_with_the_reason_when_writes_start_failing() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("confab.db");
     let mut command = confab();
-    command
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-            "--database-url",
-        ])
-        .arg(format!("sqlite://{}", database.display()));
+    command.args(on_file(&database));
     // SAFETY: between fork and exec this calls only async-signal-safe functions.
     unsafe {
         command.pre_exec(|| {

@@ -41,9 +41,14 @@ pub struct Config {
     #[arg(long, env = "CONFAB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// Access token lifetime, e.g. `24h`, `90m`, `7d`.
-    #[arg(long, env = "CONFAB_TOKEN_TTL", default_value = "24h", value_parser = parse_ttl)]
+    /// Access token lifetime, e.g. `15m`, `1h`. Short, because a client renews it with its
+    /// refresh token and a revoked session's tokens are refused anyway.
+    #[arg(long, env = "CONFAB_TOKEN_TTL", default_value = "15m", value_parser = parse_ttl)]
     pub token_ttl: Duration,
+
+    /// Session (refresh token) lifetime, sliding: each refresh moves the end this far ahead.
+    #[arg(long, env = "CONFAB_SESSION_TTL", default_value = "30d", value_parser = parse_ttl)]
+    pub session_ttl: Duration,
 
     /// How long a WebSocket may stay open without sending `connection_init`.
     #[arg(long, env = "CONFAB_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -219,7 +224,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let ttl = parse_duration(s)?;
     if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(366 * 24 * 3600) {
-        return Err("the token lifetime must be between 1m and 366d".into());
+        return Err("a lifetime must be between 1m and 366d".into());
     }
     Ok(ttl)
 }
@@ -280,7 +285,8 @@ impl Config {
             database_url: "sqlite::memory:".into(),
             redis_url: None,
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),
-            token_ttl: Duration::from_secs(24 * 3600),
+            token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
             ws_init_timeout: Duration::from_secs(10),
             ws_max_operations: 100,
             ws_idle_timeout: Duration::from_secs(60),

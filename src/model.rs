@@ -71,6 +71,8 @@ id_types! {
     RoomId;
     /// A message's id, which is also its place in its room's history.
     MessageId;
+    /// A session's id: one sign-in, the family of the refresh tokens rotated from it.
+    SessionId;
 }
 
 /// Parses a client-supplied id of the kind `T` wants, naming the field when it is not 24 hex
@@ -89,6 +91,27 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// One sign-in of a user: what its refresh tokens renew and what logging out revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+    /// When it was last refreshed (or created).
+    pub last_used_at: DateTime<Utc>,
+    /// When it ends unless refreshed before (each refresh moves it `--session-ttl` ahead).
+    pub expires_at: DateTime<Utc>,
+    pub user_agent: Option<String>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Session {
+    /// Whether its tokens may still be used at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,7 +100,13 @@ impl Application {
             limiter,
             max_rooms_per_user: config.max_rooms_per_user,
         };
-        let service = Arc::new(ChatService::new(store, bus, tokens.clone(), guards));
+        let service = Arc::new(ChatService::new(
+            store,
+            bus,
+            tokens.clone(),
+            guards,
+            config.session_ttl,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());
         let renders = Arc::new(Renders::default());

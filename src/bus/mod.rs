@@ -1,4 +1,5 @@
-//! Room events between the service, which publishes after each commit, and subscribers.
+//! Room events between the service, which publishes after each commit, and subscribers; and
+//! revocations (sessions that ended), which every instance's sockets and session cache hear.
 //!
 //! [`EventBus`] is a value handed to the service, never a global. The local driver keeps one
 //! bounded `broadcast` channel per room that has subscribers: a subscriber that falls more than
@@ -15,10 +16,36 @@ use tokio::sync::{broadcast, watch};
 
 pub mod redis;
 
-use crate::model::{RoomEvent, RoomId};
+use crate::model::{RoomEvent, RoomId, SessionId, UserId};
 
 /// Events buffered per room for its slowest subscriber.
 pub const ROOM_BUFFER: usize = 1024;
+
+/// Revocations buffered for the slowest listener; one that falls further behind rechecks.
+pub const REVOCATION_BUFFER: usize = 1024;
+
+/// Sessions that ended before their time, told to every instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Revocation {
+    /// These sessions were revoked.
+    Sessions(Vec<SessionId>),
+    /// Every session of this user ended (the account was deleted or suspended).
+    User(UserId),
+    /// Revocations may have been missed (the link between instances was down, or a listener
+    /// fell behind): whoever holds a session checks it again with the store.
+    Recheck,
+}
+
+impl Revocation {
+    /// Whether a socket of `user` in `session` must close (or, for `Recheck`, ask again).
+    pub fn reaches(&self, user: UserId, session: SessionId) -> bool {
+        match self {
+            Self::Sessions(ids) => ids.contains(&session),
+            Self::User(id) => *id == user,
+            Self::Recheck => true,
+        }
+    }
+}
 
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
@@ -26,6 +53,10 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, event: RoomEvent);
     /// Starts receiving the events of `room` published from now on.
     fn subscribe(&self, room: RoomId) -> RoomFeed;
+    /// Tells every instance (this one first) that sessions ended.
+    async fn revoke(&self, revocation: Revocation);
+    /// Starts receiving revocations told from now on, by any instance.
+    fn revocations(&self) -> broadcast::Receiver<Arc<Revocation>>;
     /// How the bus is, for `/readyz`: `local`, or the state of the link between instances.
     fn health(&self) -> &'static str {
         "local"
@@ -85,6 +116,7 @@ impl Drop for RoomFeed {
 pub struct LocalBus {
     rooms: Arc<Mutex<HashMap<RoomId, broadcast::Sender<Arc<RoomEvent>>>>>,
     resync: Arc<watch::Sender<u64>>,
+    revocations: broadcast::Sender<Arc<Revocation>>,
 }
 
 impl Default for LocalBus {
@@ -92,6 +124,7 @@ impl Default for LocalBus {
         Self {
             rooms: Arc::default(),
             resync: Arc::new(watch::channel(0).0),
+            revocations: broadcast::channel(REVOCATION_BUFFER).0,
         }
     }
 }
@@ -101,9 +134,17 @@ impl LocalBus {
         Self::default()
     }
 
-    /// Tells every feed that events may have been missed: each resyncs from the store.
+    /// Tells every feed that events may have been missed: each resyncs from the store; and
+    /// every session holder that revocations may have been too.
     pub fn resync_all(&self) {
         self.resync.send_modify(|generation| *generation += 1);
+        self.deliver_revocation(Revocation::Recheck);
+    }
+
+    /// Delivers a revocation to this instance's listeners only.
+    pub fn deliver_revocation(&self, revocation: Revocation) {
+        // An error means nobody listens, which is fine.
+        let _ = self.revocations.send(Arc::new(revocation));
     }
 
     /// Rooms that currently have at least one subscriber.
@@ -139,6 +180,14 @@ impl EventBus for LocalBus {
             room,
             rooms: self.rooms.clone(),
         }
+    }
+
+    async fn revoke(&self, revocation: Revocation) {
+        self.deliver_revocation(revocation);
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<Arc<Revocation>> {
+        self.revocations.subscribe()
     }
 }
 

@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use super::{EventBus, LocalBus, RoomFeed};
+use super::{EventBus, LocalBus, Revocation, RoomFeed};
 use crate::{
     config::ConfigError,
     model::{RoomEvent, RoomId},
@@ -50,6 +50,9 @@ struct Envelope {
     /// "Events may have been lost: resync every feed."
     #[serde(default)]
     resync: bool,
+    /// Sessions that ended (on `confab:control`).
+    #[serde(default)]
+    revoked: Option<Revocation>,
 }
 
 pub struct RedisBus {
@@ -110,6 +113,7 @@ impl RedisBus {
             origin: self.origin,
             event: None,
             resync: true,
+            revoked: None,
         };
         tokio::spawn(async move {
             loop {
@@ -134,6 +138,7 @@ impl EventBus for RedisBus {
             origin: self.origin,
             event: Some(event.clone()),
             resync: false,
+            revoked: None,
         };
         self.local.deliver(Arc::new(event));
         if self
@@ -153,6 +158,26 @@ impl EventBus for RedisBus {
 
     fn subscribe(&self, room: RoomId) -> RoomFeed {
         self.local.subscribe(room)
+    }
+
+    /// Told locally first, then to the others. When Redis does not take it, the others are
+    /// told to recheck every session once it does (the same recovery as for lost events), and
+    /// until then their session caches expire entries within a minute.
+    async fn revoke(&self, revocation: Revocation) {
+        self.local.deliver_revocation(revocation.clone());
+        let envelope = Envelope {
+            origin: self.origin,
+            event: None,
+            resync: false,
+            revoked: Some(revocation),
+        };
+        if !send(&self.publisher, CONTROL, &envelope).await {
+            self.publishing_failed();
+        }
+    }
+
+    fn revocations(&self) -> tokio::sync::broadcast::Receiver<Arc<Revocation>> {
+        self.local.revocations()
     }
 
     fn health(&self) -> &'static str {
@@ -233,6 +258,8 @@ async fn relay_until_lost(pubsub: redis::aio::PubSub, local: &LocalBus, origin: 
                 }
                 if envelope.resync {
                     local.resync_all();
+                } else if let Some(revocation) = envelope.revoked {
+                    local.deliver_revocation(revocation);
                 } else if let Some(event) = envelope.event {
                     local.deliver(Arc::new(event));
                 }

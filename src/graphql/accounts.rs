@@ -37,7 +37,7 @@ impl AccountMutation {
         password: String,
     ) -> Result<AuthPayload> {
         let payload = service(ctx)?
-            .register(client(ctx), &username, &password)
+            .register(client(ctx), None, &username, &password)
             .await
             .gql()?;
         Ok(AuthPayload {
@@ -55,7 +55,7 @@ impl AccountMutation {
         password: String,
     ) -> Result<AuthPayload> {
         let payload = service(ctx)?
-            .login(client(ctx), &username, &password)
+            .login(client(ctx), None, &username, &password)
             .await
             .gql()?;
         Ok(AuthPayload {

@@ -145,7 +145,7 @@ async fn register(
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<(StatusCode, Json<RegisterResponse>)> {
     let payload = service
-        .register(client, &body.username, &body.password)
+        .register(client, None, &body.username, &body.password)
         .await?;
     let response = RegisterResponse {
         message: "user registered".into(),
@@ -173,7 +173,7 @@ async fn login(
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<Json<LoginResponse>> {
     let payload = service
-        .login(client, &body.username, &body.password)
+        .login(client, None, &body.username, &body.password)
         .await?;
     Ok(Json(LoginResponse {
         access_token: payload.token,

@@ -9,10 +9,13 @@ use crate::{
     store::unique_key,
 };
 
-/// A signed-in user and their access token.
+/// A signed-in user: their access token, when it expires, and the refresh token that renews it.
 #[derive(Debug, Clone)]
 pub struct AuthPayload {
     pub token: String,
+    pub refresh_token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub session_id: crate::model::SessionId,
     pub user: User,
 }
 
@@ -20,6 +23,7 @@ impl ChatService {
     pub async fn register(
         &self,
         client: ClientIp,
+        agent: Option<&str>,
         username: &str,
         password: &str,
     ) -> Result<AuthPayload> {
@@ -38,10 +42,7 @@ impl ChatService {
             .await?;
         let user = self.store.create_user(&username, &hash).await?;
         self.users.put(&user);
-        Ok(AuthPayload {
-            token: self.tokens.issue(&user)?,
-            user,
-        })
+        self.start_session(user, agent).await
     }
 
     /// Signs a user in. Failures are counted per account (whether or not it exists, so the
@@ -50,6 +51,7 @@ impl ChatService {
     pub async fn login(
         &self,
         client: ClientIp,
+        agent: Option<&str>,
         username: &str,
         password: &str,
     ) -> Result<AuthPayload> {
@@ -98,10 +100,7 @@ impl ChatService {
         };
         let user = credentials.user;
         self.users.put(&user);
-        Ok(AuthPayload {
-            token: self.tokens.issue(&user)?,
-            user,
-        })
+        self.start_session(user, agent).await
     }
 
     /// The caller's own account.
@@ -126,5 +125,78 @@ impl ChatService {
         Ok(user)
     }
 
-    // --- rooms ---
+    /// Replaces the caller's password (the current one must be right) and revokes every other
+    /// session of theirs: whoever knew the old password is signed out everywhere else.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        client: ClientIp,
+        current: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let claims = caller.user()?;
+        limits::password(new).map_err(|e| match e {
+            Error::Invalid { reason, .. } => Error::invalid("newPassword", reason),
+            other => other,
+        })?;
+        self.verify_own_password(claims.user_id, client, current, "currentPassword")
+            .await?;
+        let hash = self.passwords.hash(new, self.hash_queue(client)).await?;
+        self.store.set_password(claims.user_id, &hash).await?;
+        let others = self
+            .store
+            .revoke_sessions_of(claims.user_id, Some(claims.session_id))
+            .await?;
+        self.announce(crate::bus::Revocation::Sessions(others)).await;
+        Ok(true)
+    }
+
+    /// Checks a signed-in user's own password (to change it, or delete the account); wrong
+    /// answers count toward the account's login lockout, so this is no side door for guessing.
+    pub(super) async fn verify_own_password(
+        &self,
+        user: UserId,
+        client: ClientIp,
+        password: &str,
+        field: &'static str,
+    ) -> Result<()> {
+        let rates = &self.guards.rates;
+        let credentials = self
+            .store
+            .credentials_by_id(user)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("this account no longer exists".into()))?;
+        let account = unique_key(&credentials.user.username);
+        if rates.enabled {
+            let wait = self
+                .guards
+                .limiter
+                .locked_for(rates.login_failures, &account)
+                .await;
+            if !wait.is_zero() {
+                return Err(Error::rate_limited(
+                    "too many wrong passwords for this account; wait before trying again",
+                    wait,
+                ));
+            }
+        }
+        let right = self
+            .passwords
+            .verify(
+                password,
+                Some(credentials.password_hash.as_str()),
+                self.hash_queue(client),
+            )
+            .await?;
+        if !right {
+            if rates.enabled {
+                self.guards
+                    .limiter
+                    .failed(rates.login_failures, &account)
+                    .await;
+            }
+            return Err(Error::invalid(field, "is not your current password"));
+        }
+        Ok(())
+    }
 }

@@ -17,6 +17,7 @@ pub mod limits;
 mod messages;
 mod page;
 mod rooms;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::{
 use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
+pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED};
 pub use page::PageArgs;
 
 /// What bounds each account and each client address: rates, and how many rooms one may join.
@@ -55,12 +57,16 @@ impl Guards {
 pub struct ChatService {
     /// The task that puts the store's committed events on the bus, in commit order.
     publisher: Option<tokio::task::AbortHandle>,
+    /// Tasks that live as long as the service: applying revocations, purging old sessions.
+    tasks: Vec<tokio::task::AbortHandle>,
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     passwords: Passwords,
     tokens: Tokens,
     users: UserCache,
     guards: Guards,
+    sessions: Arc<sessions::SessionGate>,
+    session_ttl: std::time::Duration,
 }
 
 impl ChatService {
@@ -70,6 +76,7 @@ impl ChatService {
         bus: Arc<dyn EventBus>,
         tokens: Tokens,
         guards: Guards,
+        session_ttl: std::time::Duration,
     ) -> Self {
         // The one publisher: it ends when the store's event channel closes, or with the service.
         let publisher = store.take_events().map(|mut events| {
@@ -81,14 +88,22 @@ impl ChatService {
             })
             .abort_handle()
         });
+        let sessions = Arc::new(sessions::SessionGate::new(tokens.ttl()));
+        let tasks = vec![
+            Self::follow_revocations(&bus, &sessions),
+            Self::purge_sessions_hourly(&store),
+        ];
         Self {
             publisher,
+            tasks,
             store,
             bus,
             passwords: Passwords::new(),
             tokens,
             users: UserCache::new(),
             guards,
+            sessions,
+            session_ttl,
         }
     }
 
@@ -152,6 +167,9 @@ impl Drop for ChatService {
     fn drop(&mut self) {
         if let Some(publisher) = &self.publisher {
             publisher.abort();
+        }
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

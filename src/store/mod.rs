@@ -24,7 +24,10 @@ use async_trait::async_trait;
 use crate::{
     config::DatabaseUrl,
     error::Result,
-    model::{Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
+    model::{
+        Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, Session, SessionId, User,
+        UserId,
+    },
 };
 
 pub mod mongo;
@@ -71,7 +74,7 @@ pub struct RefusingWrites(pub String);
 pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
-pub trait Store: UserStore + RoomStore + MessageStore + Send + Sync + 'static {
+pub trait Store: UserStore + SessionStore + RoomStore + MessageStore + Send + Sync + 'static {
     /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
     /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;
@@ -94,6 +97,76 @@ pub trait UserStore: Send + Sync {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// A user and their password hash, by username in any letter case (never by a look-alike).
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
+    /// A user and their password hash, by id.
+    async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>>;
+    /// Replaces a user's password hash; `NotFound` when there is no such user.
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
+}
+
+/// A refresh token as stored: its SHA-256, never the token.
+pub type TokenHash = [u8; 32];
+
+/// Spent refresh tokens a session remembers, so that one presented again is known for what it
+/// is (a copy in someone else's hands) and revokes the session.
+pub const SPENT_REMEMBERED: usize = 16;
+
+/// A session to store.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub user_id: UserId,
+    pub refresh_hash: TokenHash,
+    pub user_agent: Option<String>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What presenting a refresh token did (see [`SessionStore::rotate_session`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was the session's current token: the next one replaces it.
+    Rotated(Session),
+    /// It was one the session had already spent: the session is revoked now.
+    Reused(Session),
+    /// No active session has it (unknown, expired, or revoked before).
+    Refused,
+}
+
+/// Sessions: sign-ins and their refresh tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session, created and last used now.
+    async fn create_session(&self, session: NewSession) -> Result<Session>;
+    /// A session by id, revoked and expired ones included (until purged).
+    async fn session(&self, id: SessionId) -> Result<Option<Session>>;
+    /// Presents `presented` as the refresh token of session `id`, in one atomic step: when it
+    /// is the current token of an active session, `next` replaces it (the presented one is
+    /// remembered as spent), `last_used_at` becomes now and `expires_at` becomes `expires_at`;
+    /// when it is one of the [`SPENT_REMEMBERED`] spent tokens, the session is revoked.
+    async fn rotate_session(
+        &self,
+        id: SessionId,
+        presented: TokenHash,
+        next: TokenHash,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Rotation>;
+    /// Revokes one session; `changed` is false when it was already revoked. `NotFound` when
+    /// there is no such session.
+    async fn revoke_session(&self, id: SessionId) -> Result<Written<Session>>;
+    /// Revokes every active session of `user` but `except`; returns the ids revoked.
+    async fn revoke_sessions_of(
+        &self,
+        user: UserId,
+        except: Option<SessionId>,
+    ) -> Result<Vec<SessionId>>;
+    /// A user's active sessions at `now`, the most recently used first, at most `limit`.
+    async fn sessions_of(
+        &self,
+        user: UserId,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Session>>;
+    /// Deletes the sessions that expired before `before`, and those revoked before it; returns
+    /// how many.
+    async fn purge_sessions(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
 }
 
 /// Rooms, and who is a member of which.

@@ -25,6 +25,7 @@
 mod messages;
 mod rooms;
 mod schema;
+mod sessions;
 mod users;
 mod writer;
 

@@ -74,4 +74,29 @@ impl UserStore for MongoStore {
             }
         }))
     }
+
+    async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>> {
+        Ok(self
+            .users
+            .find_one(doc! {"_id": id})
+            .await?
+            .map(|doc| Credentials {
+                password_hash: doc.password_hash.clone(),
+                user: doc.into(),
+            }))
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()> {
+        let updated = self
+            .users
+            .update_one(
+                doc! {"_id": id},
+                doc! {"$set": {"password_hash": password_hash}},
+            )
+            .await?;
+        if updated.matched_count == 0 {
+            return Err(Error::not_found("user not found"));
+        }
+        Ok(())
+    }
 }

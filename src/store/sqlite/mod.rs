@@ -30,6 +30,7 @@
 mod messages;
 mod rooms;
 mod schema;
+mod sessions;
 mod users;
 mod writer;
 

@@ -9,7 +9,7 @@ use crate::{
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -66,6 +66,25 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4: sessions (sign-ins, their refresh token's hash and the hashes of the last ones
+/// spent, concatenated).
+pub(super) const SCHEMA_V4: &str = "
+CREATE TABLE sessions (
+    id           BLOB PRIMARY KEY NOT NULL,
+    user_id      BLOB NOT NULL REFERENCES users(id),
+    refresh_hash BLOB NOT NULL,
+    spent        BLOB NOT NULL DEFAULT x'',
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    user_agent   TEXT,
+    revoked_at   INTEGER
+);
+CREATE INDEX sessions_by_user ON sessions(user_id, last_used_at);
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+CREATE INDEX sessions_by_revocation ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
+";
+
 pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     anyhow::ensure!(
@@ -75,9 +94,10 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     // One transaction: a failed upgrade leaves the file as it was.
     let tx = conn.unchecked_transaction()?;
     let steps: &[&str] = match version {
-        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3],
-        1 => &[SCHEMA_V2, SCHEMA_V3],
-        2 => &[SCHEMA_V3],
+        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
+        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
+        2 => &[SCHEMA_V3, SCHEMA_V4],
+        3 => &[SCHEMA_V4],
         _ => &[],
     };
     for step in steps {

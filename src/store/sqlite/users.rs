@@ -84,4 +84,35 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLS}, password_hash FROM users WHERE id = ?1"
+                ))?
+                .query_row([id.bytes()], |row| {
+                    Ok(Credentials {
+                        user: user_row(row)?,
+                        password_hash: row.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()> {
+        let hash = password_hash.to_owned();
+        self.write(move |conn, _| {
+            let changed = conn
+                .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![id.bytes(), hash])?;
+            if changed == 0 {
+                return Err(Error::not_found("user not found"));
+            }
+            Ok(())
+        })
+        .await
+    }
 }

@@ -1,0 +1,330 @@
+//! Sessions: one per sign-in. The access token (a JWT) names its session; the refresh token
+//! renews both and is rotated on every use. Revoking a session refuses its access tokens and
+//! closes its sockets on every instance, through the bus.
+//!
+//! Checking a session must not cost a database read per request, so each instance caches what
+//! it read for a short while ([`SessionGate`]). Revocations are heard on the bus and applied to
+//! the cache at once; a revoked session is remembered as such for longer than any of its access
+//! tokens can live, so a read that raced the revocation cannot bring it back. Should the bus
+//! lose revocations (Redis down), the cache forgets every entry within [`CACHE_FOR`].
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use super::{AuthPayload, ChatService};
+use crate::{
+    auth::{Caller, Claims, hash_refresh_token, new_refresh_token, refresh_token_session},
+    bus::Revocation,
+    error::{Error, Result},
+    model::{Session, SessionId, User, UserId},
+    store::{NewSession, Rotation, Store},
+};
+
+/// How long a session read from the store is trusted without hearing of it again.
+pub const CACHE_FOR: Duration = Duration::from_secs(60);
+
+/// Most sessions `sessions` lists (and one user may have active: the oldest beyond it ends).
+pub const MAX_SESSIONS_LISTED: usize = 200;
+
+/// Most characters of a `User-Agent` kept with a session.
+const MAX_USER_AGENT: usize = 256;
+
+/// Why a caller's token is no longer good, as clients see it.
+const SESSION_ENDED: &str = "this session has ended; sign in again";
+
+/// What one instance knows of sessions.
+pub(super) struct SessionGate {
+    /// Sessions read from the store: their user and end.
+    known: moka::sync::Cache<SessionId, (UserId, DateTime<Utc>)>,
+    /// Sessions heard revoked, for longer than their access tokens live.
+    revoked: moka::sync::Cache<SessionId, ()>,
+    /// Users whose every session ended (deleted or suspended), and when.
+    ended_users: moka::sync::Cache<UserId, DateTime<Utc>>,
+}
+
+impl SessionGate {
+    pub(super) fn new(token_ttl: Duration) -> Self {
+        let remember = token_ttl + CACHE_FOR;
+        Self {
+            known: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(CACHE_FOR)
+                .build(),
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(remember)
+                .build(),
+            ended_users: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(remember)
+                .build(),
+        }
+    }
+
+    /// Applies a revocation heard on the bus (or made here).
+    pub(super) fn apply(&self, revocation: &Revocation) {
+        match revocation {
+            Revocation::Sessions(ids) => {
+                for id in ids {
+                    self.revoked.insert(*id, ());
+                    self.known.invalidate(id);
+                }
+            }
+            Revocation::User(user) => {
+                self.ended_users.insert(*user, Utc::now());
+                self.known.invalidate_all();
+            }
+            Revocation::Recheck => self.known.invalidate_all(),
+        }
+    }
+
+    /// Forgets that a user's sessions ended (an account unsuspended: its new sessions count).
+    pub(super) fn forget_user(&self, user: UserId) {
+        self.ended_users.invalidate(&user);
+    }
+
+    /// Whether `claims`' session is active, reading the store only when not known.
+    async fn check(&self, store: &dyn Store, claims: &Claims) -> Result<()> {
+        let ended = || Error::Unauthenticated(SESSION_ENDED.into());
+        if self.revoked.contains_key(&claims.session_id)
+            || self.ended_users.contains_key(&claims.user_id)
+        {
+            return Err(ended());
+        }
+        let now = Utc::now();
+        let (user, expires_at) = match self.known.get(&claims.session_id) {
+            Some(known) => known,
+            None => {
+                let session = store.session(claims.session_id).await?;
+                let Some(session) = session.filter(|s| s.is_active(now)) else {
+                    return Err(ended());
+                };
+                let known = (session.user_id, session.expires_at);
+                // A revocation heard while reading wins.
+                if self.revoked.contains_key(&claims.session_id) {
+                    return Err(ended());
+                }
+                self.known.insert(claims.session_id, known);
+                known
+            }
+        };
+        if user != claims.user_id || expires_at <= now {
+            return Err(ended());
+        }
+        Ok(())
+    }
+}
+
+/// The user agent kept with a session: trimmed, bounded, printable.
+fn user_agent(value: Option<&str>) -> Option<String> {
+    let value = value?.trim();
+    let kept: String = value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_USER_AGENT)
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+impl ChatService {
+    /// Turns a caller with a valid token into one whose session is active too: a token of a
+    /// revoked or expired session, or of a deleted or suspended user, becomes `Invalid`.
+    pub async fn authenticate(&self, caller: Caller) -> Caller {
+        let Caller::User(claims) = &caller else {
+            return caller;
+        };
+        match self.sessions.check(self.store.as_ref(), claims).await {
+            Ok(()) => caller,
+            Err(Error::Unauthenticated(_)) => Caller::Invalid(SESSION_ENDED),
+            // The store did not answer: refuse rather than let a revoked session through.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a session");
+                Caller::Invalid("cannot check your session now; try again")
+            }
+        }
+    }
+
+    /// Whether a socket signed in with `claims` may stay open, and until when (its session's
+    /// current end). Reads the store: sockets ask only when told to recheck or when the end
+    /// they knew has come.
+    pub async fn session_end(&self, claims: &Claims) -> Result<Option<DateTime<Utc>>> {
+        if self.sessions.revoked.contains_key(&claims.session_id)
+            || self.sessions.ended_users.contains_key(&claims.user_id)
+        {
+            return Ok(None);
+        }
+        let session = self.store.session(claims.session_id).await?;
+        Ok(session
+            .filter(|s| s.is_active(Utc::now()) && s.user_id == claims.user_id)
+            .map(|s| s.expires_at))
+    }
+
+    /// Starts a session for `user` and issues its first tokens.
+    pub(super) async fn start_session(
+        &self,
+        user: User,
+        agent: Option<&str>,
+    ) -> Result<AuthPayload> {
+        // The token names its session, whose id the store mints: the session is stored with a
+        // random placeholder hash (no token has it), then rotated to the real token's.
+        let placeholder: [u8; 32] = rand::random();
+        let session = self
+            .store
+            .create_session(NewSession {
+                user_id: user.id,
+                refresh_hash: placeholder,
+                user_agent: user_agent(agent),
+                expires_at: self.session_end_from_now(),
+            })
+            .await?;
+        // Hand out a real token by rotating the placeholder (never given to anyone) away.
+        let (refresh_token, next) = new_refresh_token(session.id);
+        match self
+            .store
+            .rotate_session(session.id, placeholder, next, session.expires_at)
+            .await?
+        {
+            Rotation::Rotated(session) => self.payload(user, &session, refresh_token),
+            _ => Err(Error::internal("a new session could not take its token")),
+        }
+    }
+
+    fn session_end_from_now(&self) -> DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::from_std(self.session_ttl).unwrap_or(chrono::Duration::days(30))
+    }
+
+    fn payload(&self, user: User, session: &Session, refresh_token: String) -> Result<AuthPayload> {
+        let (token, expires) = self.tokens.issue(&user, session.id)?;
+        let expires_at = i64::try_from(expires)
+            .ok()
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .unwrap_or_else(Utc::now);
+        Ok(AuthPayload {
+            token,
+            refresh_token,
+            expires_at,
+            session_id: session.id,
+            user,
+        })
+    }
+
+    /// Renews a session with its refresh token: new access and refresh tokens, the presented
+    /// one spent. A spent one presented again revokes the session: someone else holds a copy.
+    pub async fn refresh_session(&self, refresh_token: &str) -> Result<AuthPayload> {
+        let refused = || Error::Unauthenticated("the refresh token is not valid; sign in again".into());
+        let Some(id) = refresh_token_session(refresh_token.trim()) else {
+            return Err(refused());
+        };
+        let presented = hash_refresh_token(refresh_token.trim());
+        let (next_token, next) = new_refresh_token(id);
+        match self
+            .store
+            .rotate_session(id, presented, next, self.session_end_from_now())
+            .await?
+        {
+            Rotation::Rotated(session) => {
+                let user = self.user(session.user_id).await.map_err(|_| refused())?;
+                self.payload(user, &session, next_token)
+            }
+            Rotation::Reused(session) => {
+                tracing::warn!(session = %session.id, user = %session.user_id,
+                    "a spent refresh token was presented again; the session is revoked");
+                self.announce(Revocation::Sessions(vec![session.id])).await;
+                Err(Error::Unauthenticated(
+                    "this refresh token was already used, so the session is revoked; sign in again"
+                        .into(),
+                ))
+            }
+            Rotation::Refused => Err(refused()),
+        }
+    }
+
+    /// Revokes the caller's own session.
+    pub async fn logout(&self, caller: &Caller) -> Result<bool> {
+        let claims = caller.user()?;
+        let written = self.store.revoke_session(claims.session_id).await?;
+        self.announce(Revocation::Sessions(vec![claims.session_id]))
+            .await;
+        Ok(written.changed)
+    }
+
+    /// Revokes every session of the caller, theirs included; returns how many.
+    pub async fn logout_everywhere(&self, caller: &Caller) -> Result<usize> {
+        let claims = caller.user()?;
+        let revoked = self.store.revoke_sessions_of(claims.user_id, None).await?;
+        let count = revoked.len();
+        self.announce(Revocation::Sessions(revoked)).await;
+        Ok(count)
+    }
+
+    /// Revokes one of the caller's sessions. Someone else's is `NOT_FOUND`, as if it did not exist.
+    pub async fn revoke_session(&self, caller: &Caller, id: SessionId) -> Result<bool> {
+        let claims = caller.user()?;
+        let not_found = || Error::not_found("session not found");
+        let session = self.store.session(id).await?.ok_or_else(not_found)?;
+        if session.user_id != claims.user_id {
+            return Err(not_found());
+        }
+        let written = self.store.revoke_session(id).await?;
+        self.announce(Revocation::Sessions(vec![id])).await;
+        Ok(written.changed)
+    }
+
+    /// The caller's active sessions, the most recently used first.
+    pub async fn sessions(&self, caller: &Caller) -> Result<Vec<Session>> {
+        let claims = caller.user()?;
+        self.store
+            .sessions_of(claims.user_id, Utc::now(), MAX_SESSIONS_LISTED)
+            .await
+    }
+
+    /// Applies a revocation here at once, then tells every instance.
+    pub(super) async fn announce(&self, revocation: Revocation) {
+        if matches!(&revocation, Revocation::Sessions(ids) if ids.is_empty()) {
+            return;
+        }
+        self.sessions.apply(&revocation);
+        self.bus.revoke(revocation).await;
+    }
+
+    /// Listens for revocations from every instance and applies them to this one's cache, for
+    /// as long as the service lives.
+    pub(super) fn follow_revocations(
+        bus: &Arc<dyn crate::bus::EventBus>,
+        gate: &Arc<SessionGate>,
+    ) -> tokio::task::AbortHandle {
+        let mut heard = bus.revocations();
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match heard.recv().await {
+                    Ok(revocation) => gate.apply(&revocation),
+                    Err(RecvError::Lagged(_)) => gate.apply(&Revocation::Recheck),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+        .abort_handle()
+    }
+
+    /// Deletes sessions that ended more than a day ago, every hour, for as long as the service
+    /// lives (MongoDB also expires them with a TTL index).
+    pub(super) fn purge_sessions_hourly(store: &Arc<dyn Store>) -> tokio::task::AbortHandle {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match store.purge_sessions(Utc::now() - chrono::Duration::days(1)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("purged {n} ended sessions"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge ended sessions"),
+                }
+            }
+        })
+        .abort_handle()
+    }
+}

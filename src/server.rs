@@ -116,9 +116,10 @@ impl Application {
             service: service.clone(),
             metrics,
             graphql: GraphqlState {
-                schema: build_schema(Some(service)),
+                schema: build_schema(Some(service.clone())),
                 renders,
                 tokens,
+                service: service.clone(),
                 init_timeout: config.ws_init_timeout,
                 idle_timeout: config.ws_idle_timeout,
                 max_operations: config.ws_max_operations,

@@ -40,6 +40,10 @@ impl ClientIp {
     }
 }
 
+/// The `User-Agent` a request or socket came with: kept with the session it signs in.
+#[derive(Debug, Clone, Default)]
+pub struct UserAgent(pub Option<String>);
+
 /// Who is calling, as one transport's credentials said.
 #[derive(Debug, Clone)]
 pub enum Caller {

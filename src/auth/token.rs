@@ -165,7 +165,11 @@ mod tests {
         let tokens = Tokens::new(&[7; 32], Duration::from_secs(3600));
         let other = Tokens::new(&[8; 32], Duration::from_secs(3600));
         let session = SessionId::from(ObjectId::new());
-        assert!(tokens.verify(&other.issue(&user(), session).unwrap().0).is_err());
+        assert!(
+            tokens
+                .verify(&other.issue(&user(), session).unwrap().0)
+                .is_err()
+        );
 
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Jwt {

@@ -1,11 +1,17 @@
-//! Registration, login and the caller's own account.
+//! Registration, login, sessions and the caller's own account.
 
-use async_graphql::{Context, Object, Result};
+use async_graphql::{Context, ID, Object, Result};
 
 use super::{
-    GqlResult, caller, client, service,
-    types::{AuthPayload, User},
+    GqlResult, caller, client, id_arg, service,
+    types::{AuthPayload, Session, User},
 };
+use crate::auth::UserAgent;
+
+/// The `User-Agent` of the request or socket (kept with the session a sign-in starts).
+fn agent<'a>(ctx: &Context<'a>) -> Option<&'a str> {
+    ctx.data_opt::<UserAgent>().and_then(|a| a.0.as_deref())
+}
 
 #[derive(Default)]
 pub struct AccountQuery;
@@ -15,6 +21,23 @@ impl AccountQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
         service(ctx)?.me(caller(ctx)).await.map(User).gql()
+    }
+
+    /// The caller's active sessions, the most recently used first (at most 200).
+    #[graphql(
+        complexity = "super::page_complexity(crate::service::MAX_SESSIONS_LISTED, child_complexity)"
+    )]
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let caller = caller(ctx);
+        let current = caller.user().gql()?.session_id;
+        let sessions = service(ctx)?.sessions(caller).await.gql()?;
+        Ok(sessions
+            .into_iter()
+            .map(|session| Session {
+                current: session.id == current,
+                session,
+            })
+            .collect())
     }
 }
 
@@ -37,13 +60,10 @@ impl AccountMutation {
         password: String,
     ) -> Result<AuthPayload> {
         let payload = service(ctx)?
-            .register(client(ctx), None, &username, &password)
+            .register(client(ctx), agent(ctx), &username, &password)
             .await
             .gql()?;
-        Ok(AuthPayload {
-            token: payload.token,
-            user: User(payload.user),
-        })
+        Ok(payload.into())
     }
 
     /// Signs in; the token goes in `Authorization: Bearer <token>`.
@@ -55,12 +75,51 @@ impl AccountMutation {
         password: String,
     ) -> Result<AuthPayload> {
         let payload = service(ctx)?
-            .login(client(ctx), None, &username, &password)
+            .login(client(ctx), agent(ctx), &username, &password)
             .await
             .gql()?;
-        Ok(AuthPayload {
-            token: payload.token,
-            user: User(payload.user),
-        })
+        Ok(payload.into())
+    }
+
+    /// Trades a refresh token for new tokens; the one presented is spent. A spent one presented
+    /// again revokes its session (someone else holds a copy) and is `UNAUTHENTICATED`.
+    async fn refresh_session(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> Result<AuthPayload> {
+        let payload = service(ctx)?.refresh_session(&refresh_token).await.gql()?;
+        Ok(payload.into())
+    }
+
+    /// Ends the caller's session: its tokens are refused and its sockets close, everywhere.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        service(ctx)?.logout(caller(ctx)).await.gql()
+    }
+
+    /// Ends every session of the caller's, this one included; returns how many.
+    async fn logout_everywhere(&self, ctx: &Context<'_>) -> Result<i32> {
+        let count = service(ctx)?.logout_everywhere(caller(ctx)).await.gql()?;
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+
+    /// Ends one of the caller's sessions (see `sessions`).
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let id = id_arg("id", &id)?;
+        service(ctx)?.revoke_session(caller(ctx), id).await.gql()
+    }
+
+    /// Replaces the caller's password and ends every other session of theirs.
+    #[graphql(complexity = "2 * PASSWORD_HASH_COST")]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<bool> {
+        service(ctx)?
+            .change_password(caller(ctx), client(ctx), &current_password, &new_password)
+            .await
+            .gql()
     }
 }

@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use super::{AppSchema, ws::fanout::Renders};
-use crate::auth::Tokens;
+use crate::{auth::Tokens, service::ChatService};
 
 #[derive(Clone)]
 pub struct GraphqlState {
@@ -15,6 +15,8 @@ pub struct GraphqlState {
     /// Room events rendered once per distinct subscription (see `ws::fanout`).
     pub renders: Arc<Renders>,
     pub tokens: Tokens,
+    /// Checks sessions, and whether a socket's session still stands.
+    pub service: Arc<ChatService>,
     /// How long a WebSocket may wait before `connection_init`.
     pub init_timeout: Duration,
     /// How long an acknowledged socket may run no operation before it is closed.

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::{document, endpoint::GraphqlState};
 use crate::{
-    auth::{Caller, ClientIp},
+    auth::{Caller, ClientIp, UserAgent},
     error::Code,
     http::{Problem, auth as edge_auth},
 };
@@ -42,8 +42,11 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .any(|v| v.split(',').any(|part| part.trim().starts_with(media)))
 }
 
-fn caller(ctx: &GraphqlState, headers: &HeaderMap) -> Caller {
-    edge_auth::from_headers(&ctx.tokens, headers)
+/// The caller the headers name, with their session checked.
+async fn caller(ctx: &GraphqlState, headers: &HeaderMap) -> Caller {
+    ctx.service
+        .authenticate(edge_auth::from_headers(&ctx.tokens, headers))
+        .await
 }
 
 /// A request that never reached execution.
@@ -177,10 +180,11 @@ pub async fn post(
             &headers,
         );
     }
-    let caller = caller(&ctx, &headers);
+    let caller = caller(&ctx, &headers).await;
+    let agent = edge_auth::user_agent(&headers);
     let response = match batch {
         BatchRequest::Single(request) => {
-            Answer::Single(execute(&ctx, request, &caller, client).await)
+            Answer::Single(execute(&ctx, request, &caller, client, &agent).await)
         }
         BatchRequest::Batch(requests) => {
             // One after another, as async-graphql runs a batch: each is checked on its own, and
@@ -196,7 +200,7 @@ pub async fn post(
                         None,
                     )]))
                 } else {
-                    encode(&execute(&ctx, request, &caller, client).await)
+                    encode(&execute(&ctx, request, &caller, client, &agent).await)
                 };
                 size += part.len();
                 parts.push(part);
@@ -214,10 +218,15 @@ async fn execute(
     request: Request,
     caller: &Caller,
     client: ClientIp,
+    agent: &UserAgent,
 ) -> GraphqlResponse {
     match document::check(request) {
         Ok(checked) => {
-            let request = checked.request.data(caller.clone()).data(client);
+            let request = checked
+                .request
+                .data(caller.clone())
+                .data(client)
+                .data(agent.clone());
             ctx.schema.execute(request).await
         }
         Err(error) => GraphqlResponse::from_errors(vec![error]),
@@ -299,7 +308,11 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request = checked.request.data(caller(&ctx, &headers)).data(client);
+    let request = checked
+        .request
+        .data(caller(&ctx, &headers).await)
+        .data(client)
+        .data(edge_auth::user_agent(&headers));
     respond(&headers, Answer::Single(ctx.schema.execute(request).await))
 }
 

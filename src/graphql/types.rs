@@ -85,10 +85,57 @@ impl Message {
     }
 }
 
+/// A signed-in session's tokens: send `token` as `Authorization: Bearer <token>` until
+/// `expiresAt`, then trade `refreshToken` for new ones with `refreshSession`.
 #[derive(SimpleObject)]
 pub struct AuthPayload {
+    /// The access token (short-lived).
     pub token: String,
+    /// Renews the session once (each use returns a new one); keep it secret.
+    pub refresh_token: String,
+    /// When `token` expires.
+    pub expires_at: DateTime<Utc>,
     pub user: User,
+}
+
+impl From<crate::service::AuthPayload> for AuthPayload {
+    fn from(payload: crate::service::AuthPayload) -> Self {
+        Self {
+            token: payload.token,
+            refresh_token: payload.refresh_token,
+            expires_at: payload.expires_at,
+            user: User(payload.user),
+        }
+    }
+}
+
+/// One signed-in session of the caller's.
+pub struct Session {
+    pub session: model::Session,
+    /// Whether the request came with this session's token.
+    pub current: bool,
+}
+
+#[Object]
+impl Session {
+    async fn id(&self) -> ID {
+        ID(self.session.id.to_hex())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.session.created_at
+    }
+    /// When it was last refreshed (or signed in).
+    async fn last_used_at(&self) -> DateTime<Utc> {
+        self.session.last_used_at
+    }
+    /// The `User-Agent` it signed in with.
+    async fn user_agent(&self) -> Option<&str> {
+        self.session.user_agent.as_deref()
+    }
+    /// Whether this is the session of the request's own token.
+    async fn current(&self) -> bool {
+        self.current
+    }
 }
 
 #[derive(SimpleObject)]

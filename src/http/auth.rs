@@ -6,16 +6,23 @@
 //!   `{"token": "<token>"}`, or the same under `"headers"` ([`from_init_payload`]).
 //! - Socket.IO handshake: `auth: {"token": "<token>"}`, else the header ([`from_handshake`]).
 //!
-//! A socket signed in with a token closes when the token expires ([`socket_deadline`]), on every
-//! transport.
-
-use std::time::Duration;
+//! A socket lives as long as the session its token names, not the token: it closes when the
+//! session is revoked or ends (see `service::sessions`), on every transport.
 
 use axum::http::{HeaderMap, header};
 use serde_json::Value;
-use tokio::time::Instant;
 
-use crate::auth::{Caller, Tokens};
+use crate::auth::{Caller, Tokens, UserAgent};
+
+/// The `User-Agent` header, when it is text.
+pub fn user_agent(headers: &HeaderMap) -> UserAgent {
+    UserAgent(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    )
+}
 
 /// The caller an `Authorization` header names: anonymous without one.
 pub fn from_headers(tokens: &Tokens, headers: &HeaderMap) -> Caller {
@@ -52,21 +59,12 @@ pub fn from_handshake(tokens: &Tokens, auth: Option<&Value>, headers: &HeaderMap
     }
 }
 
-/// When a socket signed in as `caller` must close: when its token expires. `None` for a caller
-/// with no token (who never gets a socket that needs one).
-pub fn socket_deadline(caller: &Caller) -> Option<Instant> {
-    let Caller::User(claims) = caller else {
-        return None;
-    };
-    let now = jsonwebtoken::get_current_timestamp();
-    let left = claims.expires_at.saturating_sub(now);
-    Some(Instant::now() + Duration::from_secs(left))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    use std::time::Duration;
 
     fn tokens() -> Tokens {
         Tokens::new(&[7; 32], Duration::from_secs(3600))
@@ -78,7 +76,10 @@ mod tests {
             username: "ada".into(),
             created_at: chrono::Utc::now(),
         };
-        tokens.issue(&user).unwrap()
+        tokens
+            .issue(&user, crate::model::ObjectId::new().into())
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -109,7 +110,7 @@ mod tests {
     }
 
     #[test]
-    fn a_handshake_prefers_auth_then_the_header_and_sockets_end_with_their_token() {
+    fn a_handshake_prefers_auth_then_the_header() {
         let tokens = tokens();
         let token = token(&tokens);
         let mut headers = HeaderMap::new();
@@ -120,8 +121,6 @@ mod tests {
         let caller = from_handshake(&tokens, Some(&json!({"token": "nonsense"})), &headers);
         assert!(matches!(caller, Caller::Invalid(_)));
         let caller = from_handshake(&tokens, None, &headers);
-        let deadline = socket_deadline(&caller).expect("a signed-in caller has a deadline");
-        assert!(deadline > Instant::now() + Duration::from_secs(3590));
-        assert!(socket_deadline(&Caller::Anonymous).is_none());
+        assert!(matches!(caller, Caller::User(_)));
     }
 }

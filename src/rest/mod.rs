@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{FromRef, FromRequestParts, Path, RawQuery, State, rejection::PathRejection},
-    http::{StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -39,6 +39,8 @@ where
     Router::new()
         .route("/register", post(register))
         .route("/login", post(login))
+        .route("/refresh", post(refresh))
+        .route("/logout", post(logout))
         .route("/create_room", post(create_room))
         .route("/join_room", post(join_room))
         .route("/send_message", post(send_message))
@@ -105,7 +107,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let service = Arc::<ChatService>::from_ref(state);
-        let caller = edge_auth::from_headers(service.tokens(), &parts.headers);
+        let caller = service
+            .authenticate(edge_auth::from_headers(service.tokens(), &parts.headers))
+            .await;
         let claims = caller.user()?.clone();
         Ok(Self(caller, claims))
     }
@@ -144,12 +148,12 @@ async fn register(
     client: ClientIp,
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<(StatusCode, Json<RegisterResponse>)> {
-    let payload = service
-        .register(client, None, &body.username, &body.password)
+    let user = service
+        .create_account(client, &body.username, &body.password)
         .await?;
     let response = RegisterResponse {
         message: "user registered".into(),
-        user: UserView::from(&payload.user),
+        user: UserView::from(&user),
     };
     Ok((StatusCode::CREATED, Json(response)))
 }
@@ -170,15 +174,53 @@ async fn register(
 async fn login(
     State(service): State<Arc<ChatService>>,
     client: ClientIp,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<Json<LoginResponse>> {
+    let agent = edge_auth::user_agent(&headers);
     let payload = service
-        .login(client, None, &body.username, &body.password)
+        .login(client, agent.0.as_deref(), &body.username, &body.password)
         .await?;
-    Ok(Json(LoginResponse {
-        access_token: payload.token,
-        token_type: "Bearer".into(),
-        user: UserView::from(&payload.user),
+    Ok(Json(payload.into()))
+}
+
+/// Trade a refresh token for new tokens; the one sent is spent. One sent again revokes its
+/// session.
+#[utoipa::path(
+    post, path = "/refresh", tag = "accounts",
+    request_body = Refresh,
+    responses(
+        (status = 200, description = "New tokens", body = LoginResponse),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Not a valid refresh token (or one already used)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+    )
+)]
+async fn refresh(
+    State(service): State<Arc<ChatService>>,
+    JsonBody(body): JsonBody<Refresh>,
+) -> RestResult<Json<LoginResponse>> {
+    let payload = service.refresh_session(&body.refresh_token).await?;
+    Ok(Json(payload.into()))
+}
+
+/// End the caller's session: its tokens are refused and its sockets close.
+#[utoipa::path(
+    post, path = "/logout", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Logged out", body = LogoutResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
+async fn logout(
+    State(service): State<Arc<ChatService>>,
+    signed_in: SignedIn,
+) -> RestResult<Json<LogoutResponse>> {
+    service.logout(&signed_in.0).await?;
+    Ok(Json(LogoutResponse {
+        message: "logged out".into(),
     }))
 }
 
@@ -393,7 +435,7 @@ async fn get_rooms(
         title = "Confab REST compatibility API",
         description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one."
     ),
-    paths(register, login, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
+    paths(register, login, refresh, logout, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;

@@ -172,7 +172,35 @@ pub struct LoginResponse {
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: String,
+    /// Trade it for new tokens at `POST /refresh` before `expires_at`; each works once.
+    pub refresh_token: String,
+    /// When `access_token` expires (RFC 3339).
+    pub expires_at: String,
     pub user: UserView,
+}
+
+impl From<crate::service::AuthPayload> for LoginResponse {
+    fn from(payload: crate::service::AuthPayload) -> Self {
+        Self {
+            access_token: payload.token,
+            token_type: "Bearer".into(),
+            refresh_token: payload.refresh_token,
+            expires_at: time(&payload.expires_at),
+            user: UserView::from(&payload.user),
+        }
+    }
+}
+
+/// `POST /refresh`.
+#[derive(Deserialize, ToSchema)]
+pub struct Refresh {
+    pub refresh_token: String,
+}
+
+/// `POST /logout`.
+#[derive(Serialize, ToSchema)]
+pub struct LogoutResponse {
+    pub message: String,
 }
 
 #[derive(Serialize, ToSchema)]

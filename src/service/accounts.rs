@@ -20,6 +20,7 @@ pub struct AuthPayload {
 }
 
 impl ChatService {
+    /// Creates an account and signs it in (a new session).
     pub async fn register(
         &self,
         client: ClientIp,
@@ -27,6 +28,17 @@ impl ChatService {
         username: &str,
         password: &str,
     ) -> Result<AuthPayload> {
+        let user = self.create_account(client, username, password).await?;
+        self.start_session(user, agent).await
+    }
+
+    /// Creates an account without signing it in (the original REST `/register`).
+    pub async fn create_account(
+        &self,
+        client: ClientIp,
+        username: &str,
+        password: &str,
+    ) -> Result<User> {
         let username = limits::username(username)?;
         limits::password(password)?;
         let rates = &self.guards.rates;
@@ -42,7 +54,7 @@ impl ChatService {
             .await?;
         let user = self.store.create_user(&username, &hash).await?;
         self.users.put(&user);
-        self.start_session(user, agent).await
+        Ok(user)
     }
 
     /// Signs a user in. Failures are counted per account (whether or not it exists, so the
@@ -147,7 +159,8 @@ impl ChatService {
             .store
             .revoke_sessions_of(claims.user_id, Some(claims.session_id))
             .await?;
-        self.announce(crate::bus::Revocation::Sessions(others)).await;
+        self.announce(crate::bus::Revocation::Sessions(others))
+            .await;
         Ok(true)
     }
 

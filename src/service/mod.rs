@@ -31,8 +31,8 @@ use crate::{
 use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
-pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED};
 pub use page::PageArgs;
+pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED};
 
 /// What bounds each account and each client address: rates, and how many rooms one may join.
 pub struct Guards {

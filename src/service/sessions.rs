@@ -80,39 +80,37 @@ impl SessionGate {
     }
 
     /// Forgets that a user's sessions ended (an account unsuspended: its new sessions count).
+    #[allow(dead_code)] // used once accounts can be unsuspended
     pub(super) fn forget_user(&self, user: UserId) {
         self.ended_users.invalidate(&user);
     }
 
-    /// Whether `claims`' session is active, reading the store only when not known.
-    async fn check(&self, store: &dyn Store, claims: &Claims) -> Result<()> {
-        let ended = || Error::Unauthenticated(SESSION_ENDED.into());
+    /// When `claims`' session ends, or `None` when it has ended (revoked, expired, of another
+    /// user, or of a user whose sessions all ended). Reads the store only when the session is
+    /// not known, or known to have ended by a time now past (it may have been refreshed since).
+    async fn end(&self, store: &dyn Store, claims: &Claims) -> Result<Option<DateTime<Utc>>> {
         if self.revoked.contains_key(&claims.session_id)
             || self.ended_users.contains_key(&claims.user_id)
         {
-            return Err(ended());
+            return Ok(None);
         }
         let now = Utc::now();
-        let (user, expires_at) = match self.known.get(&claims.session_id) {
-            Some(known) => known,
-            None => {
-                let session = store.session(claims.session_id).await?;
-                let Some(session) = session.filter(|s| s.is_active(now)) else {
-                    return Err(ended());
-                };
-                let known = (session.user_id, session.expires_at);
-                // A revocation heard while reading wins.
-                if self.revoked.contains_key(&claims.session_id) {
-                    return Err(ended());
-                }
-                self.known.insert(claims.session_id, known);
-                known
-            }
-        };
-        if user != claims.user_id || expires_at <= now {
-            return Err(ended());
+        if let Some((user, expires_at)) = self.known.get(&claims.session_id)
+            && expires_at > now
+        {
+            return Ok((user == claims.user_id).then_some(expires_at));
         }
-        Ok(())
+        let session = store.session(claims.session_id).await?;
+        let Some(session) = session.filter(|s| s.is_active(now)) else {
+            return Ok(None);
+        };
+        // A revocation heard while reading wins.
+        if self.revoked.contains_key(&claims.session_id) {
+            return Ok(None);
+        }
+        self.known
+            .insert(claims.session_id, (session.user_id, session.expires_at));
+        Ok((session.user_id == claims.user_id).then_some(session.expires_at))
     }
 }
 
@@ -134,9 +132,9 @@ impl ChatService {
         let Caller::User(claims) = &caller else {
             return caller;
         };
-        match self.sessions.check(self.store.as_ref(), claims).await {
-            Ok(()) => caller,
-            Err(Error::Unauthenticated(_)) => Caller::Invalid(SESSION_ENDED),
+        match self.sessions.end(self.store.as_ref(), claims).await {
+            Ok(Some(_)) => caller,
+            Ok(None) => Caller::Invalid(SESSION_ENDED),
             // The store did not answer: refuse rather than let a revoked session through.
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a session");
@@ -146,18 +144,15 @@ impl ChatService {
     }
 
     /// Whether a socket signed in with `claims` may stay open, and until when (its session's
-    /// current end). Reads the store: sockets ask only when told to recheck or when the end
-    /// they knew has come.
+    /// current end): sockets ask when they sign in, when the end they knew has come, and when
+    /// told revocations may have been missed.
     pub async fn session_end(&self, claims: &Claims) -> Result<Option<DateTime<Utc>>> {
-        if self.sessions.revoked.contains_key(&claims.session_id)
-            || self.sessions.ended_users.contains_key(&claims.user_id)
-        {
-            return Ok(None);
-        }
-        let session = self.store.session(claims.session_id).await?;
-        Ok(session
-            .filter(|s| s.is_active(Utc::now()) && s.user_id == claims.user_id)
-            .map(|s| s.expires_at))
+        self.sessions.end(self.store.as_ref(), claims).await
+    }
+
+    /// Revocations told from now on, by any instance (sockets close with their session).
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Arc<Revocation>> {
+        self.bus.revocations()
     }
 
     /// Starts a session for `user` and issues its first tokens.
@@ -213,7 +208,8 @@ impl ChatService {
     /// Renews a session with its refresh token: new access and refresh tokens, the presented
     /// one spent. A spent one presented again revokes the session: someone else holds a copy.
     pub async fn refresh_session(&self, refresh_token: &str) -> Result<AuthPayload> {
-        let refused = || Error::Unauthenticated("the refresh token is not valid; sign in again".into());
+        let refused =
+            || Error::Unauthenticated("the refresh token is not valid; sign in again".into());
         let Some(id) = refresh_token_session(refresh_token.trim()) else {
             return Err(refused());
         };
@@ -318,7 +314,10 @@ impl ChatService {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                match store.purge_sessions(Utc::now() - chrono::Duration::days(1)).await {
+                match store
+                    .purge_sessions(Utc::now() - chrono::Duration::days(1))
+                    .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("purged {n} ended sessions"),
                     Err(e) => tracing::warn!(error = %e, "cannot purge ended sessions"),

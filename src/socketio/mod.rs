@@ -14,7 +14,14 @@
 //! its events is disconnected), the rooms it may join at once, and the events it may have in
 //! flight. A socket whose token expires is refused and disconnected, as a GraphQL socket is.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -25,9 +32,8 @@ use socketioxide::{
     layer::SocketIoLayer,
 };
 use tokio::{
-    sync::{Mutex, OwnedSemaphorePermit, Semaphore},
+    sync::{Mutex, OwnedSemaphorePermit, Semaphore, broadcast},
     task::AbortHandle,
-    time::Instant,
 };
 
 mod events;
@@ -35,7 +41,8 @@ mod events;
 use events::MessagePayload;
 
 use crate::{
-    auth::Caller,
+    auth::{Caller, Claims},
+    bus::Revocation,
     error::Error,
     http::{Problem, auth as edge_auth},
     model::{RoomEvent, RoomId, parse_id},
@@ -73,9 +80,9 @@ pub fn layer(service: Arc<ChatService>) -> (SocketIoLayer, SocketIo) {
 #[derive(Clone)]
 struct Session {
     caller: Caller,
-    /// When its token expires, and the socket with it (`http::auth::socket_deadline`).
-    deadline: Instant,
-    /// The task that disconnects the socket at its deadline.
+    /// Set when its session has ended (revoked, expired, its user deleted or suspended).
+    ended: Arc<AtomicBool>,
+    /// The task that watches the session and disconnects the socket when it ends.
     expiry: AbortHandle,
     /// The forwarding task of each room this socket joined. An async lock, held across a whole
     /// join, so two joins of one room cannot both start a task.
@@ -98,16 +105,16 @@ impl Session {
     }
 
     fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
+        self.ended.load(Ordering::Relaxed)
     }
 
-    /// Admits one event: refused once the token has expired (and the socket is then closed),
+    /// Admits one event: refused once the session has ended (and the socket is then closed),
     /// or while too many of this socket's events are in flight.
     fn admit(&self, socket: &SocketRef) -> Result<OwnedSemaphorePermit, Error> {
         if self.expired() {
             disconnect(socket.clone());
             return Err(Error::Unauthenticated(
-                "the token has expired; log in again".into(),
+                "this session has ended; sign in again".into(),
             ));
         }
         self.in_flight
@@ -141,27 +148,68 @@ async fn authenticate(
     if let Caller::Anonymous = caller {
         return Err("unauthenticated: send auth: {token: \"<access token>\"}".into());
     }
-    caller.user().map_err(|e| format!("unauthenticated: {e}"))?;
-    let Some(deadline) = edge_auth::socket_deadline(&caller) else {
-        return Err("unauthenticated: the token has no expiry".into());
+    let caller = service.authenticate(caller).await;
+    let claims = caller
+        .user()
+        .map_err(|e| format!("unauthenticated: {e}"))?
+        .clone();
+    // Listening before the session's end is read: a revocation in between is not missed.
+    let revocations = service.revocations();
+    let end = match service.session_end(&claims).await {
+        Ok(Some(end)) => end,
+        Ok(None) => return Err("unauthenticated: this session has ended; sign in again".into()),
+        Err(_) => return Err("cannot check your session now; try again".into()),
     };
-    // The socket closes when its token expires, whether or not it is busy then.
+    // The socket closes when its session ends, whether or not it is busy then.
+    let ended = Arc::new(AtomicBool::new(false));
     let expiry = tokio::spawn({
-        let socket = socket.clone();
+        let (socket, service, ended) = (socket.clone(), service.clone(), ended.clone());
         async move {
-            tokio::time::sleep_until(deadline).await;
+            watch_session(&service, &claims, end, revocations).await;
+            ended.store(true, Ordering::Relaxed);
             disconnect(socket);
         }
     })
     .abort_handle();
     socket.extensions.insert(Session {
         caller,
-        deadline,
+        ended,
         expiry,
         rooms: Arc::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
     });
     Ok(())
+}
+
+/// Returns once the session of `claims` has ended: at its end (unless it was refreshed
+/// meanwhile), or when a revocation reaches it.
+async fn watch_session(
+    service: &ChatService,
+    claims: &Claims,
+    mut end: chrono::DateTime<chrono::Utc>,
+    mut revocations: broadcast::Receiver<Arc<Revocation>>,
+) {
+    loop {
+        let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
+        let recheck = tokio::select! {
+            () = tokio::time::sleep(left) => true,
+            heard = revocations.recv() => match heard {
+                Ok(revocation) if matches!(*revocation, Revocation::Recheck) => true,
+                Ok(revocation) if revocation.reaches(claims.user_id, claims.session_id) => return,
+                Ok(_) => false,
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            },
+        };
+        if recheck {
+            match service.session_end(claims).await {
+                Ok(Some(later)) => end = later,
+                Ok(None) => return,
+                // The store did not answer: ask again in a while.
+                Err(_) => end = chrono::Utc::now() + chrono::Duration::seconds(5),
+            }
+        }
+    }
 }
 
 /// Registers the socket's handlers, before the client is told it is connected (see [`layer`]).

@@ -74,7 +74,9 @@ pub struct RefusingWrites(pub String);
 pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
-pub trait Store: UserStore + SessionStore + RoomStore + MessageStore + Send + Sync + 'static {
+pub trait Store:
+    UserStore + SessionStore + RoomStore + MessageStore + Send + Sync + 'static
+{
     /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
     /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;

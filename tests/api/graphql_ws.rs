@@ -6,7 +6,7 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{ROOM_EVENTS, TestApp};
+use crate::helpers::{ROOM_EVENTS, TestApp, error_code};
 
 const TRANSPORT: &str = "graphql-transport-ws";
 
@@ -230,13 +230,24 @@ async fn operations_per_connection_are_capped() {
 }
 
 #[tokio::test]
-async fn an_expired_token_closes_the_socket_4403() {
-    let app = TestApp::spawn_with(|c| c.token_ttl = Duration::from_secs(1)).await;
+async fn a_socket_outlives_its_access_token_and_closes_with_its_session_4403() {
+    let app = TestApp::spawn_with(|c| {
+        c.token_ttl = Duration::from_secs(1);
+        c.session_ttl = Duration::from_secs(4);
+    })
+    .await;
     let ada = app.register("ada").await;
     let mut ws = app.ws_as(&ada).await;
+    // Past the token's expiry (a wait for a clock, not a measurement): HTTP refuses the token,
+    // the socket signed in with it still answers.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refused = app.gql(Some(&ada.token), "{ me { id } }", json!({})).await;
+    assert_eq!(error_code(&refused), "UNAUTHENTICATED");
+    // Answers (a closed socket would fail this).
+    ws.ping_pong().await;
     let (code, reason) = ws.closed().await;
     assert_eq!(code, 4403);
-    assert!(reason.contains("expired"), "{reason}");
+    assert!(reason.contains("session has ended"), "{reason}");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! the next is read, and a subscription is live before then: whatever a client does after
 //! `subscribe`, it sees the events of.
 
-use std::{borrow::Cow, collections::HashMap};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use async_graphql::Request;
 use axum::extract::ws::{Message, WebSocket};
@@ -15,7 +15,7 @@ use futures_channel::mpsc;
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use serde_json::{Value, json};
 use tokio::{
-    sync::oneshot,
+    sync::{broadcast, oneshot},
     task::AbortHandle,
     time::{Instant, sleep, sleep_until},
 };
@@ -29,7 +29,8 @@ use super::{
     },
 };
 use crate::{
-    auth::{Caller, ClientIp},
+    auth::{Caller, ClientIp, UserAgent},
+    bus::Revocation,
     error::Code,
     graphql::{document, endpoint::GraphqlState, live::OperationStarted},
     http::{Problem, auth as edge_auth},
@@ -55,10 +56,13 @@ pub struct Connection {
     protocol: Protocol,
     caller: Caller,
     client: ClientIp,
+    agent: UserAgent,
     initialised: bool,
     acknowledged: bool,
-    /// When the token it signed in with expires.
+    /// When the session it signed in with ends, unless refreshed meanwhile (checked then).
     deadline: Option<Instant>,
+    /// Revocations from every instance, once signed in: the socket closes with its session.
+    revocations: Option<broadcast::Receiver<Arc<Revocation>>>,
     operations: HashMap<String, (u64, AbortHandle)>,
     generation: u64,
     out: mpsc::Sender<Message>,
@@ -73,6 +77,7 @@ impl Connection {
         protocol: Protocol,
         caller: Caller,
         client: ClientIp,
+        agent: UserAgent,
     ) {
         ctx.stats.connections.inc();
         let (sink, mut incoming) = socket.split();
@@ -86,9 +91,11 @@ impl Connection {
             protocol,
             caller,
             client,
+            agent,
             initialised: false,
             acknowledged: false,
             deadline: None,
+            revocations: None,
             operations: HashMap::new(),
             generation: 0,
             out,
@@ -121,7 +128,10 @@ impl Connection {
                     Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
                 }
                 () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
-                    Flow::close(CloseCode::Forbidden, "Forbidden: the token has expired")
+                    conn.recheck_session().await
+                }
+                heard = next_revocation(&mut conn.revocations), if conn.revocations.is_some() => {
+                    conn.on_revocation(heard).await
                 }
                 () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
                     // A normal closure: graphql-ws clients reconnect when they next subscribe.
@@ -270,13 +280,62 @@ impl Connection {
             }
             return Flow::close(CloseCode::Forbidden, "Forbidden");
         }
-        self.deadline = edge_auth::socket_deadline(&self.caller);
+        self.caller = self.ctx.service.authenticate(self.caller.clone()).await;
+        if let Caller::Invalid(why) = self.caller {
+            if self.protocol == Protocol::Legacy {
+                let error = json!({"message": why});
+                self.send(frame(None, "connection_error", Some(error)))
+                    .await;
+            }
+            return Flow::close(CloseCode::Forbidden, "Forbidden");
+        }
+        // Listening before the session's end is read: a revocation in between is not missed.
+        self.revocations = Some(self.ctx.service.revocations());
+        if let Flow::Close(code, reason) = self.recheck_session().await {
+            return Flow::Close(code, reason);
+        }
         self.acknowledged = true;
         self.send(frame::<()>(None, "connection_ack", None)).await;
         if self.protocol == Protocol::Legacy {
             self.send(frame::<()>(None, "ka", None)).await;
         }
         Flow::Continue
+    }
+
+    /// Reads the session's end again: closes (4403) when it has ended, else waits for the new
+    /// end. A store that does not answer leaves the socket open and asks again in a while.
+    async fn recheck_session(&mut self) -> Flow {
+        let Caller::User(claims) = &self.caller else {
+            return Flow::close(CloseCode::Forbidden, "Forbidden");
+        };
+        match self.ctx.service.session_end(claims).await {
+            Ok(Some(end)) => {
+                let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
+                self.deadline = Some(Instant::now() + left);
+                Flow::Continue
+            }
+            Ok(None) => Flow::close(CloseCode::Forbidden, "Forbidden: the session has ended"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a socket's session; asking again soon");
+                self.deadline = Some(Instant::now() + std::time::Duration::from_secs(5));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// A revocation was heard (or some may have been missed): closes when it reaches this
+    /// socket's session.
+    async fn on_revocation(&mut self, heard: Option<Arc<Revocation>>) -> Flow {
+        let Caller::User(claims) = &self.caller else {
+            return Flow::Continue;
+        };
+        match heard.as_deref() {
+            Some(Revocation::Recheck) | None => self.recheck_session().await,
+            Some(revocation) if revocation.reaches(claims.user_id, claims.session_id) => {
+                Flow::close(CloseCode::Forbidden, "Forbidden: the session has ended")
+            }
+            Some(_) => Flow::Continue,
+        }
     }
 
     async fn on_subscribe(&mut self, id: Option<Value>, payload: Option<Value>) -> Flow {
@@ -342,6 +401,7 @@ impl Connection {
         let request = request
             .data(self.caller.clone())
             .data(self.client)
+            .data(self.agent.clone())
             .data(OperationStarted::new(started));
         let task = tokio::spawn(run.run(request, fan_out));
         self.operations
@@ -353,6 +413,21 @@ impl Connection {
             let _ = live.await;
         }
         Flow::Continue
+    }
+}
+
+/// The next revocation; `None` when some were missed (the socket then rechecks its session).
+async fn next_revocation(
+    revocations: &mut Option<broadcast::Receiver<Arc<Revocation>>>,
+) -> Option<Arc<Revocation>> {
+    let Some(receiver) = revocations else {
+        return std::future::pending().await;
+    };
+    match receiver.recv().await {
+        Ok(revocation) => Some(revocation),
+        Err(broadcast::error::RecvError::Lagged(_)) => None,
+        // The bus is gone (shutting down): nothing more will come.
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
     }
 }
 

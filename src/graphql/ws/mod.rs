@@ -62,7 +62,10 @@ pub async fn upgrade(
     client: ClientIp,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let header_caller = edge_auth::from_headers(&ctx.tokens, &headers);
+    let header_caller = ctx
+        .service
+        .authenticate(edge_auth::from_headers(&ctx.tokens, &headers))
+        .await;
     if let Caller::Invalid(why) = header_caller {
         return Problem::new(Code::Unauthenticated, why).graphql_response();
     }
@@ -86,5 +89,8 @@ pub async fn upgrade(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(2 * MAX_OUTGOING)
-        .on_upgrade(move |socket| Connection::run(ctx, socket, protocol, header_caller, client))
+        .on_upgrade(move |socket| {
+            let agent = edge_auth::user_agent(&headers);
+            Connection::run(ctx, socket, protocol, header_caller, client, agent)
+        })
 }

@@ -28,7 +28,9 @@ fn session_row(row: &Row) -> rusqlite::Result<Session> {
 
 fn session_by_id(conn: &Connection, id: SessionId) -> Result<Option<Session>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+        ))?
         .query_row([id.bytes()], session_row)
         .optional()?)
 }

@@ -50,6 +50,16 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SESSION_TTL", default_value = "30d", value_parser = parse_ttl)]
     pub session_ttl: Duration,
 
+    /// Who may create an account: `open` (anyone), `invite` (with a single-use code an admin
+    /// made: `createInviteCode` or `confab admin invite`), `closed` (nobody).
+    #[arg(long, env = "CONFAB_REGISTRATION", default_value = "open")]
+    pub registration: Registration,
+
+    /// How long a deleted account's username stays taken, so that nobody takes over a name
+    /// others trust at once (`0s`: freed at once).
+    #[arg(long, env = "CONFAB_USERNAME_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
+    pub username_quarantine: Duration,
+
     /// How long a WebSocket may stay open without sending `connection_init`.
     #[arg(long, env = "CONFAB_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ws_init_timeout: Duration,
@@ -182,6 +192,31 @@ pub struct ConfigError(pub String);
 pub enum Command {
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Manage server admins and invitations in the database `--database-url` names (with
+    /// SQLite, while the server is stopped: one process holds the file).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// `confab admin …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminAction {
+    /// Make an account a server admin.
+    Grant { username: String },
+    /// Make an account no longer a server admin (the first account always is one).
+    Revoke { username: String },
+    /// Print a new single-use invitation code (for `--registration invite`).
+    Invite,
+}
+
+/// Who may register (`--registration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registration {
+    Open,
+    Invite,
+    Closed,
 }
 
 /// A secret string that never reaches a log line or `Debug` output, and is wiped from memory
@@ -287,6 +322,8 @@ impl Config {
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),
             token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            registration: Registration::Open,
+            username_quarantine: Duration::from_secs(30 * 24 * 3600),
             ws_init_timeout: Duration::from_secs(10),
             ws_max_operations: 100,
             ws_idle_timeout: Duration::from_secs(60),

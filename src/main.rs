@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use confab::{
-    config::{Command, Config},
+    config::{AdminAction, Command, Config, DatabaseUrl},
     server::{Application, ConfigError},
 };
 use tracing_subscriber::fmt::writer::MakeWriterExt as _;
@@ -10,9 +10,13 @@ use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::Schema) = config.command {
-        print!("{}", confab::graphql::sdl());
-        return ExitCode::SUCCESS;
+    match &config.command {
+        Some(Command::Schema) => {
+            print!("{}", confab::graphql::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Admin { action }) => return admin(&config, action).await,
+        None => {}
     }
     // Warnings and errors go to stderr, the rest to stdout: a refused start is one line where
     // a shell or supervisor looks for it, and `listening on …` stays on stdout for scripts.
@@ -40,6 +44,47 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `confab admin …`: one change to the database, then exit (2 for a bad database URL, 1 for
+/// anything else that failed).
+async fn admin(config: &Config, action: &AdminAction) -> ExitCode {
+    let url = match DatabaseUrl::parse(&config.database_url) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match confab::store::connect(&url).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use confab::service::admin;
+    let done = match action {
+        AdminAction::Grant { username } => admin::set_admin(store.as_ref(), username, true)
+            .await
+            .map(|()| format!("{username} is a server admin")),
+        AdminAction::Revoke { username } => admin::set_admin(store.as_ref(), username, false)
+            .await
+            .map(|()| {
+                format!("{username} is no longer a server admin (the first account always is one)")
+            }),
+        AdminAction::Invite => admin::create_invite(store.as_ref(), None).await,
+    };
+    match done {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -105,7 +105,7 @@ impl Application {
             bus,
             tokens.clone(),
             guards,
-            config.session_ttl,
+            crate::service::AccountPolicy::from_config(config),
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());

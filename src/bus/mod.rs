@@ -34,6 +34,8 @@ pub enum Revocation {
     /// Revocations may have been missed (the link between instances was down, or a listener
     /// fell behind): whoever holds a session checks it again with the store.
     Recheck,
+    /// A suspended user was reinstated: their new sessions count (no socket is reached).
+    Reinstated(UserId),
 }
 
 impl Revocation {
@@ -43,6 +45,7 @@ impl Revocation {
             Self::Sessions(ids) => ids.contains(&session),
             Self::User(id) => *id == user,
             Self::Recheck => true,
+            Self::Reinstated(_) => false,
         }
     }
 }

@@ -8,6 +8,10 @@ use super::{
 };
 use crate::auth::UserAgent;
 
+/// About the most JSON `exportMyData` carries: its answer must fit one response
+/// (`http::MAX_RESPONSE`, 4 MiB), with room for escaping.
+const EXPORT_BYTES: usize = 2 * 1024 * 1024;
+
 /// The `User-Agent` of the request or socket (kept with the session a sign-in starts).
 fn agent<'a>(ctx: &Context<'a>) -> Option<&'a str> {
     ctx.data_opt::<UserAgent>().and_then(|a| a.0.as_deref())
@@ -21,6 +25,21 @@ impl AccountQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
         service(ctx)?.me(caller(ctx)).await.map(User).gql()
+    }
+
+    /// The caller's account, sessions, rooms and messages as one JSON document, so they can
+    /// leave with their data. The oldest messages up to about 2 MiB (`messagesComplete` says
+    /// whether that was all); `GET /me/export` streams every one.
+    #[graphql(complexity = 1000)]
+    async fn export_my_data(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
+        service(ctx)?
+            .export_my_data(caller(ctx), EXPORT_BYTES)
+            .await
+            .map(async_graphql::Json)
+            .gql()
     }
 
     /// The caller's active sessions, the most recently used first (at most 200).
@@ -58,9 +77,19 @@ impl AccountMutation {
         ctx: &Context<'_>,
         username: String,
         password: String,
+        #[graphql(
+            desc = "An invitation code, when the server takes new accounts by invitation only."
+        )]
+        invite_code: Option<String>,
     ) -> Result<AuthPayload> {
         let payload = service(ctx)?
-            .register(client(ctx), agent(ctx), &username, &password)
+            .register(
+                client(ctx),
+                agent(ctx),
+                &username,
+                &password,
+                invite_code.as_deref(),
+            )
             .await
             .gql()?;
         Ok(payload.into())
@@ -107,6 +136,43 @@ impl AccountMutation {
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let id = id_arg("id", &id)?;
         service(ctx)?.revoke_session(caller(ctx), id).await.gql()
+    }
+
+    /// Deletes the caller's account: sessions ended, rooms left, the name kept from others for
+    /// a while. Messages stay, shown as from "deleted user" — or are deleted too with
+    /// `purgeMessages`.
+    #[graphql(complexity = "PASSWORD_HASH_COST")]
+    async fn delete_account(
+        &self,
+        ctx: &Context<'_>,
+        password: String,
+        #[graphql(default = false)] purge_messages: bool,
+    ) -> Result<bool> {
+        service(ctx)?
+            .delete_account(caller(ctx), client(ctx), &password, purge_messages)
+            .await
+            .gql()
+    }
+
+    /// A new single-use invitation code (server admins only).
+    async fn create_invite_code(&self, ctx: &Context<'_>) -> Result<String> {
+        service(ctx)?.create_invite_code(caller(ctx)).await.gql()
+    }
+
+    /// Suspends an account (server admins only): its sessions end and its sockets close
+    /// everywhere, and it cannot sign in until `unsuspendUser`.
+    async fn suspend_user(&self, ctx: &Context<'_>, user_id: ID, reason: String) -> Result<bool> {
+        let user = id_arg("userId", &user_id)?;
+        service(ctx)?
+            .suspend_user(caller(ctx), user, &reason)
+            .await
+            .gql()
+    }
+
+    /// Lifts a suspension (server admins only); false when the account was not suspended.
+    async fn unsuspend_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let user = id_arg("userId", &user_id)?;
+        service(ctx)?.unsuspend_user(caller(ctx), user).await.gql()
     }
 
     /// Replaces the caller's password and ends every other session of theirs.

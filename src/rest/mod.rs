@@ -41,6 +41,7 @@ where
         .route("/login", post(login))
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
+        .route("/me/export", get(export))
         .route("/create_room", post(create_room))
         .route("/join_room", post(join_room))
         .route("/send_message", post(send_message))
@@ -149,7 +150,12 @@ async fn register(
     JsonBody(body): JsonBody<Credentials>,
 ) -> RestResult<(StatusCode, Json<RegisterResponse>)> {
     let user = service
-        .create_account(client, &body.username, &body.password)
+        .create_account(
+            client,
+            &body.username,
+            &body.password,
+            body.invite_code.as_deref(),
+        )
         .await?;
     let response = RegisterResponse {
         message: "user registered".into(),
@@ -223,6 +229,73 @@ async fn logout(
         message: "logged out".into(),
     }))
 }
+
+/// Download everything of the caller's: account, sessions, rooms and every message they sent
+/// (deleted ones excepted), streamed page by page as one JSON document.
+#[utoipa::path(
+    get, path = "/me/export", tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The export, as an attachment", content_type = "application/json"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    )
+)]
+async fn export(
+    State(service): State<Arc<ChatService>>,
+    signed_in: SignedIn,
+) -> RestResult<Response> {
+    let head = service.export_account(&signed_in.0).await?;
+    // `{…head…, "messages": [` then each page, then `]}`: the head is a JSON object, so its
+    // closing brace gives way to the messages.
+    let head = head.to_string();
+    let open = format!("{},\"messages\":[", head.strip_suffix('}').unwrap_or(&head));
+    let caller = signed_in.0;
+    let body = async_stream::stream! {
+        yield Ok::<_, std::io::Error>(open.into_bytes());
+        let mut after = None;
+        let mut first = true;
+        loop {
+            let page = match service.exported_messages(&caller, after, EXPORT_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    // Headers are sent: the broken stream (no closing bracket) tells the client.
+                    tracing::warn!(error = %e, "an export stopped");
+                    yield Err(std::io::Error::other("the export could not be finished"));
+                    return;
+                }
+            };
+            let done = page.len() < EXPORT_PAGE;
+            let mut chunk = Vec::new();
+            for (id, message) in page {
+                if !first {
+                    chunk.push(b',');
+                }
+                first = false;
+                chunk.extend(message.to_string().into_bytes());
+                after = Some(id);
+            }
+            yield Ok(chunk);
+            if done {
+                break;
+            }
+        }
+        yield Ok(b"]}".to_vec());
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"confab-export.json\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Messages an export reads per page.
+const EXPORT_PAGE: usize = 500;
 
 /// Create a room; its creator becomes a member.
 #[utoipa::path(
@@ -435,7 +508,7 @@ async fn get_rooms(
         title = "Confab REST compatibility API",
         description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one."
     ),
-    paths(register, login, refresh, logout, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
+    paths(register, login, refresh, logout, export, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;

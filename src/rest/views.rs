@@ -17,6 +17,9 @@ pub struct Credentials {
     /// 8–128 characters.
     #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    /// `/register` on a server that takes new accounts by invitation only: the code.
+    #[serde(default)]
+    pub invite_code: Option<String>,
 }
 
 /// `POST /create_room`.

@@ -19,7 +19,11 @@ pub const MEMBERS_MAX: usize = 1000;
 /// Most rooms one user may be a member of, unless `--max-rooms-per-user` says otherwise.
 pub const MAX_ROOMS_PER_USER: usize = 1000;
 
-fn length(field: &'static str, value: &str, range: std::ops::RangeInclusive<usize>) -> Result<()> {
+pub fn length(
+    field: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<()> {
     let n = value.chars().count();
     if range.contains(&n) {
         Ok(())

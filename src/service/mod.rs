@@ -11,6 +11,7 @@
 //! `feed`); page arguments in `page`.
 
 mod accounts;
+pub mod admin;
 mod feed;
 pub mod limiter;
 pub mod limits;
@@ -66,7 +67,27 @@ pub struct ChatService {
     users: UserCache,
     guards: Guards,
     sessions: Arc<sessions::SessionGate>,
-    session_ttl: std::time::Duration,
+    policy: AccountPolicy,
+}
+
+/// How accounts come and go: session lifetime, who may register, how long a deleted account's
+/// name stays taken.
+#[derive(Debug, Clone)]
+pub struct AccountPolicy {
+    pub session_ttl: std::time::Duration,
+    pub registration: crate::config::Registration,
+    pub username_quarantine: std::time::Duration,
+}
+
+impl AccountPolicy {
+    /// The policy the flags ask for.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            session_ttl: config.session_ttl,
+            registration: config.registration,
+            username_quarantine: config.username_quarantine,
+        }
+    }
 }
 
 impl ChatService {
@@ -76,7 +97,7 @@ impl ChatService {
         bus: Arc<dyn EventBus>,
         tokens: Tokens,
         guards: Guards,
-        session_ttl: std::time::Duration,
+        policy: AccountPolicy,
     ) -> Self {
         // The one publisher: it ends when the store's event channel closes, or with the service.
         let publisher = store.take_events().map(|mut events| {
@@ -89,9 +110,10 @@ impl ChatService {
             .abort_handle()
         });
         let sessions = Arc::new(sessions::SessionGate::new(tokens.ttl()));
+        let users = UserCache::new();
         let tasks = vec![
-            Self::follow_revocations(&bus, &sessions),
-            Self::purge_sessions_hourly(&store),
+            Self::follow_revocations(&bus, &sessions, &users),
+            Self::purge_hourly(&store),
         ];
         Self {
             publisher,
@@ -100,10 +122,10 @@ impl ChatService {
             bus,
             passwords: Passwords::new(),
             tokens,
-            users: UserCache::new(),
+            users,
             guards,
             sessions,
-            session_ttl,
+            policy,
         }
     }
 
@@ -174,8 +196,9 @@ impl Drop for ChatService {
     }
 }
 
-/// Users never change once created, so they are cached by id, the least used going first when
-/// the cache is full.
+/// Users change only when deleted (which every instance hears of, as a revocation), so they are
+/// cached by id, the least used going first when the cache is full.
+#[derive(Clone)]
 struct UserCache(moka::sync::Cache<UserId, User>);
 
 impl UserCache {
@@ -191,5 +214,9 @@ impl UserCache {
 
     fn put(&self, user: &User) {
         self.0.insert(user.id, user.clone());
+    }
+
+    fn forget(&self, id: UserId) {
+        self.0.invalidate(&id);
     }
 }

@@ -76,13 +76,8 @@ impl SessionGate {
                 self.known.invalidate_all();
             }
             Revocation::Recheck => self.known.invalidate_all(),
+            Revocation::Reinstated(user) => self.ended_users.invalidate(user),
         }
-    }
-
-    /// Forgets that a user's sessions ended (an account unsuspended: its new sessions count).
-    #[allow(dead_code)] // used once accounts can be unsuspended
-    pub(super) fn forget_user(&self, user: UserId) {
-        self.ended_users.invalidate(&user);
     }
 
     /// When `claims`' session ends, or `None` when it has ended (revoked, expired, of another
@@ -187,7 +182,8 @@ impl ChatService {
 
     fn session_end_from_now(&self) -> DateTime<Utc> {
         Utc::now()
-            + chrono::Duration::from_std(self.session_ttl).unwrap_or(chrono::Duration::days(30))
+            + chrono::Duration::from_std(self.policy.session_ttl)
+                .unwrap_or(chrono::Duration::days(30))
     }
 
     fn payload(&self, user: User, session: &Session, refresh_token: String) -> Result<AuthPayload> {
@@ -290,14 +286,21 @@ impl ChatService {
     pub(super) fn follow_revocations(
         bus: &Arc<dyn crate::bus::EventBus>,
         gate: &Arc<SessionGate>,
+        users: &super::UserCache,
     ) -> tokio::task::AbortHandle {
         let mut heard = bus.revocations();
-        let gate = gate.clone();
+        let (gate, users) = (gate.clone(), users.clone());
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match heard.recv().await {
-                    Ok(revocation) => gate.apply(&revocation),
+                    Ok(revocation) => {
+                        // A deleted account is shown differently: read it again.
+                        if let Revocation::User(id) = *revocation {
+                            users.forget(id);
+                        }
+                        gate.apply(&revocation);
+                    }
                     Err(RecvError::Lagged(_)) => gate.apply(&Revocation::Recheck),
                     Err(RecvError::Closed) => return,
                 }
@@ -306,9 +309,10 @@ impl ChatService {
         .abort_handle()
     }
 
-    /// Deletes sessions that ended more than a day ago, every hour, for as long as the service
-    /// lives (MongoDB also expires them with a TTL index).
-    pub(super) fn purge_sessions_hourly(store: &Arc<dyn Store>) -> tokio::task::AbortHandle {
+    /// Every hour, for as long as the service lives: deletes sessions that ended more than a
+    /// day ago (MongoDB also expires them with a TTL index), and frees the names of deleted
+    /// accounts whose quarantine is over.
+    pub(super) fn purge_hourly(store: &Arc<dyn Store>) -> tokio::task::AbortHandle {
         let store = store.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -321,6 +325,11 @@ impl ChatService {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("purged {n} ended sessions"),
                     Err(e) => tracing::warn!(error = %e, "cannot purge ended sessions"),
+                }
+                match store.release_names(Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("freed the names of {n} deleted accounts"),
+                    Err(e) => tracing::warn!(error = %e, "cannot free deleted accounts' names"),
                 }
             }
         })

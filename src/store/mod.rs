@@ -99,10 +99,45 @@ pub trait UserStore: Send + Sync {
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// A user and their password hash, by username in any letter case (never by a look-alike).
     async fn credentials(&self, username: &str) -> Result<Option<Credentials>>;
-    /// A user and their password hash, by id.
+    /// A user and their password hash, by id (not for a deleted account).
     async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>>;
     /// Replaces a user's password hash; `NotFound` when there is no such user.
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
+    /// What a user may do: whether an admin, suspended, deleted. The first account ever created
+    /// is an admin. `None` for no such user.
+    async fn standing(&self, id: UserId) -> Result<Option<Standing>>;
+    /// Makes a user a server admin, or not; `NotFound` when there is no such user.
+    async fn set_admin(&self, id: UserId, admin: bool) -> Result<()>;
+    /// Suspends a user (with the reason), or lifts it (`None`); `NotFound` for no such user.
+    async fn set_suspended(&self, id: UserId, reason: Option<&str>) -> Result<()>;
+    /// Deletes an account: it keeps its id (its messages still name it) but is shown as
+    /// [`DELETED_USER`], has no password and no memberships, and its name stays taken until
+    /// `release_name_at` (at once when that is not in the future). `NotFound` for no such user.
+    async fn delete_user(
+        &self,
+        id: UserId,
+        release_name_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+    /// Frees the names of accounts deleted whose quarantine ended by `now`; returns how many.
+    async fn release_names(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+    /// Stores a single-use invitation code (its hash) made by `by` (`None`: the command line).
+    async fn create_invite(&self, hash: TokenHash, by: Option<UserId>) -> Result<()>;
+    /// Spends an invitation code: true when it existed and was unused (it is used now).
+    async fn take_invite(&self, hash: TokenHash) -> Result<bool>;
+    /// Makes a spent invitation code usable again (the registration it was spent on failed).
+    async fn return_invite(&self, hash: TokenHash) -> Result<()>;
+}
+
+/// How a deleted account is shown.
+pub const DELETED_USER: &str = "deleted user";
+
+/// What a user may do (see [`UserStore::standing`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub admin: bool,
+    /// Why the account is suspended, when it is.
+    pub suspended: Option<String>,
+    pub deleted: bool,
 }
 
 /// A refresh token as stored: its SHA-256, never the token.
@@ -226,6 +261,13 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Message>>;
     /// Replaces a live message's body and sets `edited_at`; `NotFound` for a tombstone.
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message>;
+    /// Up to `limit` messages sent by `user`, tombstones excluded, in id order after `after`.
+    async fn messages_by(
+        &self,
+        user: UserId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>>;
     /// Turns a message into a tombstone (body cleared, `deleted_at` set); `changed` is false when
     /// it already was one. `NotFound` when no such message exists.
     async fn delete_message(&self, id: MessageId) -> Result<Written<Message>>;

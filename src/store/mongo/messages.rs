@@ -10,7 +10,7 @@ use mongodb::{
 use super::{MongoStore, is_duplicate_key, now, schema::MessageDoc, writer::seq_i64};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId},
+    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId, UserId},
     store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
@@ -181,6 +181,30 @@ impl MessageStore for MongoStore {
             .find(doc! {"room_id": room, "_id": {"$gt": after}})
             .sort(doc! {"_id": 1})
             .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().map(Message::from).collect())
+    }
+
+    async fn messages_by(
+        &self,
+        user: UserId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut filter = doc! {"sender_id": user, "deleted_at": null};
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let found: Vec<MessageDoc> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await?
             .try_collect()
             .await?;

@@ -26,6 +26,17 @@ pub(super) struct UserDoc {
     pub(super) key_version: i64,
     pub(super) password_hash: String,
     pub(super) created_at: bson::DateTime,
+    /// A server admin by grant (the first account is one anyway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) is_admin: bool,
+    /// Why the account is suspended, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) suspended: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) deleted_at: Option<bson::DateTime>,
+    /// When a deleted account's name is freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) name_released_at: Option<bson::DateTime>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,6 +160,7 @@ impl MongoStore {
         .await?;
         index(&self.memberships, doc! {"user_id": 1, "room_id": 1}, None).await?;
         index(&self.messages, doc! {"room_id": 1, "_id": 1}, None).await?;
+        index(&self.messages, doc! {"sender_id": 1, "_id": 1}, None).await?;
         index(
             &self.messages,
             doc! {"room_id": 1, "seq": 1},

@@ -1,16 +1,17 @@
 //! Users: accounts, found by id or by name (in any letter case, never by a look-alike).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use mongodb::bson::doc;
+use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
 
-use super::{MongoStore, is_duplicate_key, now, schema::UserDoc};
+use super::{MongoStore, is_duplicate_key, now, schema::UserDoc, to_chrono};
 use crate::{
     error::{Error, Result},
     model::{User, UserId},
     store::{
-        Credentials, Taken, UNIQUE_KEY_VERSION, UserStore, displaced_keys, same_name_in_any_case,
-        unique_key,
+        Credentials, DELETED_USER, Standing, Taken, TokenHash, UNIQUE_KEY_VERSION, UserStore,
+        displaced_keys, same_name_in_any_case, unique_key,
     },
 };
 
@@ -35,6 +36,10 @@ impl UserStore for MongoStore {
                 key_version: UNIQUE_KEY_VERSION,
                 password_hash: password_hash.to_owned(),
                 created_at: now(),
+                is_admin: false,
+                suspended: None,
+                deleted_at: None,
+                name_released_at: None,
             };
             if let Err(e) = db.users.insert_one(&doc).await {
                 if is_duplicate_key(&e) {
@@ -56,10 +61,13 @@ impl UserStore for MongoStore {
         let (displaced_from, displaced_to) = displaced_keys(&key);
         let found: Vec<UserDoc> = self
             .users
-            .find(doc! {"$or": [
-                {"username_key": &key},
-                {"username_key": {"$gt": displaced_from, "$lt": displaced_to}},
-            ]})
+            .find(doc! {
+                "$or": [
+                    {"username_key": &key},
+                    {"username_key": {"$gt": displaced_from, "$lt": displaced_to}},
+                ],
+                "deleted_at": null,
+            })
             .await?
             .try_collect()
             .await?;
@@ -78,7 +86,7 @@ impl UserStore for MongoStore {
     async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>> {
         Ok(self
             .users
-            .find_one(doc! {"_id": id})
+            .find_one(doc! {"_id": id, "deleted_at": null})
             .await?
             .map(|doc| Credentials {
                 password_hash: doc.password_hash.clone(),
@@ -87,13 +95,130 @@ impl UserStore for MongoStore {
     }
 
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()> {
-        let updated = self
+        self.update_user(id, doc! {"$set": {"password_hash": password_hash}})
+            .await
+    }
+
+    async fn standing(&self, id: UserId) -> Result<Option<Standing>> {
+        let Some(user) = self.users.find_one(doc! {"_id": id}).await? else {
+            return Ok(None);
+        };
+        let first = self
             .users
-            .update_one(
-                doc! {"_id": id},
-                doc! {"$set": {"password_hash": password_hash}},
+            .find_one(doc! {})
+            .sort(doc! {"_id": 1})
+            .await?
+            .map(|d| d.id);
+        Ok(Some(Standing {
+            admin: user.is_admin || first == Some(id),
+            suspended: user.suspended,
+            deleted: user.deleted_at.is_some(),
+        }))
+    }
+
+    async fn set_admin(&self, id: UserId, admin: bool) -> Result<()> {
+        self.update_user(id, doc! {"$set": {"is_admin": admin}})
+            .await
+    }
+
+    async fn set_suspended(&self, id: UserId, reason: Option<&str>) -> Result<()> {
+        let update = match reason {
+            Some(reason) => doc! {"$set": {"suspended": reason}},
+            None => doc! {"$unset": {"suspended": ""}},
+        };
+        self.update_user(id, update).await
+    }
+
+    async fn delete_user(&self, id: UserId, release_name_at: DateTime<Utc>) -> Result<()> {
+        self.in_task(move |db| async move {
+            let at = now();
+            db.update_user(
+                id,
+                doc! {"$set": {
+                    "username": DELETED_USER,
+                    "password_hash": "",
+                    "deleted_at": at,
+                    "name_released_at": bson::DateTime::from_millis(release_name_at.timestamp_millis()),
+                }},
             )
             .await?;
+            db.memberships.delete_many(doc! {"user_id": id}).await?;
+            db.db
+                .collection::<Document>("sessions")
+                .delete_many(doc! {"user_id": id})
+                .await?;
+            if bson::DateTime::from_millis(release_name_at.timestamp_millis()) <= at {
+                db.release_names(to_chrono(at)).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_names(&self, now: DateTime<Utc>) -> Result<u64> {
+        let due: Vec<UserDoc> = self
+            .users
+            .find(doc! {"name_released_at": {"$lte": bson::DateTime::from_millis(now.timestamp_millis())}})
+            .await?
+            .try_collect()
+            .await?;
+        for user in &due {
+            // A key no name can have: `#` is never in a username.
+            let key = format!("#deleted:{}", user.id.to_hex());
+            self.users
+                .update_one(
+                    doc! {"_id": user.id},
+                    doc! {"$set": {"username_key": key}, "$unset": {"name_released_at": ""}},
+                )
+                .await?;
+        }
+        Ok(due.len() as u64)
+    }
+
+    async fn create_invite(&self, hash: TokenHash, by: Option<UserId>) -> Result<()> {
+        self.invites()
+            .insert_one(doc! {
+                "_id": Binary { subtype: BinarySubtype::Generic, bytes: hash.to_vec() },
+                "created_by": by,
+                "created_at": now(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn take_invite(&self, hash: TokenHash) -> Result<bool> {
+        let taken = self
+            .invites()
+            .update_one(
+                doc! {
+                    "_id": Binary { subtype: BinarySubtype::Generic, bytes: hash.to_vec() },
+                    "used_at": null,
+                },
+                doc! {"$set": {"used_at": now()}},
+            )
+            .await?;
+        Ok(taken.modified_count > 0)
+    }
+
+    async fn return_invite(&self, hash: TokenHash) -> Result<()> {
+        self.invites()
+            .update_one(
+                doc! {"_id": Binary { subtype: BinarySubtype::Generic, bytes: hash.to_vec() }},
+                doc! {"$unset": {"used_at": ""}},
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl MongoStore {
+    fn invites(&self) -> mongodb::Collection<Document> {
+        self.db.collection("invites")
+    }
+
+    /// Applies `update` to one user; `NotFound` when there is no such user.
+    async fn update_user(&self, id: UserId, update: Document) -> Result<()> {
+        let updated = self.users.update_one(doc! {"_id": id}, update).await?;
         if updated.matched_count == 0 {
             return Err(Error::not_found("user not found"));
         }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, ffi, params};
 use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_at};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId},
+    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId, UserId},
     store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
@@ -240,6 +240,33 @@ impl MessageStore for SqliteStore {
                 .ok_or_else(|| Error::not_found("message not found"))?;
             let event = RoomEvent::MessageEdited(edited.clone());
             Ok((edited, Some(event)))
+        })
+        .await
+    }
+
+    async fn messages_by(
+        &self,
+        user: UserId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        self.read(move |conn| {
+            let after = after.map(|id| id.bytes()).unwrap_or([0; 12]);
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE sender_id = ?1 AND id > ?2 AND deleted_at IS NULL
+                     ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(
+                    params![
+                        user.bytes(),
+                        after,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    message_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -66,9 +66,24 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 ";
 
-/// Version 4: sessions (sign-ins, their refresh token's hash and the hashes of the last ones
-/// spent, concatenated).
+/// Version 4: accounts and sessions: sessions (sign-ins, their refresh token's hash and the
+/// hashes of the last ones spent, concatenated); server admins, suspensions and deleted
+/// accounts (whose name is freed at `name_released_at`); invitation codes; messages by sender
+/// (for a user's export).
 pub(super) const SCHEMA_V4: &str = "
+ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN suspended TEXT;
+ALTER TABLE users ADD COLUMN deleted_at INTEGER;
+ALTER TABLE users ADD COLUMN name_released_at INTEGER;
+CREATE INDEX users_by_name_release ON users(name_released_at)
+    WHERE name_released_at IS NOT NULL;
+CREATE INDEX messages_by_sender ON messages(sender_id, id);
+CREATE TABLE invites (
+    hash       BLOB PRIMARY KEY NOT NULL,
+    created_by BLOB REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    used_at    INTEGER
+) WITHOUT ROWID;
 CREATE TABLE sessions (
     id           BLOB PRIMARY KEY NOT NULL,
     user_id      BLOB NOT NULL REFERENCES users(id),

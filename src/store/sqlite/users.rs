@@ -1,13 +1,17 @@
 //! Users: accounts, found by id or by name (in any letter case, never by a look-alike).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, ffi, params};
 
 use super::{SqliteStore, constraint, id_at, now, time_at};
 use crate::{
     error::{Error, Result},
     model::{User, UserId},
-    store::{Credentials, Taken, UserStore, displaced_keys, same_name_in_any_case, unique_key},
+    store::{
+        Credentials, DELETED_USER, Standing, Taken, TokenHash, UserStore, displaced_keys,
+        same_name_in_any_case, unique_key,
+    },
 };
 
 pub(super) const USER_COLS: &str = "id, username, created_at";
@@ -69,7 +73,8 @@ impl UserStore for SqliteStore {
             let found = conn
                 .prepare_cached(&format!(
                     "SELECT {USER_COLS}, password_hash FROM users
-                     WHERE username_key = ?1 OR (username_key > ?2 AND username_key < ?3)"
+                     WHERE (username_key = ?1 OR (username_key > ?2 AND username_key < ?3))
+                         AND deleted_at IS NULL"
                 ))?
                 .query_map(params![key, displaced_from, displaced_to], |row| {
                     Ok(Credentials {
@@ -89,7 +94,8 @@ impl UserStore for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(&format!(
-                    "SELECT {USER_COLS}, password_hash FROM users WHERE id = ?1"
+                    "SELECT {USER_COLS}, password_hash FROM users
+                     WHERE id = ?1 AND deleted_at IS NULL"
                 ))?
                 .query_row([id.bytes()], |row| {
                     Ok(Credentials {
@@ -115,4 +121,139 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn standing(&self, id: UserId) -> Result<Option<Standing>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT is_admin OR id = (SELECT MIN(id) FROM users), suspended,
+                         deleted_at IS NOT NULL
+                     FROM users WHERE id = ?1",
+                )?
+                .query_row([id.bytes()], |r| {
+                    Ok(Standing {
+                        admin: r.get(0)?,
+                        suspended: r.get(1)?,
+                        deleted: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_admin(&self, id: UserId, admin: bool) -> Result<()> {
+        self.update_user(id, "UPDATE users SET is_admin = ?2 WHERE id = ?1", admin)
+            .await
+    }
+
+    async fn set_suspended(&self, id: UserId, reason: Option<&str>) -> Result<()> {
+        let reason = reason.map(str::to_owned);
+        self.update_user(id, "UPDATE users SET suspended = ?2 WHERE id = ?1", reason)
+            .await
+    }
+
+    async fn delete_user(&self, id: UserId, release_name_at: DateTime<Utc>) -> Result<()> {
+        self.write(move |conn, _| {
+            let at = now();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE users SET username = ?2, password_hash = '', deleted_at = ?3,
+                         name_released_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    id.bytes(),
+                    DELETED_USER,
+                    at.timestamp_millis(),
+                    release_name_at.timestamp_millis()
+                ])?;
+            if changed == 0 {
+                return Err(Error::not_found("user not found"));
+            }
+            conn.prepare_cached("DELETE FROM memberships WHERE user_id = ?1")?
+                .execute([id.bytes()])?;
+            conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+                .execute([id.bytes()])?;
+            if release_name_at <= at {
+                release(conn, at)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_names(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.write(move |conn, _| release(conn, now)).await
+    }
+
+    async fn create_invite(&self, hash: TokenHash, by: Option<UserId>) -> Result<()> {
+        self.write(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT INTO invites (hash, created_by, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                hash,
+                by.map(|id| id.bytes()),
+                now().timestamp_millis()
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_invite(&self, hash: TokenHash) -> Result<bool> {
+        self.write(move |conn, _| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE invites SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL",
+                )?
+                .execute(params![hash, now().timestamp_millis()])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn return_invite(&self, hash: TokenHash) -> Result<()> {
+        self.write(move |conn, _| {
+            conn.prepare_cached("UPDATE invites SET used_at = NULL WHERE hash = ?1")?
+                .execute([hash])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs an `UPDATE users … WHERE id = ?1` with one value as `?2`; `NotFound` when no row.
+    async fn update_user<V: rusqlite::ToSql + Send + 'static>(
+        &self,
+        id: UserId,
+        sql: &'static str,
+        value: V,
+    ) -> Result<()> {
+        self.write(move |conn, _| {
+            if conn
+                .prepare_cached(sql)?
+                .execute(params![id.bytes(), value])?
+                == 0
+            {
+                return Err(Error::not_found("user not found"));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Frees the names of deleted accounts whose quarantine has ended: their key becomes one no
+/// name can have (`#` is never in a username).
+fn release(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
+    let released = conn
+        .prepare_cached(
+            "UPDATE users SET username_key = '#deleted:' || hex(id), name_released_at = NULL
+             WHERE name_released_at IS NOT NULL AND name_released_at <= ?1",
+        )?
+        .execute([now.timestamp_millis()])?;
+    Ok(released as u64)
 }

@@ -28,7 +28,9 @@ pub struct Config {
     #[arg(
         long,
         env = "CONFAB_DATABASE_URL",
-        default_value = "sqlite://data/confab.db"
+        default_value = "sqlite://data/confab.db",
+        // Also after `confab admin …`, where it names the database to change.
+        global = true
     )]
     pub database_url: String,
 

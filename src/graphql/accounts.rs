@@ -146,10 +146,11 @@ impl AccountMutation {
         &self,
         ctx: &Context<'_>,
         password: String,
-        #[graphql(default = false)] purge_messages: bool,
+        #[graphql(default_with = "Some(false)")] purge_messages: Option<bool>,
     ) -> Result<bool> {
+        let purge = purge_messages.unwrap_or(false);
         service(ctx)?
-            .delete_account(caller(ctx), client(ctx), &password, purge_messages)
+            .delete_account(caller(ctx), client(ctx), &password, purge)
             .await
             .gql()
     }

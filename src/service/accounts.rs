@@ -38,7 +38,8 @@ impl ChatService {
     }
 
     /// Creates an account without signing it in (the original REST `/register`). Who may is
-    /// `--registration`'s: anyone, only with an unused invitation code, or nobody.
+    /// `--registration`'s: anyone, only with an unused invitation code, or nobody — once an
+    /// account exists: the first one (the server's first admin) may always register.
     pub async fn create_account(
         &self,
         client: ClientIp,
@@ -46,7 +47,12 @@ impl ChatService {
         password: &str,
         invite_code: Option<&str>,
     ) -> Result<User> {
-        let invite = match self.policy.registration {
+        let mode = match self.policy.registration {
+            Registration::Open => Registration::Open,
+            _ if !self.store.has_users().await? => Registration::Open,
+            other => other,
+        };
+        let invite = match mode {
             Registration::Open => None,
             Registration::Closed => {
                 return Err(Error::forbidden(

@@ -103,6 +103,8 @@ pub trait UserStore: Send + Sync {
     async fn credentials_by_id(&self, id: UserId) -> Result<Option<Credentials>>;
     /// Replaces a user's password hash; `NotFound` when there is no such user.
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
+    /// Whether any account was ever created.
+    async fn has_users(&self) -> Result<bool>;
     /// What a user may do: whether an admin, suspended, deleted. The first account ever created
     /// is an admin. `None` for no such user.
     async fn standing(&self, id: UserId) -> Result<Option<Standing>>;

@@ -1,5 +1,6 @@
 //! Black-box tests: the real server on a free port, driven over real HTTP and WebSockets.
 
+mod account_lifecycle;
 mod accounts;
 mod connections;
 mod documents;

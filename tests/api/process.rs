@@ -488,3 +488,63 @@ async fn readyz_turns_503_with_the_reason_when_writes_start_failing() {
         "{body}"
     );
 }
+
+/// `confab admin` changes the database of a stopped server: an invitation code for a server
+/// that takes accounts by invitation, and admin rights for an account.
+#[tokio::test]
+async fn admin_commands_make_invitations_and_admins_for_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("confab.db").display());
+    let admin = |args: &[&str]| {
+        let output = run_to_exit(
+            confab()
+                .args(["admin"])
+                .args(args)
+                .args(["--database-url", &url]),
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        (output.status.success(), stdout)
+    };
+    let register = "mutation($u: String!, $c: String) {
+        register(username: $u, password: \"correct horse battery\", inviteCode: $c) { token } }";
+    let invite = "mutation { createInviteCode }";
+
+    let (mut server, base) = start_with(&url, &["--registration", "invite"]);
+    // The first account needs no code.
+    gql(&base, None, register, json!({"u": "ada", "c": null})).await;
+    server.kill().ok();
+    server.wait().ok();
+
+    let (granted, _) = admin(&["grant", "nobody"]);
+    assert!(!granted, "granting a name no account has must fail");
+    let (made, code) = admin(&["invite"]);
+    assert!(made && !code.is_empty(), "{code}");
+
+    let (mut server, base) = start_with(&url, &["--registration", "invite"]);
+    let bob = gql(&base, None, register, json!({"u": "bob", "c": code})).await;
+    let token = bob["register"]["token"]
+        .as_str()
+        .expect("bob's token")
+        .to_owned();
+    let refused: Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": invite}))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    server.kill().ok();
+    server.wait().ok();
+
+    let (granted, said) = admin(&["grant", "bob"]);
+    assert!(granted, "{said}");
+    let (mut server, base) = start_with(&url, &["--registration", "invite"]);
+    let made = gql(&base, Some(&token), invite, json!({})).await;
+    assert!(made["createInviteCode"].is_string(), "{made}");
+    server.kill().ok();
+    server.wait().ok();
+}

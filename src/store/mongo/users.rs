@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
 
-use super::{MongoStore, is_duplicate_key, now, schema::UserDoc, to_chrono};
+use super::{MongoStore, is_duplicate_key, now, schema::UserDoc};
 use crate::{
     error::{Error, Result},
     model::{User, UserId},
@@ -99,6 +99,10 @@ impl UserStore for MongoStore {
             .await
     }
 
+    async fn has_users(&self) -> Result<bool> {
+        Ok(self.users.find_one(doc! {}).await?.is_some())
+    }
+
     async fn standing(&self, id: UserId) -> Result<Option<Standing>> {
         let Some(user) = self.users.find_one(doc! {"_id": id}).await? else {
             return Ok(None);
@@ -147,8 +151,8 @@ impl UserStore for MongoStore {
                 .collection::<Document>("sessions")
                 .delete_many(doc! {"user_id": id})
                 .await?;
-            if bson::DateTime::from_millis(release_name_at.timestamp_millis()) <= at {
-                db.release_names(to_chrono(at)).await?;
+            if release_name_at.timestamp_millis() <= at.timestamp_millis() {
+                db.release_names(release_name_at).await?;
             }
             Ok(())
         })

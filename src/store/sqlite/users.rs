@@ -122,6 +122,15 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn has_users(&self) -> Result<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM users)")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn standing(&self, id: UserId) -> Result<Option<Standing>> {
         self.read(move |conn| {
             Ok(conn
@@ -175,8 +184,9 @@ impl UserStore for SqliteStore {
                 .execute([id.bytes()])?;
             conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
                 .execute([id.bytes()])?;
-            if release_name_at <= at {
-                release(conn, at)?;
+            // Stored in milliseconds: compared in milliseconds.
+            if release_name_at.timestamp_millis() <= at.timestamp_millis() {
+                release(conn, release_name_at)?;
             }
             Ok(())
         })

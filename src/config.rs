@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_LIMIT_LOGINS_PER_IP", default_value = "30/1m")]
     pub limit_logins_per_ip: Rate,
 
+    /// Session refreshes per client address (a client refreshes once per access token
+    /// lifetime; many users behind one address share it).
+    #[arg(long, env = "CONFAB_LIMIT_REFRESHES_PER_IP", default_value = "120/1m")]
+    pub limit_refreshes_per_ip: Rate,
+
     /// Accounts registered per client address.
     #[arg(
         long,
@@ -155,6 +160,7 @@ impl Config {
             enabled: self.rate_limits == Switch::On,
             login_failures: Lockout(self.limit_login_failures),
             logins_per_ip: self.limit_logins_per_ip,
+            refreshes_per_ip: self.limit_refreshes_per_ip,
             registrations_per_ip: self.limit_registrations_per_ip,
             messages: self.limit_messages,
             rooms_created: self.limit_rooms,
@@ -339,6 +345,7 @@ impl Config {
             rate_limits: Switch::Off,
             limit_login_failures: defaults.login_failures.0,
             limit_logins_per_ip: defaults.logins_per_ip,
+            limit_refreshes_per_ip: defaults.refreshes_per_ip,
             limit_registrations_per_ip: defaults.registrations_per_ip,
             limit_messages: defaults.messages,
             limit_rooms: defaults.rooms_created,

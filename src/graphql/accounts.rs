@@ -117,7 +117,10 @@ impl AccountMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> Result<AuthPayload> {
-        let payload = service(ctx)?.refresh_session(&refresh_token).await.gql()?;
+        let payload = service(ctx)?
+            .refresh_session(client(ctx), &refresh_token)
+            .await
+            .gql()?;
         Ok(payload.into())
     }
 

@@ -201,13 +201,15 @@ async fn login(
         (status = 401, description = "Not a valid refresh token (or one already used)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+        (status = 429, description = "Over a rate limit; see Retry-After", body = ErrorBody),
     )
 )]
 async fn refresh(
     State(service): State<Arc<ChatService>>,
+    client: ClientIp,
     JsonBody(body): JsonBody<Refresh>,
 ) -> RestResult<Json<LoginResponse>> {
-    let payload = service.refresh_session(&body.refresh_token).await?;
+    let payload = service.refresh_session(client, &body.refresh_token).await?;
     Ok(Json(payload.into()))
 }
 

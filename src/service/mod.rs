@@ -141,6 +141,7 @@ impl ChatService {
             .map_err(|wait| {
                 let what = match kind {
                     Kind::LoginsPerIp => "login attempts from your address",
+                    Kind::RefreshesPerIp => "session refreshes from your address",
                     Kind::RegistrationsPerIp => "accounts registered from your address",
                     Kind::Messages => "messages",
                     Kind::RoomsCreated => "rooms created",

@@ -203,12 +203,22 @@ impl ChatService {
 
     /// Renews a session with its refresh token: new access and refresh tokens, the presented
     /// one spent. A spent one presented again revokes the session: someone else holds a copy.
-    pub async fn refresh_session(&self, refresh_token: &str) -> Result<AuthPayload> {
+    pub async fn refresh_session(
+        &self,
+        client: crate::auth::ClientIp,
+        refresh_token: &str,
+    ) -> Result<AuthPayload> {
         let refused =
             || Error::Unauthenticated("the refresh token is not valid; sign in again".into());
         let Some(id) = refresh_token_session(refresh_token.trim()) else {
             return Err(refused());
         };
+        self.take(
+            super::limiter::Kind::RefreshesPerIp,
+            self.guards.rates.refreshes_per_ip,
+            &client.rate_key(),
+        )
+        .await?;
         let presented = hash_refresh_token(refresh_token.trim());
         let (next_token, next) = new_refresh_token(id);
         match self

@@ -174,6 +174,49 @@ async fn logins_and_registrations_are_limited_per_client_address() {
     assert_eq!(two("/login", who("ada")).await, 200);
 }
 
+/// Each refresh is a database write, so a flood of made-up refresh tokens is bounded per
+/// address, as logins are.
+#[tokio::test]
+async fn session_refreshes_are_limited_per_client_address() {
+    let app = limited(|c| c.limit_refreshes_per_ip = rate("3/1h")).await;
+    let ada = app.register("ada").await;
+    let login = app
+        .http
+        .post(app.url("/login"))
+        .json(&json!({"username": "ada", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let mut refresh_token = login.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let made_up = format!("{}.{}", ada.id, "A".repeat(43));
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/refresh"))
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(refresh(made_up.clone()).await.status(), 401);
+    for _ in 0..2 {
+        let renewed = refresh(refresh_token).await;
+        assert_eq!(renewed.status(), 200);
+        refresh_token = renewed.json::<Value>().await.unwrap()["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned();
+    }
+    let refused = refresh(refresh_token).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+}
+
 #[tokio::test]
 async fn an_untrusted_peer_cannot_choose_its_address() {
     let app = limited(|c| c.limit_logins_per_ip = rate("2/1h")).await;

@@ -68,6 +68,8 @@ impl fmt::Display for Rate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     LoginsPerIp,
+    /// Session refreshes per client address (each one a database write).
+    RefreshesPerIp,
     RegistrationsPerIp,
     /// Message writes (sends, edits, deletions) per user.
     Messages,
@@ -82,6 +84,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Self::LoginsPerIp => "login-ip",
+            Self::RefreshesPerIp => "refresh-ip",
             Self::RegistrationsPerIp => "register-ip",
             Self::Messages => "messages",
             Self::RoomsCreated => "rooms",
@@ -176,6 +179,7 @@ pub struct RateLimits {
     pub enabled: bool,
     pub login_failures: Lockout,
     pub logins_per_ip: Rate,
+    pub refreshes_per_ip: Rate,
     pub registrations_per_ip: Rate,
     pub messages: Rate,
     pub rooms_created: Rate,
@@ -195,6 +199,7 @@ impl RateLimits {
             enabled: true,
             login_failures: Lockout(rate("10/15m")),
             logins_per_ip: rate("30/1m"),
+            refreshes_per_ip: rate("120/1m"),
             registrations_per_ip: rate("20/1h"),
             messages: rate("20/10s"),
             rooms_created: rate("30/1h"),

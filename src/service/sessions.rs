@@ -219,6 +219,11 @@ impl ChatService {
             &client.rate_key(),
         )
         .await?;
+        // A read first: a token of no active session never reaches the store's writer.
+        let known = self.store.session(id).await?;
+        if !known.is_some_and(|s| s.is_active(Utc::now())) {
+            return Err(refused());
+        }
         let presented = hash_refresh_token(refresh_token.trim());
         let (next_token, next) = new_refresh_token(id);
         match self

@@ -81,4 +81,11 @@ impl RoomMutation {
         let room = id_arg("roomId", &room_id)?;
         service(ctx)?.leave_room(caller(ctx), room).await.gql()
     }
+
+    /// Deletes a room and its history (server admins only). Every member leaves first, so
+    /// their subscriptions to it end.
+    async fn delete_room(&self, ctx: &Context<'_>, room_id: ID) -> Result<bool> {
+        let room = id_arg("roomId", &room_id)?;
+        service(ctx)?.delete_room(caller(ctx), room).await.gql()
+    }
 }

@@ -41,7 +41,7 @@ pub async fn set_admin(store: &dyn Store, username: &str, admin: bool) -> Result
 
 impl ChatService {
     /// The caller, when they are a server admin in good standing; `FORBIDDEN` otherwise.
-    async fn require_admin(&self, caller: &Caller) -> Result<UserId> {
+    pub(super) async fn require_admin(&self, caller: &Caller) -> Result<UserId> {
         let me = caller.user_id()?;
         let standing = self.store.standing(me).await?.unwrap_or_default();
         if !standing.admin || standing.suspended.is_some() || standing.deleted {

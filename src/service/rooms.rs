@@ -63,6 +63,25 @@ impl ChatService {
         Ok(self.store.remove_member(room, me.id).await?.changed)
     }
 
+    /// Deletes a room with its history (server admins only): every member leaves first (each
+    /// hears it, and their subscriptions to the room end), then the room and its messages go.
+    pub async fn delete_room(&self, caller: &Caller, room: RoomId) -> Result<bool> {
+        let admin = self.require_admin(caller).await?;
+        self.existing_room(room).await?;
+        loop {
+            let members = self.store.members(room, limits::MEMBERS_MAX).await?;
+            if members.is_empty() {
+                break;
+            }
+            for member in members {
+                self.store.remove_member(room, member.id).await?;
+            }
+        }
+        let deleted = self.store.delete_room(room).await?;
+        tracing::info!(%admin, %room, "room deleted");
+        Ok(deleted)
+    }
+
     pub async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {
         self.store
             .members(room, limit.min(limits::MEMBERS_MAX))

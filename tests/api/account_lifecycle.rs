@@ -297,3 +297,42 @@ async fn a_suspended_account_is_signed_out_everywhere_until_reinstated() {
     let token = back["data"]["login"]["token"].as_str().expect("signed in");
     app.data(Some(token), "{ me { id } }", json!({})).await;
 }
+
+#[tokio::test]
+async fn an_admin_deletes_a_room_its_members_leave_and_its_name_is_free() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await; // the first account: an admin
+    let bob = app.register("bob").await;
+    let room = app.create_room(&bob, "lobby").await;
+    app.send(&bob, &room, "hello").await;
+    let mut ws = app.ws_as(&bob).await;
+    ws.subscribe("events", crate::helpers::ROOM_EVENTS, json!({"r": room}))
+        .await;
+    ws.ping_pong().await;
+    let delete = "mutation($r: ID!) { deleteRoom(roomId: $r) }";
+
+    let by_owner = app.gql(Some(&bob.token), delete, json!({"r": room})).await;
+    assert_eq!(error_code(&by_owner), "FORBIDDEN");
+    let deleted = app.data(Some(&ada.token), delete, json!({"r": room})).await;
+    assert_eq!(deleted["deleteRoom"], true);
+
+    let left = ws.next_payload("events").await;
+    assert_eq!(
+        left["data"]["roomEvents"]["__typename"], "MemberLeft",
+        "{left}"
+    );
+    let complete = ws.recv().await;
+    assert_eq!(complete["type"], "complete", "{complete}");
+    let gone = app
+        .data(
+            Some(&bob.token),
+            "query($r: ID!) { room(id: $r) { id } }",
+            json!({"r": room}),
+        )
+        .await;
+    assert!(gone["room"].is_null(), "{gone}");
+    let again = app.create_room(&bob, "lobby").await;
+    assert_ne!(again, room);
+    let missing = app.gql(Some(&ada.token), delete, json!({"r": room})).await;
+    assert_eq!(error_code(&missing), "NOT_FOUND");
+}

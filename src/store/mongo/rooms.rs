@@ -123,6 +123,17 @@ impl RoomStore for MongoStore {
         .await
     }
 
+    async fn delete_room(&self, room: RoomId) -> Result<bool> {
+        self.in_task(move |db| async move {
+            let _room = db.room_locks.lock(room).await;
+            db.messages.delete_many(doc! {"room_id": room}).await?;
+            db.memberships.delete_many(doc! {"room_id": room}).await?;
+            let deleted = db.rooms.delete_one(doc! {"_id": room}).await?;
+            Ok(deleted.deleted_count == 1)
+        })
+        .await
+    }
+
     async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
         Ok(self
             .memberships

@@ -129,6 +129,20 @@ impl RoomStore for SqliteStore {
         .await
     }
 
+    async fn delete_room(&self, room: RoomId) -> Result<bool> {
+        self.write(move |conn, _| {
+            for table in ["messages", "memberships"] {
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE room_id = ?1"))?
+                    .execute([room.bytes()])?;
+            }
+            Ok(conn
+                .prepare_cached("DELETE FROM rooms WHERE id = ?1")?
+                .execute([room.bytes()])?
+                > 0)
+        })
+        .await
+    }
+
     async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool> {
         self.read(move |conn| {
             Ok(conn

@@ -8,6 +8,7 @@ use prometheus_client::{encoding::text::encode, registry::Registry};
 use crate::{
     graphql::{endpoint::WsStats, ws::fanout::Renders},
     server::connections::Connections,
+    service::SessionStats,
 };
 
 /// The media type of the text format.
@@ -17,7 +18,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Metrics(Registry);
 
 impl Metrics {
-    pub fn new(ws: &WsStats, renders: &Renders, connections: &Connections) -> Self {
+    pub fn new(
+        ws: &WsStats,
+        renders: &Renders,
+        connections: &Connections,
+        sessions: &SessionStats,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "confab_http_connections",
@@ -43,6 +49,16 @@ impl Metrics {
             "confab_event_deliveries",
             "Room events sent to subscribers",
             renders.deliveries.clone(),
+        );
+        registry.register(
+            "confab_session_store_reads",
+            "Sessions read from the store to check a token (each instance caches them)",
+            sessions.store_reads.clone(),
+        );
+        registry.register(
+            "confab_session_revocations",
+            "Session revocations heard, from this instance or another",
+            sessions.revocations.clone(),
         );
         Self(registry)
     }

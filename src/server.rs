@@ -111,7 +111,12 @@ impl Application {
         let stats = Arc::new(WsStats::default());
         let renders = Arc::new(Renders::default());
         let connections = Arc::new(Connections::default());
-        let metrics = Arc::new(Metrics::new(&stats, &renders, &connections));
+        let metrics = Arc::new(Metrics::new(
+            &stats,
+            &renders,
+            &connections,
+            service.session_stats(),
+        ));
         let state = AppState {
             service: service.clone(),
             metrics,

@@ -33,7 +33,7 @@ use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
 pub use page::PageArgs;
-pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED};
+pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED, SessionStats};
 
 /// What bounds each account and each client address: rates, and how many rooms one may join.
 pub struct Guards {

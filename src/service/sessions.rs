@@ -33,8 +33,18 @@ const MAX_USER_AGENT: usize = 256;
 /// Why a caller's token is no longer good, as clients see it.
 const SESSION_ENDED: &str = "this session has ended; sign in again";
 
+/// Counts `/metrics` shows.
+#[derive(Default, Clone)]
+pub struct SessionStats {
+    /// Sessions read from the store to check a token (the cache missed).
+    pub store_reads: prometheus_client::metrics::counter::Counter,
+    /// Revocations heard (from this instance or another).
+    pub revocations: prometheus_client::metrics::counter::Counter,
+}
+
 /// What one instance knows of sessions.
 pub(super) struct SessionGate {
+    pub(super) stats: SessionStats,
     /// Sessions read from the store: their user and end.
     known: moka::sync::Cache<SessionId, (UserId, DateTime<Utc>)>,
     /// Sessions heard revoked, for longer than their access tokens live.
@@ -47,6 +57,7 @@ impl SessionGate {
     pub(super) fn new(token_ttl: Duration) -> Self {
         let remember = token_ttl + CACHE_FOR;
         Self {
+            stats: SessionStats::default(),
             known: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(CACHE_FOR)
@@ -64,6 +75,7 @@ impl SessionGate {
 
     /// Applies a revocation heard on the bus (or made here).
     pub(super) fn apply(&self, revocation: &Revocation) {
+        self.stats.revocations.inc();
         match revocation {
             Revocation::Sessions(ids) => {
                 for id in ids {
@@ -95,6 +107,7 @@ impl SessionGate {
         {
             return Ok((user == claims.user_id).then_some(expires_at));
         }
+        self.stats.store_reads.inc();
         let session = store.session(claims.session_id).await?;
         let Some(session) = session.filter(|s| s.is_active(now)) else {
             return Ok(None);
@@ -143,6 +156,11 @@ impl ChatService {
     /// told revocations may have been missed.
     pub async fn session_end(&self, claims: &Claims) -> Result<Option<DateTime<Utc>>> {
         self.sessions.end(self.store.as_ref(), claims).await
+    }
+
+    /// The session counts `/metrics` shows.
+    pub fn session_stats(&self) -> &SessionStats {
+        &self.sessions.stats
     }
 
     /// Revocations told from now on, by any instance (sockets close with their session).

@@ -18,8 +18,8 @@
 //!
 //! The files: this one (the store, connecting, shared helpers), `schema` (the documents and
 //! their indexes, and upgrades of stored keys), `writer` (ids, the per-room locks and write
-//! leases), and one per aggregate in the order of the `Store` traits: `users`, `rooms`,
-//! `messages`. A write runs in a task of its own ([`MongoStore::in_task`]), with the store's
+//! leases), and one per aggregate in the order of the `Store` traits: `users`, `sessions`,
+//! `rooms`, `messages`. A write runs in a task of its own ([`MongoStore::in_task`]), with the store's
 //! own `Arc`, so each trait method holds its whole write in one place.
 
 mod messages;
@@ -51,7 +51,7 @@ use crate::{
     error::{Error, Result},
     model::{Page, PageRequest, RoomEvent},
 };
-use schema::{MembershipDoc, MessageDoc, RoomDoc, UserDoc};
+use schema::{MembershipDoc, MessageDoc, RoomDoc, SessionDoc, UserDoc};
 use writer::{IdGen, RoomLocks};
 
 /// How long startup waits for a server when the URI names no `serverSelectionTimeoutMS`.
@@ -88,6 +88,7 @@ pub struct MongoStore {
     rooms: Collection<RoomDoc>,
     memberships: Collection<MembershipDoc>,
     messages: Collection<MessageDoc>,
+    sessions: Collection<SessionDoc>,
     ids: IdGen,
     room_locks: RoomLocks,
     events: EventChannel,
@@ -132,6 +133,7 @@ impl MongoStore {
             rooms: db.collection("rooms"),
             memberships: db.collection("memberships"),
             messages: db.collection("messages"),
+            sessions: db.collection("sessions"),
             db,
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{MongoStore, is_duplicate_key, to_chrono};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Room, RoomId, User, UserId},
+    model::{Message, MessageId, Room, RoomId, Session, SessionId, User, UserId},
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
@@ -96,6 +96,39 @@ pub(super) struct MessageDoc {
     pub(super) seq: i64,
 }
 
+/// A session: its refresh token's hash, and the hashes of the last ones spent (newest first).
+#[derive(Serialize, Deserialize)]
+pub(super) struct SessionDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: SessionId,
+    pub(super) user_id: UserId,
+    pub(super) refresh_hash: bson::Binary,
+    #[serde(default)]
+    pub(super) spent: Vec<bson::Binary>,
+    pub(super) created_at: bson::DateTime,
+    pub(super) last_used_at: bson::DateTime,
+    /// A TTL index deletes the document once this has passed.
+    pub(super) expires_at: bson::DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) revoked_at: Option<bson::DateTime>,
+}
+
+impl From<SessionDoc> for Session {
+    fn from(d: SessionDoc) -> Self {
+        Session {
+            id: d.id,
+            user_id: d.user_id,
+            created_at: to_chrono(d.created_at),
+            last_used_at: to_chrono(d.last_used_at),
+            expires_at: to_chrono(d.expires_at),
+            user_agent: d.user_agent,
+            revoked_at: d.revoked_at.map(to_chrono),
+        }
+    }
+}
+
 pub(super) fn first_key_version() -> i64 {
     1
 }
@@ -161,6 +194,23 @@ impl MongoStore {
         index(&self.memberships, doc! {"user_id": 1, "room_id": 1}, None).await?;
         index(&self.messages, doc! {"room_id": 1, "_id": 1}, None).await?;
         index(&self.messages, doc! {"sender_id": 1, "_id": 1}, None).await?;
+        index(
+            &self.sessions,
+            doc! {"user_id": 1, "last_used_at": -1},
+            None,
+        )
+        .await?;
+        // MongoDB deletes a session once its end has passed (checked about once a minute).
+        index(
+            &self.sessions,
+            doc! {"expires_at": 1},
+            Some(
+                IndexOptions::builder()
+                    .expire_after(std::time::Duration::ZERO)
+                    .build(),
+            ),
+        )
+        .await?;
         index(
             &self.messages,
             doc! {"room_id": 1, "seq": 1},

@@ -49,7 +49,9 @@ impl SessionStore for SqliteStore {
                 user_id: session.user_id,
                 created_at: created,
                 last_used_at: created,
-                expires_at: session.expires_at,
+                // Stored in milliseconds: returned as a later read will return it.
+                expires_at: DateTime::from_timestamp_millis(session.expires_at.timestamp_millis())
+                    .unwrap_or(session.expires_at),
                 user_agent: session.user_agent,
                 revoked_at: None,
             };

@@ -11,12 +11,17 @@ use std::{collections::HashSet, sync::Arc};
 #[path = "support/mod.rs"]
 mod support;
 
+use chrono::{Duration, Utc};
 use confab::{
     error::Error,
     model::{
-        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, User, UserId,
+        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, Session,
+        SessionId, User, UserId,
     },
-    store::{NewMessage, RoomHead, Store, Written},
+    store::{
+        DELETED_USER, NewMessage, NewSession, RoomHead, Rotation, SPENT_REMEMBERED, Store,
+        TokenHash, Written,
+    },
 };
 
 /// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
@@ -58,6 +63,19 @@ macro_rules! conformance_suite {
             room_head_names_the_newest_message_and_the_change_number,
             changes_after_lists_each_message_once_at_its_latest_change,
             concurrent_changes_take_consecutive_numbers_in_id_order,
+            sessions_are_created_and_read_back,
+            rotating_with_the_current_token_renews_the_session,
+            a_spent_token_presented_again_revokes_the_session,
+            an_unknown_token_or_an_ended_session_is_refused_and_changes_nothing,
+            revoking_sessions_says_what_changed,
+            sessions_of_lists_active_sessions_most_recently_used_first,
+            purge_sessions_deletes_only_ended_sessions,
+            concurrent_rotations_with_one_token_rotate_once,
+            a_deleted_user_keeps_its_id_and_its_name_until_released,
+            the_first_user_is_an_admin_and_standing_follows_grants_and_suspensions,
+            an_invitation_is_taken_once_and_can_be_given_back,
+            messages_by_lists_a_senders_live_messages_in_id_order,
+            delete_room_removes_its_messages_and_frees_its_name,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {
@@ -1698,4 +1716,407 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
     drop(store);
     drop(mongo_instance(&uri, &db).await);
     assert_eq!(keys().await, upgraded, "a second startup changes nothing");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+fn hash(n: u8) -> TokenHash {
+    [n; 32]
+}
+
+async fn session(store: &dyn Store, user: &User, token: u8, agent: &str) -> Session {
+    store
+        .create_session(NewSession {
+            user_id: user.id,
+            refresh_hash: hash(token),
+            user_agent: Some(agent.to_owned()),
+            expires_at: Utc::now() + Duration::days(30),
+        })
+        .await
+        .expect("create a session")
+}
+
+async fn rotate(store: &dyn Store, id: SessionId, presented: u8, next: u8) -> Rotation {
+    store
+        .rotate_session(
+            id,
+            hash(presented),
+            hash(next),
+            Utc::now() + Duration::days(30),
+        )
+        .await
+        .expect("rotate")
+}
+
+async fn sessions_are_created_and_read_back(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let made = session(&*store, &ada, 1, "curl/8").await;
+    assert_eq!(made.user_id, ada.id);
+    assert_eq!(made.user_agent.as_deref(), Some("curl/8"));
+    assert_eq!(made.last_used_at, made.created_at);
+    assert!(made.is_active(Utc::now()));
+    assert_eq!(store.session(made.id).await.unwrap(), Some(made.clone()));
+    assert_eq!(
+        store
+            .session(SessionId::from(ObjectId::new()))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn rotating_with_the_current_token_renews_the_session(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let made = session(&*store, &ada, 1, "a").await;
+    let later = Utc::now() + Duration::days(40);
+    let Rotation::Rotated(renewed) = store
+        .rotate_session(made.id, hash(1), hash(2), later)
+        .await
+        .unwrap()
+    else {
+        panic!("the current token must rotate");
+    };
+    assert_eq!(renewed.id, made.id);
+    assert_eq!(
+        renewed.expires_at.timestamp_millis(),
+        later.timestamp_millis()
+    );
+    assert!(renewed.last_used_at >= made.last_used_at);
+    assert_eq!(store.session(made.id).await.unwrap(), Some(renewed));
+    // The new token rotates in turn.
+    assert!(matches!(
+        rotate(&*store, made.id, 2, 3).await,
+        Rotation::Rotated(_)
+    ));
+}
+
+async fn a_spent_token_presented_again_revokes_the_session(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let made = session(&*store, &ada, 1, "a").await;
+    for (presented, next) in [(1, 2), (2, 3), (3, 4)] {
+        assert!(matches!(
+            rotate(&*store, made.id, presented, next).await,
+            Rotation::Rotated(_)
+        ));
+    }
+    // Spent three rotations ago, and still known for what it is.
+    let Rotation::Reused(revoked) = rotate(&*store, made.id, 1, 9).await else {
+        panic!("a spent token must be detected");
+    };
+    assert!(revoked.revoked_at.is_some());
+    assert!(!revoked.is_active(Utc::now()));
+    // The current token of a revoked session is refused too.
+    assert_eq!(rotate(&*store, made.id, 4, 5).await, Rotation::Refused);
+    // Spent tokens are remembered up to a bound, not forever.
+    assert!(SPENT_REMEMBERED >= 4);
+}
+
+async fn an_unknown_token_or_an_ended_session_is_refused_and_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let ada = user(&*store, "ada").await;
+    let made = session(&*store, &ada, 1, "a").await;
+    assert_eq!(rotate(&*store, made.id, 77, 2).await, Rotation::Refused);
+    assert_eq!(store.session(made.id).await.unwrap(), Some(made.clone()));
+    assert!(matches!(
+        rotate(&*store, made.id, 1, 2).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        rotate(&*store, SessionId::from(ObjectId::new()), 1, 2).await,
+        Rotation::Refused
+    );
+
+    let ending = store
+        .create_session(NewSession {
+            user_id: ada.id,
+            refresh_hash: hash(5),
+            user_agent: None,
+            expires_at: Utc::now() + Duration::milliseconds(50),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+    assert_eq!(rotate(&*store, ending.id, 5, 6).await, Rotation::Refused);
+}
+
+async fn revoking_sessions_says_what_changed(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let one = session(&*store, &ada, 1, "a").await;
+    let two = session(&*store, &ada, 2, "b").await;
+    let three = session(&*store, &ada, 3, "c").await;
+    let bobs = session(&*store, &bob, 4, "d").await;
+
+    let first = store.revoke_session(one.id).await.unwrap();
+    assert!(first.changed);
+    assert!(first.value.revoked_at.is_some());
+    assert!(!store.revoke_session(one.id).await.unwrap().changed);
+    assert!(matches!(
+        store.revoke_session(SessionId::from(ObjectId::new())).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let revoked = store
+        .revoke_sessions_of(ada.id, Some(three.id))
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![two.id]);
+    let revoked = store.revoke_sessions_of(ada.id, None).await.unwrap();
+    assert_eq!(revoked, vec![three.id]);
+    assert!(
+        store
+            .revoke_sessions_of(ada.id, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let untouched = store
+        .session(bobs.id)
+        .await
+        .unwrap()
+        .expect("bob's session");
+    assert!(untouched.revoked_at.is_none());
+}
+
+async fn sessions_of_lists_active_sessions_most_recently_used_first(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let old = session(&*store, &ada, 1, "old").await;
+    let newer = session(&*store, &ada, 2, "newer").await;
+    let gone = session(&*store, &ada, 3, "gone").await;
+    session(&*store, &bob, 4, "bob").await;
+    store.revoke_session(gone.id).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Using the oldest makes it the most recently used.
+    assert!(matches!(
+        rotate(&*store, old.id, 1, 5).await,
+        Rotation::Rotated(_)
+    ));
+
+    let listed: Vec<SessionId> = store
+        .sessions_of(ada.id, Utc::now(), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![old.id, newer.id]);
+    let one = store.sessions_of(ada.id, Utc::now(), 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let later = store
+        .sessions_of(ada.id, Utc::now() + Duration::days(31), 10)
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "sessions past their end are not listed");
+}
+
+async fn purge_sessions_deletes_only_ended_sessions(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let live = session(&*store, &ada, 1, "live").await;
+    let revoked = session(&*store, &ada, 2, "revoked").await;
+    store.revoke_session(revoked.id).await.unwrap();
+    let purged = store
+        .purge_sessions(Utc::now() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(store.session(revoked.id).await.unwrap().is_none());
+    assert!(store.session(live.id).await.unwrap().is_some());
+    let purged = store
+        .purge_sessions(Utc::now() + Duration::days(31))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "a session past its end goes too");
+}
+
+async fn concurrent_rotations_with_one_token_rotate_once(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let made = session(&*store, &ada, 1, "a").await;
+    let rotations = futures_util::future::join_all((0..8u8).map(|i| {
+        let store = store.clone();
+        async move { rotate(&*store, made.id, 1, 100 + i).await }
+    }))
+    .await;
+    let rotated = rotations
+        .iter()
+        .filter(|r| matches!(r, Rotation::Rotated(_)))
+        .count();
+    assert_eq!(rotated, 1, "{rotations:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts: deletion, standing, invitations; messages by sender; room deletion
+// ---------------------------------------------------------------------------------------------
+
+async fn a_deleted_user_keeps_its_id_and_its_name_until_released(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", &bob).await;
+    store.add_member(lobby.id, ada.id).await.unwrap();
+    session(&*store, &ada, 1, "a").await;
+
+    store
+        .delete_user(ada.id, Utc::now() + Duration::days(30))
+        .await
+        .unwrap();
+    let shown = store
+        .user(ada.id)
+        .await
+        .unwrap()
+        .expect("the id still resolves");
+    assert_eq!(shown.username, DELETED_USER);
+    assert!(store.credentials("ada").await.unwrap().is_none());
+    assert!(store.credentials_by_id(ada.id).await.unwrap().is_none());
+    assert!(
+        store
+            .standing(ada.id)
+            .await
+            .unwrap()
+            .expect("standing")
+            .deleted
+    );
+    assert!(!store.is_member(lobby.id, ada.id).await.unwrap());
+    assert!(
+        store
+            .sessions_of(ada.id, Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.create_user("Ada", "h").await,
+        Err(Error::Conflict {
+            field: "username",
+            ..
+        })
+    ));
+
+    assert_eq!(store.release_names(Utc::now()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .release_names(Utc::now() + Duration::days(31))
+            .await
+            .unwrap(),
+        1
+    );
+    let again = store
+        .create_user("ada", "h")
+        .await
+        .expect("the name is free");
+    assert_ne!(again.id, ada.id);
+    assert!(matches!(
+        store
+            .delete_user(UserId::from(ObjectId::new()), Utc::now())
+            .await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn the_first_user_is_an_admin_and_standing_follows_grants_and_suspensions(
+    store: Arc<dyn Store>,
+) {
+    assert!(!store.has_users().await.unwrap());
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    assert!(store.has_users().await.unwrap());
+    assert!(store.standing(ada.id).await.unwrap().expect("ada").admin);
+    let standing = store.standing(bob.id).await.unwrap().expect("bob");
+    assert!(!standing.admin && standing.suspended.is_none() && !standing.deleted);
+
+    store.set_admin(bob.id, true).await.unwrap();
+    assert!(store.standing(bob.id).await.unwrap().expect("bob").admin);
+    store.set_admin(bob.id, false).await.unwrap();
+    assert!(!store.standing(bob.id).await.unwrap().expect("bob").admin);
+
+    store.set_suspended(bob.id, Some("spam")).await.unwrap();
+    let standing = store.standing(bob.id).await.unwrap().expect("bob");
+    assert_eq!(standing.suspended.as_deref(), Some("spam"));
+    store.set_suspended(bob.id, None).await.unwrap();
+    assert!(
+        store
+            .standing(bob.id)
+            .await
+            .unwrap()
+            .expect("bob")
+            .suspended
+            .is_none()
+    );
+
+    let nobody = UserId::from(ObjectId::new());
+    assert_eq!(store.standing(nobody).await.unwrap(), None);
+    assert!(matches!(
+        store.set_admin(nobody, true).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_suspended(nobody, Some("x")).await,
+        Err(Error::NotFound(_))
+    ));
+    store.set_password(ada.id, "new-hash").await.unwrap();
+    let credentials = store.credentials_by_id(ada.id).await.unwrap().expect("ada");
+    assert_eq!(credentials.password_hash, "new-hash");
+}
+
+async fn an_invitation_is_taken_once_and_can_be_given_back(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    store.create_invite(hash(1), Some(ada.id)).await.unwrap();
+    store.create_invite(hash(2), None).await.unwrap();
+    assert!(store.take_invite(hash(1)).await.unwrap());
+    assert!(!store.take_invite(hash(1)).await.unwrap());
+    assert!(!store.take_invite(hash(3)).await.unwrap());
+    store.return_invite(hash(1)).await.unwrap();
+    assert!(store.take_invite(hash(1)).await.unwrap());
+    assert!(store.take_invite(hash(2)).await.unwrap());
+}
+
+async fn messages_by_lists_a_senders_live_messages_in_id_order(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+    let den = room(&*store, "den", &ada).await;
+    let one = send(&*store, &lobby, &ada, "one", None).await.value;
+    send(&*store, &lobby, &bob, "bob's", None).await;
+    let two = send(&*store, &den, &ada, "two", None).await.value;
+    let three = send(&*store, &lobby, &ada, "three", None).await.value;
+    store.delete_message(two.id).await.unwrap();
+
+    let all = store.messages_by(ada.id, None, 10).await.unwrap();
+    assert_eq!(message_bodies(&all), ["one", "three"]);
+    let after = store.messages_by(ada.id, Some(one.id), 10).await.unwrap();
+    assert_eq!(message_bodies(&after), ["three"]);
+    let first = store.messages_by(ada.id, None, 1).await.unwrap();
+    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [one.id]);
+    assert!(
+        store
+            .messages_by(ada.id, Some(three.id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn delete_room_removes_its_messages_and_frees_its_name(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+    let den = room(&*store, "den", &ada).await;
+    let gone = send(&*store, &lobby, &ada, "gone", None).await.value;
+    let kept = send(&*store, &den, &ada, "kept", None).await.value;
+
+    assert!(store.delete_room(lobby.id).await.unwrap());
+    assert!(!store.delete_room(lobby.id).await.unwrap());
+    assert!(store.room(lobby.id).await.unwrap().is_none());
+    assert!(store.message(gone.id).await.unwrap().is_none());
+    assert!(!store.is_member(lobby.id, ada.id).await.unwrap());
+    assert_eq!(
+        store.message(kept.id).await.unwrap().map(|m| m.id),
+        Some(kept.id)
+    );
+    let again = store
+        .create_room("Lobby", ada.id)
+        .await
+        .expect("the name is free");
+    assert_ne!(again.id, lobby.id);
 }

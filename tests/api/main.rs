@@ -14,6 +14,7 @@ mod process;
 mod rate_limits;
 mod rest;
 mod rooms;
+mod sessions;
 mod subscriptions;
 #[path = "../support/mod.rs"]
 mod support;

@@ -222,3 +222,25 @@ nodeTest('a join emitted in the connect callback is always acknowledged', { time
   assert.deepEqual(lost, [], `${lost.length} of ${started} joins lost`);
   assert.equal(started, cycles, `only ${started} of ${cycles} cycles within the time bound`);
 });
+
+test('a socket.io client is disconnected when its session is revoked, and not for another one', async () => {
+  const login = async () => (await gql(server,
+    'mutation { login(username: "bob", password: "end to end password") { token } }')).login.token;
+  const phone = await login();
+  const laptop = await login();
+  const a = await connect(phone);
+  const b = await connect(laptop);
+  try {
+    const dropped = new Promise((resolve) => a.once('disconnect', resolve));
+    assert.equal(await gql(server, 'mutation { logout }', {}, phone).then((d) => d.logout), true);
+    // The server ends the socket (the client did not ask to leave).
+    assert.equal(await dropped, 'io server disconnect');
+    // The other session's socket still works.
+    assert.equal((await b.emitWithAck('join', { roomID: room })).ok, true);
+    // And the revoked token cannot connect again.
+    await assert.rejects(connect(phone));
+  } finally {
+    a.disconnect();
+    b.disconnect();
+  }
+});

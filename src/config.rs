@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SESSION_TTL", default_value = "30d", value_parser = parse_ttl)]
     pub session_ttl: Duration,
 
+    /// Most sessions one user may have at once: signing in beyond it ends the least recently
+    /// used.
+    #[arg(long, env = "CONFAB_MAX_SESSIONS_PER_USER", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub max_sessions_per_user: u16,
+
     /// Who may create an account: `open` (anyone), `invite` (with a single-use code an admin
     /// made: `createInviteCode` or `confab admin invite`), `closed` (nobody).
     #[arg(long, env = "CONFAB_REGISTRATION", default_value = "open")]
@@ -330,6 +335,7 @@ impl Config {
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),
             token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_sessions_per_user: 200,
             registration: Registration::Open,
             username_quarantine: Duration::from_secs(30 * 24 * 3600),
             ws_init_timeout: Duration::from_secs(10),

@@ -42,7 +42,8 @@ impl AccountQuery {
             .gql()
     }
 
-    /// The caller's active sessions, the most recently used first (at most 200).
+    /// The caller's active sessions, the most recently used first (`--max-sessions-per-user`,
+    /// 200 by default).
     #[graphql(
         complexity = "super::page_complexity(crate::service::MAX_SESSIONS_LISTED, child_complexity)"
     )]

@@ -75,6 +75,8 @@ pub struct ChatService {
 #[derive(Debug, Clone)]
 pub struct AccountPolicy {
     pub session_ttl: std::time::Duration,
+    /// Most sessions one user may have active (the least recently used end beyond it).
+    pub max_sessions: usize,
     pub registration: crate::config::Registration,
     pub username_quarantine: std::time::Duration,
 }
@@ -84,6 +86,7 @@ impl AccountPolicy {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             session_ttl: config.session_ttl,
+            max_sessions: usize::from(config.max_sessions_per_user),
             registration: config.registration,
             username_quarantine: config.username_quarantine,
         }

@@ -24,7 +24,7 @@ use crate::{
 /// How long a session read from the store is trusted without hearing of it again.
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
 
-/// Most sessions `sessions` lists (and one user may have active: the oldest beyond it ends).
+/// Most sessions `sessions` lists (`--max-sessions-per-user` is at most this).
 pub const MAX_SESSIONS_LISTED: usize = 200;
 
 /// Most characters of a `User-Agent` kept with a session.
@@ -188,14 +188,29 @@ impl ChatService {
             .await?;
         // Hand out a real token by rotating the placeholder (never given to anyone) away.
         let (refresh_token, next) = new_refresh_token(session.id);
-        match self
+        let session = match self
             .store
             .rotate_session(session.id, placeholder, next, session.expires_at)
             .await?
         {
-            Rotation::Rotated(session) => self.payload(user, &session, refresh_token),
-            _ => Err(Error::internal("a new session could not take its token")),
+            Rotation::Rotated(session) => session,
+            _ => return Err(Error::internal("a new session could not take its token")),
+        };
+        self.end_sessions_beyond_the_most(user.id).await?;
+        self.payload(user, &session, refresh_token)
+    }
+
+    /// Ends a user's least recently used sessions beyond `--max-sessions-per-user`, so signing
+    /// in again and again cannot pile up sessions without bound.
+    async fn end_sessions_beyond_the_most(&self, user: UserId) -> Result<()> {
+        let most = self.policy.max_sessions;
+        let active = self.store.sessions_of(user, Utc::now(), most + 16).await?;
+        let beyond: Vec<SessionId> = active.iter().skip(most).map(|s| s.id).collect();
+        for id in &beyond {
+            self.store.revoke_session(*id).await?;
         }
+        self.announce(Revocation::Sessions(beyond)).await;
+        Ok(())
     }
 
     fn session_end_from_now(&self) -> DateTime<Utc> {

@@ -375,3 +375,27 @@ async fn a_revocation_on_one_instance_reaches_a_socket_and_the_cache_of_another(
         "UNAUTHENTICATED"
     );
 }
+
+#[tokio::test]
+async fn signing_in_beyond_the_most_sessions_ends_the_least_recently_used() {
+    let app = TestApp::spawn_with(|c| c.max_sessions_per_user = 2).await;
+    app.register("ada").await; // one session
+    let second = login_as(&app, "ada", "second").await;
+    // The session `register` started is the least recently used: it ends.
+    let third = login_as(&app, "ada", "third").await;
+    let listed = app.data(Some(&third.access), SESSIONS, json!({})).await;
+    let agents: Vec<&Value> = listed["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| &s["userAgent"])
+        .collect();
+    assert_eq!(agents, [&json!("third"), &json!("second")], "{listed}");
+    assert!(signed_in(&me(&app, &second.access).await));
+    let fourth = login_as(&app, "ada", "fourth").await;
+    assert_eq!(
+        error_code(&me(&app, &second.access).await),
+        "UNAUTHENTICATED"
+    );
+    assert!(signed_in(&me(&app, &fourth.access).await));
+}

@@ -121,19 +121,7 @@ impl ChatService {
         self.take(Kind::LoginsPerIp, rates.logins_per_ip, &client.rate_key())
             .await?;
         let account = unique_key(&username);
-        if rates.enabled {
-            let wait = self
-                .guards
-                .limiter
-                .locked_for(rates.login_failures, &account)
-                .await;
-            if !wait.is_zero() {
-                return Err(Error::rate_limited(
-                    "too many failed logins for this account; wait before trying again",
-                    wait,
-                ));
-            }
-        }
+        self.refuse_while_locked(&account).await?;
         let found = self.store.credentials(&username).await?;
         let hash = found.as_ref().map(|c| c.password_hash.as_str());
         if !self
@@ -141,12 +129,7 @@ impl ChatService {
             .verify(password, hash, self.hash_queue(client))
             .await?
         {
-            if rates.enabled {
-                self.guards
-                    .limiter
-                    .failed(rates.login_failures, &account)
-                    .await;
-            }
+            self.count_failure(&account).await;
             return Err(Error::Unauthenticated("wrong username or password".into()));
         }
         if rates.enabled {
@@ -219,6 +202,37 @@ impl ChatService {
         Ok(true)
     }
 
+    /// Refuses while `account` (its name's key) is locked out by failed passwords.
+    async fn refuse_while_locked(&self, account: &str) -> Result<()> {
+        let rates = &self.guards.rates;
+        if !rates.enabled {
+            return Ok(());
+        }
+        let wait = self
+            .guards
+            .limiter
+            .locked_for(rates.login_failures, account)
+            .await;
+        if wait.is_zero() {
+            return Ok(());
+        }
+        Err(Error::rate_limited(
+            "too many wrong passwords for this account; wait before trying again",
+            wait,
+        ))
+    }
+
+    /// Counts a wrong password against `account` (its name's key).
+    async fn count_failure(&self, account: &str) {
+        let rates = &self.guards.rates;
+        if rates.enabled {
+            self.guards
+                .limiter
+                .failed(rates.login_failures, account)
+                .await;
+        }
+    }
+
     /// Checks a signed-in user's own password (to change it, or delete the account); wrong
     /// answers count toward the account's login lockout, so this is no side door for guessing.
     pub(super) async fn verify_own_password(
@@ -228,26 +242,13 @@ impl ChatService {
         password: &str,
         field: &'static str,
     ) -> Result<()> {
-        let rates = &self.guards.rates;
         let credentials = self
             .store
             .credentials_by_id(user)
             .await?
             .ok_or_else(|| Error::Unauthenticated("this account no longer exists".into()))?;
         let account = unique_key(&credentials.user.username);
-        if rates.enabled {
-            let wait = self
-                .guards
-                .limiter
-                .locked_for(rates.login_failures, &account)
-                .await;
-            if !wait.is_zero() {
-                return Err(Error::rate_limited(
-                    "too many wrong passwords for this account; wait before trying again",
-                    wait,
-                ));
-            }
-        }
+        self.refuse_while_locked(&account).await?;
         let right = self
             .passwords
             .verify(
@@ -257,12 +258,7 @@ impl ChatService {
             )
             .await?;
         if !right {
-            if rates.enabled {
-                self.guards
-                    .limiter
-                    .failed(rates.login_failures, &account)
-                    .await;
-            }
+            self.count_failure(&account).await;
             return Err(Error::invalid(field, "is not your current password"));
         }
         Ok(())

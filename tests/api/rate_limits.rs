@@ -174,6 +174,31 @@ async fn logins_and_registrations_are_limited_per_client_address() {
     assert_eq!(two("/login", who("ada")).await, 200);
 }
 
+/// Guessing through `changePassword` (or `deleteAccount`) with a stolen token counts toward the
+/// same lock-out as logins: no side door for guessing the password.
+#[tokio::test]
+async fn wrong_current_passwords_count_toward_the_login_lock_out() {
+    let app = limited(|c| c.limit_login_failures = rate("3/1h")).await;
+    let ada = app.register("ada").await;
+    let change = "mutation($c: String!) { changePassword(currentPassword: $c, newPassword: \"a new secret\") }";
+    for guess in ["guess one", "guess two", "guess three"] {
+        let wrong = app.gql(Some(&ada.token), change, json!({"c": guess})).await;
+        assert_eq!(error_code(&wrong), "BAD_USER_INPUT", "{wrong}");
+    }
+    let locked = app
+        .gql(Some(&ada.token), change, json!({"c": PASSWORD}))
+        .await;
+    assert_eq!(error_code(&locked), "RATE_LIMITED", "{locked}");
+    let login = app
+        .gql(
+            None,
+            "mutation($p: String!) { login(username: \"ada\", password: $p) { token } }",
+            json!({"p": PASSWORD}),
+        )
+        .await;
+    assert_eq!(error_code(&login), "RATE_LIMITED", "{login}");
+}
+
 /// Each refresh is a database write, so a flood of made-up refresh tokens is bounded per
 /// address, as logins are.
 #[tokio::test]

@@ -5,7 +5,9 @@
 //
 //   node tests/e2e/watch.mjs ROOM_ID TOKEN [AFTER_MESSAGE_ID]
 //
-// CONFAB_URL defaults to ws://127.0.0.1:8080/graphql.
+// CONFAB_URL defaults to ws://127.0.0.1:8080/graphql. With CONFAB_REFRESH_TOKEN (the
+// `refreshToken` of the same sign-in), a reconnect after the access token expired first renews
+// it with `refreshSession`: an open socket outlives its token, a new one needs a fresh token.
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -26,10 +28,40 @@ const query = `subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, after:
 } }`;
 
 let lastSeen = after ?? null;
+let access = token;
+let refreshToken = process.env.CONFAB_REFRESH_TOKEN;
+
+/// Seconds since the epoch at which a JWT expires (its `exp`), or Infinity when unreadable.
+function expiry(jwt) {
+  try {
+    return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString()).exp;
+  } catch {
+    return Infinity;
+  }
+}
+
+/// The access token to connect with: renewed first when it expires within 30 s.
+async function freshToken() {
+  if (!refreshToken || expiry(access) - Date.now() / 1000 > 30) return access;
+  const response = await fetch(url.replace(/^ws/, 'http'), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      query: 'mutation($t: String!) { refreshSession(refreshToken: $t) { token refreshToken } }',
+      variables: { t: refreshToken },
+    }),
+  });
+  const body = await response.json();
+  if (body.errors) throw new Error(`cannot renew the session: ${body.errors[0].message}`);
+  ({ token: access, refreshToken } = body.data.refreshSession);
+  console.error('renewed the access token');
+  return access;
+}
+
 const client = createClient({
   url,
   webSocketImpl: WebSocket,
-  connectionParams: { authorization: `Bearer ${token}` },
+  connectionParams: async () => ({ authorization: `Bearer ${await freshToken()}` }),
   // Reconnecting is done below, so that each new subscription resumes from `lastSeen`
   // (the client's own retry would resubscribe with the variables of the first attempt).
   retryAttempts: 0,

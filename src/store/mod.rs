@@ -174,7 +174,8 @@ pub enum Rotation {
 pub trait SessionStore: Send + Sync {
     /// Stores a new session, created and last used now.
     async fn create_session(&self, session: NewSession) -> Result<Session>;
-    /// A session by id, revoked and expired ones included (until purged).
+    /// A session by id, revoked and expired ones included until purged (a driver may purge
+    /// expired ones on its own, as MongoDB's TTL index does).
     async fn session(&self, id: SessionId) -> Result<Option<Session>>;
     /// Presents `presented` as the refresh token of session `id`, in one atomic step: when it
     /// is the current token of an active session, `next` replaces it (the presented one is

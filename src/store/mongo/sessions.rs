@@ -1,13 +1,11 @@
 //! Sessions: sign-ins, their current refresh token's hash and the last ones spent. Expired
-//! sessions are deleted by MongoDB itself (a TTL index on `expires_at`).
+//! sessions are deleted by MongoDB itself (a TTL index on `expires_at`, within about a minute of
+//! their end: sooner than `purge_sessions` would).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use mongodb::{
-    bson::{Binary, doc, spec::BinarySubtype},
-    options::ReturnDocument,
-};
+use mongodb::bson::{Binary, doc, spec::BinarySubtype};
 
 use super::{MongoStore, now, schema::SessionDoc};
 use crate::{
@@ -79,9 +77,11 @@ impl SessionStore for MongoStore {
                 if session.refresh_hash.bytes == presented {
                     let mut spent = vec![binary(presented)];
                     spent.extend(session.spent.into_iter().take(SPENT_REMEMBERED - 1));
+                    // A plain conditional update, which every MongoDB-wire server applies
+                    // atomically (find-and-modify is not atomic on every test server).
                     let swapped = db
                         .sessions
-                        .find_one_and_update(
+                        .update_one(
                             doc! {
                                 "_id": id,
                                 "refresh_hash": binary(presented),
@@ -94,26 +94,34 @@ impl SessionStore for MongoStore {
                                 "expires_at": millis(expires_at),
                             }},
                         )
-                        .return_document(ReturnDocument::After)
-                        .await?;
-                    match swapped {
-                        Some(session) => return Ok(Rotation::Rotated(session.into())),
-                        None => continue,
+                        .await?
+                        .modified_count
+                        == 1;
+                    if !swapped {
+                        continue;
                     }
+                    return match db.sessions.find_one(doc! {"_id": id}).await? {
+                        Some(session) => Ok(Rotation::Rotated(session.into())),
+                        None => Err(Error::internal("a session vanished as it was renewed")),
+                    };
                 }
                 if session.spent.iter().any(|hash| hash.bytes == presented) {
                     let revoked = db
                         .sessions
-                        .find_one_and_update(
+                        .update_one(
                             doc! {"_id": id, "revoked_at": null},
                             doc! {"$set": {"revoked_at": at}},
                         )
-                        .return_document(ReturnDocument::After)
-                        .await?;
-                    return Ok(match revoked {
-                        Some(session) => Rotation::Reused(session.into()),
-                        None => Rotation::Refused,
-                    });
+                        .await?
+                        .modified_count
+                        == 1;
+                    if !revoked {
+                        return Ok(Rotation::Refused);
+                    }
+                    return match db.sessions.find_one(doc! {"_id": id}).await? {
+                        Some(session) => Ok(Rotation::Reused(session.into())),
+                        None => Ok(Rotation::Refused),
+                    };
                 }
                 return Ok(Rotation::Refused);
             }

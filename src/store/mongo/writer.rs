@@ -130,6 +130,11 @@ impl MongoStore {
                 .map(|d| d.id),
             self.messages
                 .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id.object_id()),
+            self.sessions
+                .find_one(doc! {})
                 .sort(newest)
                 .await?
                 .map(|d| d.id.object_id()),

@@ -43,9 +43,10 @@ pub struct Config {
     #[arg(long, env = "CONFAB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// Access token lifetime, e.g. `15m`, `1h`. Short, because a client renews it with its
-    /// refresh token and a revoked session's tokens are refused anyway.
-    #[arg(long, env = "CONFAB_TOKEN_TTL", default_value = "15m", value_parser = parse_ttl)]
+    /// Access token lifetime, e.g. `15m`, `1h` (from 10s). Short, because a client renews it
+    /// with its refresh token and a revoked session's tokens are refused anyway; a few seconds
+    /// lets a client's developers watch their renewal work without waiting minutes.
+    #[arg(long, env = "CONFAB_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl)]
     pub token_ttl: Duration,
 
     /// Session (refresh token) lifetime, sliding: each refresh moves the end this far ahead.
@@ -277,6 +278,18 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// An access token's lifetime: as [`parse_ttl`], but from 10s. Renewal costs a client one
+/// request, so a short lifetime is a choice (a client's test suite, a page's renewal watched
+/// in a browser), not a mistake. Below 10s a token (whose expiry counts whole seconds) could
+/// expire between a client's check and its request.
+fn parse_token_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(366 * 24 * 3600) {
+        return Err("an access token's lifetime must be between 10s and 366d".into());
+    }
+    Ok(ttl)
+}
+
 /// Which store a `--database-url` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -430,6 +443,11 @@ mod tests {
     fn ttl_bounds() {
         assert_eq!(parse_ttl("24h"), Ok(Duration::from_secs(86400)));
         assert!(parse_ttl("1s").is_err());
+        assert!(parse_ttl("30s").is_err());
         assert!(parse_ttl("forever").is_err());
+        assert_eq!(parse_token_ttl("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_token_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_token_ttl("9s").is_err());
+        assert!(parse_token_ttl("367d").is_err());
     }
 }

@@ -52,13 +52,16 @@ export async function gql(server, query, variables = {}, token) {
   return body.data;
 }
 
+/// Registers `username`: its id, access token, refresh token and the access token's expiry.
 export async function register(server, username) {
   const data = await gql(
     server,
-    'mutation($u: String!, $p: String!) { register(username: $u, password: $p) { token user { id } } }',
+    `mutation($u: String!, $p: String!) { register(username: $u, password: $p) {
+      token refreshToken expiresAt user { id } } }`,
     { u: username, p: 'end to end password' },
   );
-  return { token: data.register.token, id: data.register.user.id, username };
+  const { token, refreshToken, expiresAt, user } = data.register;
+  return { token, refreshToken, expiresAt: Date.parse(expiresAt), id: user.id, username };
 }
 
 export function wsClient(server, token, options = {}) {

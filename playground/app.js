@@ -1,11 +1,19 @@
 // Confab's chat page: plain ES module, no build step, no CDN. HTTP for queries and mutations,
 // a small graphql-transport-ws client for live room events. After a reconnect it resubscribes
 // with `after` = the newest message it has, so nothing sent meanwhile is lost.
+//
+// Signing in starts a session: a short-lived access token and a refresh token that is good
+// once (each renewal hands out the next; a spent one presented again revokes the session). The
+// page renews the access token shortly before it expires, and again when the server refuses it;
+// when renewal is refused the session was ended elsewhere, and the page says so.
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  token: localStorage.getItem('confab.token'),
+  token: null, // the access token
+  expires: 0, // when it expires, by this computer's clock (ms)
+  sessionId: null, // the session the tokens belong to
+  leaving: false, // logging out: the socket's 4403 is expected
   me: null,
   room: null, // { id, name }
   myRooms: new Map(),
@@ -15,6 +23,8 @@ const state = {
   subscription: null,
   typing: new Map(), // username -> timer
 };
+
+const SIGNED_OUT_ELSEWHERE = 'Signed out elsewhere. Log in again to continue.';
 
 // ---------------------------------------------------------------------------------------------
 // Errors in words, not in the console
@@ -34,21 +44,223 @@ async function attempt(action) {
     showError('');
     return await action();
   } catch (error) {
-    if (error.code === 'UNAUTHENTICATED' && state.me) {
-      signOut('Your session has ended; log in again.');
-    } else {
-      showError(explain(error));
-    }
+    // Signed out: the sign-in form already says why.
+    if (error.code === SIGNED_OUT) return undefined;
+    showError(explain(error));
     return undefined;
   }
 }
 
 // ---------------------------------------------------------------------------------------------
+// Where the session is kept
+//
+// With Web Locks and IndexedDB (current browsers, on https or localhost) the tabs of a browser
+// share one session and take turns renewing it: a tab that waited for the lock finds the tokens
+// another tab just renewed and takes them, instead of presenting the refresh token that tab
+// spent (which would revoke the session). The tokens are kept in IndexedDB, not localStorage:
+// a tab may read localStorage stale for a moment after another tab wrote it, even under the
+// lock, and IndexedDB's transactions are ordered across tabs. Without either, nothing can make
+// two tabs take turns, so each tab keeps a session of its own in sessionStorage.
+//
+// The access token is also in localStorage, under the name GraphiQL (at /graphql) signs in
+// with; it is written after the session is kept, so other tabs hear of every change.
+
+const TOKEN_KEY = 'confab.token';
+
+/// The session a refresh token (`<session id>.<secret>`) belongs to.
+const sessionOf = (refreshToken) => (refreshToken ? refreshToken.split('.')[0] : null);
+
+/// One tab's session, in sessionStorage.
+function tabVault() {
+  const KEY = 'confab.session';
+  const read = () => JSON.parse(sessionStorage.getItem(KEY) || 'null');
+  return {
+    read: async () => read(),
+    write: async (session) => sessionStorage.setItem(KEY, JSON.stringify(session)),
+    forget: async (sessionId) => {
+      const session = read();
+      if (session && sessionOf(session.refreshToken) === sessionId) sessionStorage.removeItem(KEY);
+    },
+  };
+}
+
+/// The browser's session, in IndexedDB (`confab`, store `session`, key `current`).
+async function sharedVault() {
+  const db = await new Promise((resolve, reject) => {
+    const opening = indexedDB.open('confab', 1);
+    opening.onupgradeneeded = () => opening.result.createObjectStore('session');
+    opening.onsuccess = () => resolve(opening.result);
+    opening.onerror = () => reject(opening.error);
+  });
+  /// Runs `work` in a transaction; once it has committed, the result of the request it returned.
+  const run = (mode, work) => new Promise((resolve, reject) => {
+    const transaction = db.transaction('session', mode);
+    const request = work(transaction.objectStore('session'));
+    transaction.oncomplete = () => resolve(request && request.result);
+    transaction.onerror = () => reject(transaction.error);
+    transaction.onabort = () => reject(transaction.error);
+  });
+  return {
+    read: async () => (await run('readonly', (kept) => kept.get('current'))) || null,
+    write: (session) => run('readwrite', (kept) => kept.put(session, 'current')),
+    forget: (sessionId) => run('readwrite', (kept) => {
+      const current = kept.get('current');
+      current.onsuccess = () => {
+        if (current.result && sessionOf(current.result.refreshToken) === sessionId) kept.delete('current');
+      };
+    }),
+  };
+}
+
+async function openVault() {
+  if (navigator.locks && window.indexedDB) {
+    try {
+      return { vault: await sharedVault(), shared: true };
+    } catch {
+      // IndexedDB refused (a private window in some browsers): one session per tab.
+    }
+  }
+  return { vault: tabVault(), shared: false };
+}
+
+// Opened while the page starts; the form's handlers are in place meanwhile.
+const opened = openVault();
+let shared = false;
+opened.then((chosen) => { shared = chosen.shared; });
+const vault = {
+  read: async () => (await opened).vault.read(),
+  write: async (session) => (await opened).vault.write(session),
+  forget: async (sessionId) => (await opened).vault.forget(sessionId),
+};
+
+/// Keeps new tokens (then tells other tabs) and uses them.
+async function keep(session) {
+  await vault.write(session);
+  localStorage.setItem(TOKEN_KEY, session.token);
+  adopt(session);
+}
+
+/// Uses tokens kept (by this tab or another) from now on.
+function adopt({ token, expires, refreshToken }) {
+  Object.assign(state, { token, expires, sessionId: sessionOf(refreshToken) });
+  scheduleRenewal();
+}
+
+/// Stops using this tab's session and, unless `keepSession`, forgets it (one another tab
+/// started since stays).
+function drop({ keepSession = false } = {}) {
+  const { sessionId, token } = state;
+  clearTimeout(renewalTimer);
+  Object.assign(state, { token: null, expires: 0, sessionId: null });
+  if (keepSession || !sessionId) return;
+  vault.forget(sessionId).catch(() => {}).finally(() => {
+    if (localStorage.getItem(TOKEN_KEY) === token) localStorage.removeItem(TOKEN_KEY);
+  });
+}
+
+/// Tokens as the server issued them, with their expiry read against the server's clock (the
+/// answer's `Date`), so a computer whose clock is off still renews in time.
+function fromPayload(payload, serverDate) {
+  const now = Date.now();
+  const serverNow = Date.parse(serverDate) || now;
+  // `Date` counts whole seconds: up to one of the lifetime may have passed already.
+  const lifetime = Date.parse(payload.expiresAt) - serverNow - 1000;
+  return { token: payload.token, refreshToken: payload.refreshToken, expires: now + lifetime };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Renewing the access token
+
+/// The code of the error thrown once the page has signed out because renewal was refused.
+const SIGNED_OUT = 'SIGNED_OUT';
+/// A token with less than this left is renewed before it is used.
+const NEARLY_EXPIRED = 5_000;
+const AUTH_FIELDS = 'token refreshToken expiresAt';
+
+let renewalTimer = null;
+let renewing = null;
+
+/// Renews shortly before the token expires: a third of its remaining life early, at most a
+/// minute (a background tab's timers may fire a minute late; then the server's refusal of the
+/// expired token renews it).
+function scheduleRenewal() {
+  clearTimeout(renewalTimer);
+  if (!state.token) return;
+  const left = state.expires - Date.now();
+  const early = Math.min(60_000, Math.max(NEARLY_EXPIRED, left / 3));
+  // Never sooner than a second: a lifetime misread as nothing must not renew in a loop.
+  const delay = Math.max(1_000, left - early);
+  renewalTimer = setTimeout(() => {
+    renew(state.token).catch((error) => {
+      if (error.code === SIGNED_OUT || !state.token) return;
+      // The server is out of reach: try again soon (the token may still be good).
+      renewalTimer = setTimeout(scheduleRenewal, 10_000);
+    });
+  }, delay);
+}
+
+function withRenewalLock(run) {
+  return shared ? navigator.locks.request('confab.renewal', run) : run();
+}
+
+/// Replaces `stale`, the access token this tab holds, with a renewed one: one renewal at a time
+/// in this tab and, with Web Locks, in this browser. When another tab renewed meanwhile, its
+/// tokens are taken instead. A refused renewal signs the page out (and throws SIGNED_OUT).
+function renew(stale) {
+  renewing ??= withRenewalLock(async () => {
+    const now = await vault.read();
+    if (!now || sessionOf(now.refreshToken) !== state.sessionId) {
+      // Another tab signed out (or into another session).
+      throw signedOutElsewhere();
+    }
+    if (now.token !== stale && now.expires - Date.now() > NEARLY_EXPIRED) {
+      adopt(now);
+      return;
+    }
+    let answer;
+    try {
+      answer = await request(`mutation($t: String!) { refreshSession(refreshToken: $t) { ${AUTH_FIELDS} } }`, { t: now.refreshToken });
+    } catch (error) {
+      if (error.code === 'UNAUTHENTICATED') throw signedOutElsewhere();
+      throw error;
+    }
+    // The page may have signed out while it waited.
+    if (state.sessionId !== sessionOf(now.refreshToken)) throw signedOutError();
+    await keep(fromPayload(answer.data.refreshSession, answer.date));
+  }).finally(() => { renewing = null; });
+  return renewing;
+}
+
+/// An access token good for a while yet: renewed first when it nearly expired, or when it is
+/// `refused`, the token the server just refused.
+async function freshToken(refused) {
+  if (!state.token) throw signedOutError();
+  if (state.token === refused || state.expires - Date.now() < NEARLY_EXPIRED) await renew(state.token);
+  return state.token;
+}
+
+function signedOutError() {
+  const error = new Error('signed out');
+  error.code = SIGNED_OUT;
+  return error;
+}
+
+/// The session ended elsewhere (logged out, revoked, or its refresh token used by someone
+/// else): back to the sign-in form, saying so (unless this page was logging out anyway).
+function signedOutElsewhere() {
+  if (state.leaving) signOut('');
+  else signOut(state.me ? SIGNED_OUT_ELSEWHERE : 'Your session has ended; log in again.');
+  return signedOutError();
+}
+
+// ---------------------------------------------------------------------------------------------
 // GraphQL over HTTP
 
-async function gql(query, variables = {}) {
+/// One request, with `token` if any: its data and the answer's `Date`. GraphQL errors are
+/// thrown with their code.
+async function request(query, variables = {}, token = null) {
   const headers = { 'content-type': 'application/json' };
-  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  if (token) headers.authorization = `Bearer ${token}`;
   const response = await fetch('/graphql', { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
   let body;
   try {
@@ -62,7 +274,20 @@ async function gql(query, variables = {}) {
     error.code = first.extensions && first.extensions.code;
     throw error;
   }
-  return body.data;
+  return { data: body.data, date: response.headers.get('date') };
+}
+
+/// A request as the signed-in user (or anonymous when signed out). An access token the server
+/// refuses is renewed once and the request sent again.
+async function gql(query, variables = {}) {
+  if (!state.token) return (await request(query, variables)).data;
+  const token = await freshToken();
+  try {
+    return (await request(query, variables, token)).data;
+  } catch (error) {
+    if (error.code !== 'UNAUTHENTICATED') throw error;
+    return (await request(query, variables, await freshToken(token))).data;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -74,30 +299,56 @@ class Live {
     this.nextId = 1;
     this.retry = 0;
     this.socket = null;
+    this.opening = false;
     this.acked = false;
     this.stopped = true;
+    this.generation = 0; // a start or stop since an attempt began makes it moot
+    this.refused = null; // the access token the server closed the last socket for (4403)
     this.onReconnect = () => {};
   }
 
-  start(token) {
-    this.token = token;
+  start() {
+    this.generation += 1;
     this.stopped = false;
+    this.opening = false;
+    this.refused = null;
     this.open(false);
   }
 
   stop() {
+    this.generation += 1;
     this.stopped = true;
+    this.opening = false;
     this.subs.clear();
     if (this.socket) this.socket.close(1000, 'signed out');
+    this.socket = null;
   }
 
-  open(reconnecting) {
+  /// Connects with a token good for a while yet (a socket then lives as long as the session).
+  /// After a 4403 the token is renewed first; if renewal is refused the page signs out.
+  async open(reconnecting) {
+    if (this.stopped || this.opening) return;
+    const { generation } = this;
+    this.opening = true;
+    setStatus(reconnecting ? 'reconnecting' : 'connecting');
+    let token;
+    try {
+      token = await freshToken(this.refused);
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.opening = false;
+      // Signed out: nothing to connect for. Else the server is out of reach: later.
+      if (error.code !== SIGNED_OUT) this.again();
+      return;
+    }
+    if (generation !== this.generation) return;
+    this.opening = false;
+    this.refused = null;
     const socket = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
     this.socket = socket;
     this.acked = false;
-    setStatus(reconnecting ? 'reconnecting' : 'connecting');
     socket.onopen = () => {
-      socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${this.token}` } }));
+      socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } }));
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
@@ -129,21 +380,24 @@ class Live {
     };
     socket.onclose = (event) => {
       this.acked = false;
-      if (this.stopped || socket !== this.socket) return;
-      if (event.code === 4403) {
-        signOut('Your session has ended; log in again.');
-        return;
-      }
+      if (this.stopped || socket !== this.socket || state.leaving) return;
+      this.socket = null;
       if (event.code === 1000 && this.subs.size === 0) {
         // Closed for running nothing: connect again when there is something to watch.
-        this.socket = null;
         setStatus('idle');
         return;
       }
-      setStatus('reconnecting');
-      const delay = Math.min(10_000, 500 * 2 ** this.retry++);
-      setTimeout(() => { if (!this.stopped) this.open(true); }, delay);
+      // Refused: the session ended (renewal will say so) or the token expired on the way.
+      if (event.code === 4403) this.refused = token;
+      this.again();
     };
+  }
+
+  again() {
+    setStatus('reconnecting');
+    const { generation } = this;
+    const delay = Math.min(10_000, 500 * 2 ** this.retry++);
+    setTimeout(() => { if (generation === this.generation) this.open(true); }, delay);
   }
 
   /// `variables` may be a function: it is asked again at every (re)subscription.
@@ -152,7 +406,7 @@ class Live {
     const entry = { query, variables, ...handlers };
     this.subs.set(id, entry);
     if (this.acked) this.send(id, entry);
-    else if (!this.socket && !this.stopped) this.open(false);
+    else if (!this.socket) this.open(false);
     return id;
   }
 
@@ -182,27 +436,27 @@ function setStatus(status) {
 // ---------------------------------------------------------------------------------------------
 // Signing in and out
 
-async function signedIn(token) {
-  state.token = token;
-  localStorage.setItem('confab.token', token);
+async function signedIn() {
   const { me } = await gql('{ me { id username } }');
   state.me = me;
+  state.leaving = false;
   $('who').textContent = me.username;
-  $('who').hidden = false;
-  $('logout').hidden = false;
+  for (const id of ['who', 'sessions-open', 'logout']) $(id).hidden = false;
   $('signin').hidden = true;
   $('chat').hidden = false;
-  live.start(token);
+  live.start();
   await loadRooms();
 }
 
-function signOut(reason) {
+/// Back to the sign-in form. With `keepSession`, the session stays kept for the next load (the
+/// server could not be reached to check it).
+function signOut(reason, { keepSession = false } = {}) {
   live.stop();
   setStatus('offline');
-  localStorage.removeItem('confab.token');
-  Object.assign(state, { token: null, me: null, room: null, subscription: null });
-  $('who').hidden = true;
-  $('logout').hidden = true;
+  drop({ keepSession });
+  Object.assign(state, { me: null, room: null, subscription: null, leaving: false });
+  if ($('sessions').open) $('sessions').close();
+  for (const id of ['who', 'sessions-open', 'logout']) $(id).hidden = true;
   $('chat').hidden = true;
   $('signin').hidden = false;
   showError(reason || '');
@@ -213,16 +467,118 @@ $('auth-form').addEventListener('submit', (event) => {
   const form = new FormData(event.target);
   const action = event.submitter && event.submitter.value === 'register' ? 'register' : 'login';
   attempt(async () => {
-    const data = await gql(
-      `mutation($u: String!, $p: String!) { ${action}(username: $u, password: $p) { token } }`,
+    const { data, date } = await request(
+      `mutation($u: String!, $p: String!) { ${action}(username: $u, password: $p) { ${AUTH_FIELDS} } }`,
       { u: form.get('username'), p: form.get('password') },
     );
-    await signedIn(data[action].token);
+    await keep(fromPayload(data[action], date));
+    await signedIn();
+    event.target.elements.password.value = '';
   });
 });
 
-$('logout').addEventListener('click', () => signOut(''));
+/// Ends the session on the server (everywhere, or just this one), then here.
+async function logOut(everywhere) {
+  state.leaving = true;
+  try {
+    await gql(everywhere ? 'mutation { logoutEverywhere }' : 'mutation { logout }');
+  } catch (error) {
+    state.leaving = false;
+    throw error;
+  }
+  signOut('');
+}
 
+$('logout').addEventListener('click', () => attempt(() => logOut(false)));
+
+// Another tab renewed, signed out or signed in: this one follows (shared sessions only).
+window.addEventListener('storage', (event) => {
+  if (shared && event.storageArea === localStorage && (event.key === TOKEN_KEY || event.key === null)) follow();
+});
+
+async function follow() {
+  const now = await vault.read();
+  if (!state.me) {
+    if (now && !state.token) start();
+  } else if (!now) {
+    signOut(SIGNED_OUT_ELSEWHERE);
+  } else if (sessionOf(now.refreshToken) !== state.sessionId) {
+    location.reload();
+  } else {
+    adopt(now);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: where this account is signed in
+
+const BROWSERS = [[/Edg\//, 'Edge'], [/OPR\//, 'Opera'], [/Firefox\//, 'Firefox'], [/HeadlessChrome\//, 'Headless Chrome'],
+  [/Chrome\//, 'Chrome'], [/Safari\//, 'Safari'], [/^curl\//, 'curl'], [/^node\b/, 'Node.js']];
+const SYSTEMS = [[/Windows/, 'Windows'], [/iPhone|iPad/, 'iOS'], [/Mac OS X/, 'macOS'], [/Android/, 'Android'],
+  [/CrOS/, 'ChromeOS'], [/Linux/, 'Linux']];
+
+/// "Firefox on Linux" for a User-Agent.
+function describeAgent(agent) {
+  if (!agent) return 'Unknown client';
+  const find = (list) => (list.find(([pattern]) => pattern.test(agent)) || [])[1];
+  const browser = find(BROWSERS) || agent.split(/[ /]/)[0];
+  const system = find(SYSTEMS);
+  return system ? `${browser} on ${system}` : browser;
+}
+
+function when(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+async function loadSessions() {
+  const { sessions } = await gql('{ sessions { id createdAt lastUsedAt userAgent current } }');
+  $('session-list').replaceChildren(...sessions.map((session) => {
+    const li = document.createElement('li');
+    li.dataset.id = session.id;
+    li.classList.toggle('current', session.current);
+    const agent = document.createElement('div');
+    agent.className = 'agent';
+    agent.textContent = describeAgent(session.userAgent);
+    agent.title = session.userAgent || '';
+    const meta = document.createElement('div');
+    meta.className = 'muted';
+    meta.textContent = `Last used ${when(session.lastUsedAt)} · signed in ${when(session.createdAt)}`;
+    const about = document.createElement('div');
+    about.className = 'about';
+    about.append(agent, meta);
+    li.append(about);
+    if (session.current) {
+      const mark = document.createElement('span');
+      mark.className = 'badge';
+      mark.textContent = shared ? 'This browser' : 'This tab';
+      li.append(mark);
+    } else {
+      const revoke = document.createElement('button');
+      revoke.type = 'button';
+      revoke.className = 'secondary';
+      revoke.textContent = 'Revoke';
+      revoke.addEventListener('click', () => attempt(async () => {
+        await gql('mutation($id: ID!) { revokeSession(id: $id) }', { id: session.id });
+        await loadSessions();
+      }));
+      li.append(revoke);
+    }
+    return li;
+  }));
+}
+
+$('sessions-open').addEventListener('click', () => attempt(async () => {
+  $('session-list').replaceChildren();
+  $('sessions').showModal();
+  await loadSessions();
+}));
+
+$('sessions-close').addEventListener('click', () => $('sessions').close());
+
+$('logout-everywhere').addEventListener('click', () => {
+  if (!confirm('Log out of every session, this one included?')) return;
+  attempt(() => logOut(true));
+});
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
@@ -557,9 +913,18 @@ composer.addEventListener('submit', (event) => {
 // ---------------------------------------------------------------------------------------------
 // Start
 
-if (state.token) {
-  // A stale token or an unreachable server: back to the sign-in form, saying why.
-  attempt(() => signedIn(state.token)).then(() => { if (!state.me) signOut($('error').textContent); });
-} else {
-  signOut('');
+/// Signs in with the session kept, if any: a session that ended is forgotten, saying so; when
+/// the server cannot be reached it stays kept for the next load.
+async function start() {
+  const session = await vault.read();
+  if (!session) {
+    signOut('');
+    return;
+  }
+  adopt(session);
+  attempt(signedIn).then(() => {
+    if (!state.me && state.token) signOut($('error').textContent, { keepSession: true });
+  });
 }
+
+start();

@@ -1,6 +1,7 @@
 // The chat page in real headless Chromium (Debian's, driven by playwright-core; no browser is
 // downloaded): two people in two browser contexts chat live, and a deletion disappears from
-// the other screen. Screenshots go to tests/e2e/artifacts/.
+// the other screen; the page's sessions: listed, logged out, revoked elsewhere, and renewed
+// before (or after) the access token expires. Screenshots go to tests/e2e/artifacts/.
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync } from 'node:fs';
@@ -25,18 +26,73 @@ after(async () => {
   await server?.stop();
 });
 
-async function person(username, viewport) {
+const PASSWORD = 'correct horse battery';
+
+async function person(username, viewport, { on = server, action = 'register' } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on('dialog', (dialog) => dialog.accept());
-  await page.goto(server.url);
+  await page.goto(on.url);
+  await signIn(page, username, action);
+  return page;
+}
+
+async function signIn(page, username, action = 'register') {
   await page.fill('input[name=username]', username);
-  await page.fill('input[name=password]', 'correct horse battery');
-  await page.click('button[value=register]');
+  await page.fill('input[name=password]', PASSWORD);
+  await page.click(`button[value=${action}]`);
   await page.waitForSelector('#chat:not([hidden])');
   await page.waitForSelector('#status.live');
   assert.equal(await page.isVisible('#signin'), false, 'the sign-in form is gone once signed in');
-  return page;
+}
+
+/// A GraphQL request over HTTP from outside the page; its whole answer, errors included.
+async function post(on, query, variables = {}, token = null) {
+  const response = await fetch(`${on.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  return response.json();
+}
+
+const codeOf = (answer) => answer.errors?.[0]?.extensions?.code;
+
+/// Signs `username` in over HTTP, as another device would: a second session.
+async function loginElsewhere(on, username) {
+  const answer = await post(on, 'mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token refreshToken } }',
+    { u: username, p: PASSWORD });
+  assert.equal(answer.errors, undefined, JSON.stringify(answer.errors));
+  return answer.data.login;
+}
+
+/// The session the page keeps (in IndexedDB, shared by the browser's tabs), or null; with
+/// `change`, first changes it.
+function keptSession(page, change = null) {
+  return page.evaluate((change) => new Promise((resolve, reject) => {
+    const opening = indexedDB.open('confab', 1);
+    opening.onerror = () => reject(opening.error);
+    opening.onsuccess = () => {
+      const kept = opening.result.transaction('session', 'readwrite').objectStore('session');
+      const read = kept.get('current');
+      read.onsuccess = () => {
+        if (change && read.result) kept.put({ ...read.result, ...change }, 'current');
+        resolve(read.result || null);
+      };
+    };
+  }), change);
+}
+
+async function createRoom(page, name) {
+  await page.fill('#new-room input[name=name]', name);
+  await page.click('#new-room button');
+  await page.waitForSelector(`#room-name:text("${name}")`);
+}
+
+async function say(page, text) {
+  await page.fill('#composer textarea', text);
+  await page.press('#composer textarea', 'Enter');
+  await page.waitForSelector(`#messages li:has-text("${text}")`);
 }
 
 test('two people chat live in the page, and a deletion disappears for both', async () => {
@@ -121,5 +177,122 @@ test('the page resumes after the server restarts, and misses nothing sent meanwh
     await context.close();
   } finally {
     await restartable.stop();
+  }
+});
+
+test('the sessions list shows this session, and revokes another', async () => {
+  const page = await person('erin');
+  const other = await loginElsewhere(server, 'erin');
+  await page.click('#sessions-open');
+  await page.waitForSelector('#sessions[open] #session-list li:nth-child(2)');
+  assert.equal(await page.locator('#session-list li').count(), 2);
+  const current = page.locator('#session-list li.current');
+  assert.equal(await current.count(), 1);
+  assert.match(await current.textContent(), /Headless Chrome on Linux.*This browser/s);
+  assert.equal(await current.locator('button').count(), 0, 'no Revoke for the current session');
+  const elsewhere = page.locator('#session-list li:not(.current)');
+  assert.match(await elsewhere.textContent(), /Node\.js/);
+  await page.screenshot({ path: `${ARTIFACTS}/sessions.png` });
+
+  await elsewhere.locator('button:text("Revoke")').click();
+  await page.waitForSelector('#session-list li:nth-child(2)', { state: 'detached' });
+  assert.equal(await page.locator('#session-list li.current').count(), 1);
+  assert.equal(codeOf(await post(server, '{ me { id } }', {}, other.token)), 'UNAUTHENTICATED');
+  await page.click('#sessions-close');
+  await page.waitForSelector('#sessions', { state: 'hidden' });
+  await page.context().close();
+});
+
+test('Log out returns to the sign-in form, and the page\'s tokens are refused after', async () => {
+  const page = await person('frank');
+  const before = await keptSession(page);
+  assert.ok(before.token && before.refreshToken, 'the page keeps its tokens');
+  assert.equal(await page.evaluate(() => localStorage.getItem('confab.token')), before.token, 'for GraphiQL too');
+  assert.equal(codeOf(await post(server, '{ me { id } }', {}, before.token)), undefined);
+
+  await page.click('#logout');
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.equal(await page.isVisible('#chat'), false);
+  assert.equal(await page.isVisible('#error'), false, 'a chosen logout is no error');
+  await page.waitForFunction(() => localStorage.getItem('confab.token') === null);
+  assert.equal(await keptSession(page), null);
+  assert.equal(codeOf(await post(server, '{ me { id } }', {}, before.token)), 'UNAUTHENTICATED');
+  const refresh = 'mutation($t: String!) { refreshSession(refreshToken: $t) { token } }';
+  assert.equal(codeOf(await post(server, refresh, { t: before.refreshToken })), 'UNAUTHENTICATED');
+  await page.reload();
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.equal(await page.isVisible('#chat'), false, 'nothing signs the page in again');
+  await page.context().close();
+});
+
+test('a session ended from another client signs the page out, saying so', async () => {
+  const page = await person('gwen');
+  await createRoom(page, 'soon gone');
+  const other = await loginElsewhere(server, 'gwen');
+  const ended = await post(server, 'mutation { logoutEverywhere }', {}, other.token);
+  assert.equal(ended.data.logoutEverywhere, 2);
+  // The page's socket closes (4403); renewal is refused; the page says why.
+  await page.waitForSelector('#error:has-text("Signed out elsewhere")');
+  await page.waitForSelector('#signin:not([hidden])');
+  assert.equal(await page.isVisible('#chat'), false);
+  assert.equal(await page.textContent('#status'), 'offline');
+  await page.waitForFunction(() => localStorage.getItem('confab.token') === null);
+  assert.equal(await keptSession(page), null);
+  await page.screenshot({ path: `${ARTIFACTS}/signed-out-elsewhere.png` });
+  await page.context().close();
+});
+
+test('tabs share a session and renew it in turn; an expired token the server refuses is renewed', async () => {
+  // Access tokens that live 10 s: each tab renews a few times during this test.
+  const shortLived = await startConfab({ args: ['--token-ttl', '10s'] });
+  try {
+    const first = await person('hana', undefined, { on: shortLived });
+    assert.equal(await first.evaluate(() => Boolean(navigator.locks)), true, 'Web Locks coordinate the tabs');
+    await createRoom(first, 'renewals');
+    const issued = await keptSession(first);
+    // A second tab of the same browser is signed in already, with the same session.
+    const second = await first.context().newPage();
+    await second.goto(shortLived.url);
+    await second.waitForSelector('#status.live');
+    await second.click('#my-rooms li:has-text("renewals") span');
+    await second.waitForSelector('#room-name:text("renewals")');
+
+    // Another browser whose renewal timer cannot help (its clock reads the token as good for
+    // an hour): the server's refusal of the expired token must renew it.
+    const late = await person('hana', undefined, { on: shortLived, action: 'login' });
+    await keptSession(late, { expires: Date.now() + 3_600_000 });
+    await late.reload();
+    await late.waitForSelector('#status.live');
+    await late.click('#my-rooms li:has-text("renewals") span');
+    await late.waitForSelector('#room-name:text("renewals")');
+    const lateIssued = await keptSession(late);
+    const lateSignedInAt = Date.now();
+
+    // Past the first tokens' expiry, with both tabs' renewal timers having fired.
+    await first.waitForFunction((token) => localStorage.getItem('confab.token') !== token, issued.token, { timeout: 15_000 });
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, lateSignedInAt + 11_000 - Date.now())));
+    assert.equal(codeOf(await post(shortLived, '{ me { id } }', {}, issued.token)), 'UNAUTHENTICATED', 'the first token expired');
+    assert.equal(codeOf(await post(shortLived, '{ me { id } }', {}, lateIssued.token)), 'UNAUTHENTICATED', 'so did the late one');
+
+    await say(second, 'from the second tab');
+    await first.waitForSelector('#messages li:has-text("from the second tab")');
+    await say(first, 'from the first tab');
+    await second.waitForSelector('#messages li:has-text("from the first tab")');
+    await say(late, 'renewed when refused');
+    await first.waitForSelector('#messages li:has-text("renewed when refused")');
+    assert.notEqual((await keptSession(late)).token, lateIssued.token);
+    for (const page of [first, second, late]) {
+      assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
+    }
+    const shared = await keptSession(first);
+    assert.equal(await second.evaluate(() => localStorage.getItem('confab.token')), shared.token);
+    assert.notEqual(shared.refreshToken, issued.refreshToken, 'renewed, and the refresh token rotated');
+    // Two sessions: one for the browser with two tabs, one for the other browser.
+    const listed = await post(shortLived, '{ sessions { id current } }', {}, shared.token);
+    assert.equal(listed.data.sessions.length, 2);
+    await first.context().close();
+    await late.context().close();
+  } finally {
+    await shortLived.stop();
   }
 });

@@ -374,6 +374,22 @@ async fn a_revocation_on_one_instance_reaches_a_socket_and_the_cache_of_another(
         error_code(&me(&b, &session.access).await),
         "UNAUTHENTICATED"
     );
+
+    // A suspension through A (ada, the first account, is an admin) reaches bob on B.
+    let admin = login_as(&a, "ada", "admin").await;
+    let bob = b.register("bob").await;
+    assert!(signed_in(&me(&b, &bob.token).await));
+    let mut bob_on_b = socket(&b, &bob.token).await;
+    a.data(
+        Some(&admin.access),
+        "mutation($u: ID!) { suspendUser(userId: $u, reason: \"spam\") }",
+        json!({"u": bob.id}),
+    )
+    .await;
+    assert_eq!(bob_on_b.closed().await.0, 4403);
+    assert_eq!(error_code(&me(&b, &bob.token).await), "UNAUTHENTICATED");
+    let login = b.gql(None, LOGIN, json!({"u": "bob", "p": PASSWORD})).await;
+    assert_eq!(error_code(&login), "FORBIDDEN");
 }
 
 #[tokio::test]

@@ -163,7 +163,8 @@ impl ChatService {
         ))
     }
 
-    /// One of the caller's own messages (tombstones included); `FORBIDDEN` for another's.
+    /// One of the caller's own messages (tombstones included), in a room they are still a
+    /// member of; `FORBIDDEN` for another's, or once they have left the room.
     pub async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         let user = caller.user_id()?;
         let message = self
@@ -174,6 +175,7 @@ impl ChatService {
         if message.sender_id != user {
             return Err(Error::forbidden("only the author may change a message"));
         }
+        self.require_member(caller, message.room_id).await?;
         Ok(message)
     }
 }

@@ -261,3 +261,39 @@ async fn only_authors_edit_and_delete_and_deleted_messages_leave_the_history() {
         .await;
     assert_eq!(error_code(&body), "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn after_leaving_a_room_its_author_can_no_longer_edit_or_delete_there() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&ada, "lobby").await;
+    app.join(&bob, &room).await;
+    let id = app.send(&bob, &room, "said before leaving").await;
+    app.data(
+        Some(&bob.token),
+        "mutation($r: ID!) { leaveRoom(roomId: $r) }",
+        json!({"r": room}),
+    )
+    .await;
+
+    let edit = "mutation($m: ID!) { editMessage(messageId: $m, body: \"changed\") { id } }";
+    let delete = "mutation($m: ID!) { deleteMessage(messageId: $m) }";
+    let edited = app.gql(Some(&bob.token), edit, json!({"m": id})).await;
+    assert_eq!(error_code(&edited), "FORBIDDEN", "{edited}");
+    let deleted = app.gql(Some(&bob.token), delete, json!({"m": id})).await;
+    assert_eq!(error_code(&deleted), "FORBIDDEN", "{deleted}");
+    let rest = app
+        .http
+        .post(app.url("/delete_message"))
+        .bearer_auth(&bob.token)
+        .json(&json!({"messageID": id}))
+        .send()
+        .await
+        .expect("POST /delete_message");
+    assert_eq!(rest.status(), 403);
+    assert_eq!(
+        bodies(&page(&app, &ada, &room, json!({})).await),
+        ["said before leaving"]
+    );
+}

@@ -127,11 +127,12 @@ impl Connection {
                 () = &mut init_deadline, if !conn.initialised => {
                     Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
                 }
+                // Boxed, as a message's handling is: rare, and far larger than an idle socket.
                 () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
-                    conn.recheck_session().await
+                    Box::pin(conn.recheck_session()).await
                 }
                 heard = next_revocation(&mut conn.revocations), if conn.revocations.is_some() => {
-                    conn.on_revocation(heard).await
+                    Box::pin(conn.on_revocation(heard)).await
                 }
                 () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
                     // A normal closure: graphql-ws clients reconnect when they next subscribe.
@@ -398,11 +399,15 @@ impl Connection {
             finished: self.finished_tx.clone(),
             generation: self.generation,
         };
-        let request = request
+        let mut request = request
             .data(self.caller.clone())
             .data(self.client)
-            .data(self.agent.clone())
             .data(OperationStarted::new(started));
+        // Only a sign-in keeps the user agent (with its session), and no subscription signs in:
+        // a live subscription's data stays one entry smaller for as long as it runs.
+        if !subscription {
+            request = request.data(self.agent.clone());
+        }
         let task = tokio::spawn(run.run(request, fan_out));
         self.operations
             .insert(id, (self.generation, task.abort_handle()));

@@ -249,6 +249,10 @@ impl ChatService {
             .ok_or_else(|| Error::Unauthenticated("this account no longer exists".into()))?;
         let account = unique_key(&credentials.user.username);
         self.refuse_while_locked(&account).await?;
+        // A shape no password can have is wrong without a hash (and without counting).
+        if limits::password(password).is_err() {
+            return Err(Error::invalid(field, "is not your current password"));
+        }
         let right = self
             .passwords
             .verify(

@@ -53,6 +53,9 @@ pub enum Caller {
     User(Claims),
     /// Credentials were sent but are not valid; the reason is safe to show the client.
     Invalid(&'static str),
+    /// A valid token whose session could not be checked (the store did not answer): an
+    /// internal error, not a reason to sign in again.
+    Unavailable,
 }
 
 impl Caller {
@@ -64,6 +67,9 @@ impl Caller {
                 "sign in first: send Authorization: Bearer <token>".into(),
             )),
             Self::Invalid(why) => Err(Error::Unauthenticated((*why).into())),
+            Self::Unavailable => Err(Error::internal(
+                "a session could not be checked: the store did not answer",
+            )),
         }
     }
 

@@ -92,7 +92,9 @@ impl Tokens {
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
         let data = jsonwebtoken::decode::<Jwt>(token, &self.0.decoding, &self.0.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => "the token has expired; log in again",
+                ErrorKind::ExpiredSignature => {
+                    "the access token has expired; renew it with refreshSession, or sign in again"
+                }
                 _ => "the token is not valid",
             })?;
         let user_id = ObjectId::parse_str(&data.claims.sub)
@@ -185,7 +187,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             tokens.verify(&expired),
-            Err("the token has expired; log in again")
+            Err("the access token has expired; renew it with refreshSession, or sign in again")
         );
 
         let hs512 =

@@ -143,10 +143,11 @@ impl ChatService {
         match self.sessions.end(self.store.as_ref(), claims).await {
             Ok(Some(_)) => caller,
             Ok(None) => Caller::Invalid(SESSION_ENDED),
-            // The store did not answer: refuse rather than let a revoked session through.
+            // The store did not answer: refuse rather than let a revoked session through, as
+            // an internal error (the client's session may well be fine).
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check a session");
-                Caller::Invalid("cannot check your session now; try again")
+                Caller::Unavailable
             }
         }
     }

@@ -149,6 +149,9 @@ async fn authenticate(
         return Err("unauthenticated: send auth: {token: \"<access token>\"}".into());
     }
     let caller = service.authenticate(caller).await;
+    if let Caller::Unavailable = caller {
+        return Err("cannot check your session now; try again".into());
+    }
     let claims = caller
         .user()
         .map_err(|e| format!("unauthenticated: {e}"))?

@@ -263,32 +263,31 @@ impl Connection {
             );
         }
         let caller = std::mem::replace(&mut self.caller, Caller::Anonymous);
-        self.caller = edge_auth::from_init_payload(&self.ctx.tokens, payload.as_ref(), caller);
+        let caller = edge_auth::from_init_payload(&self.ctx.tokens, payload.as_ref(), caller);
+        self.caller = self.ctx.service.authenticate(caller).await;
         // Every subscription needs a member of a room, so a socket without a valid token has
         // nothing to do here: refused like a bad token, before it holds anything.
         let refusal = match self.caller {
-            Caller::Invalid(why) => Some(why),
-            Caller::Anonymous => {
-                Some("sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}")
-            }
             Caller::User(_) => None,
+            Caller::Invalid(why) => Some((CloseCode::Forbidden, "Forbidden", why)),
+            Caller::Anonymous => Some((
+                CloseCode::Forbidden,
+                "Forbidden",
+                "sign in: send connection_init with {\"authorization\": \"Bearer <token>\"}",
+            )),
+            Caller::Unavailable => Some((
+                CloseCode::InternalError,
+                "Internal server error",
+                "cannot check your session now; try again",
+            )),
         };
-        if let Some(why) = refusal {
+        if let Some((code, reason, why)) = refusal {
             if self.protocol == Protocol::Legacy {
                 let error = json!({"message": why});
                 self.send(frame(None, "connection_error", Some(error)))
                     .await;
             }
-            return Flow::close(CloseCode::Forbidden, "Forbidden");
-        }
-        self.caller = self.ctx.service.authenticate(self.caller.clone()).await;
-        if let Caller::Invalid(why) = self.caller {
-            if self.protocol == Protocol::Legacy {
-                let error = json!({"message": why});
-                self.send(frame(None, "connection_error", Some(error)))
-                    .await;
-            }
-            return Flow::close(CloseCode::Forbidden, "Forbidden");
+            return Flow::close(code, reason);
         }
         // Listening before the session's end is read: a revocation in between is not missed.
         self.revocations = Some(self.ctx.service.revocations());

@@ -66,8 +66,13 @@ pub async fn upgrade(
         .service
         .authenticate(edge_auth::from_headers(&ctx.tokens, &headers))
         .await;
-    if let Caller::Invalid(why) = header_caller {
-        return Problem::new(Code::Unauthenticated, why).graphql_response();
+    match header_caller {
+        Caller::Invalid(why) => return Problem::new(Code::Unauthenticated, why).graphql_response(),
+        Caller::Unavailable => {
+            return Problem::new(Code::InternalServerError, "cannot check your session now")
+                .graphql_response();
+        }
+        _ => {}
     }
     let offered = headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
     let ws = ws.protocols([TRANSPORT_WS, LEGACY_WS]);

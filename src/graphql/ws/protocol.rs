@@ -48,6 +48,8 @@ pub enum CloseCode {
     SubscriberExists = 4409,
     /// graphql-ws: a second `connection_init`.
     TooManyInits = 4429,
+    /// graphql-ws: the server failed (here: a session could not be checked).
+    InternalError = 4500,
 }
 
 /// A close frame.

@@ -219,7 +219,7 @@ pub enum Command {
 pub enum AdminAction {
     /// Make an account a server admin.
     Grant { username: String },
-    /// Make an account no longer a server admin (the first account always is one).
+    /// Make an account no longer a server admin.
     Revoke { username: String },
     /// Print a new single-use invitation code (for `--registration invite`).
     Invite,

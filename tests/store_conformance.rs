@@ -2021,6 +2021,9 @@ async fn the_first_user_is_an_admin_and_standing_follows_grants_and_suspensions(
     let standing = store.standing(bob.id).await.unwrap().expect("bob");
     assert!(!standing.admin && standing.suspended.is_none() && !standing.deleted);
 
+    // The first account's rights are stored, so they can be taken back like any other's.
+    store.set_admin(ada.id, false).await.unwrap();
+    assert!(!store.standing(ada.id).await.unwrap().expect("ada").admin);
     store.set_admin(bob.id, true).await.unwrap();
     assert!(store.standing(bob.id).await.unwrap().expect("bob").admin);
     store.set_admin(bob.id, false).await.unwrap();

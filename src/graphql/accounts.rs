@@ -8,6 +8,10 @@ use super::{
 };
 use crate::auth::UserAgent;
 
+/// What ending a session costs against `MAX_COMPLEXITY`: each is a store write and, the first
+/// time, a message to every instance, so one request may end at most a few dozen.
+const SESSION_WRITE_COST: usize = super::MAX_COMPLEXITY / 50;
+
 /// About the most JSON `exportMyData` carries: its answer must fit one response
 /// (`http::MAX_RESPONSE`, 4 MiB), with room for escaping.
 const EXPORT_BYTES: usize = 2 * 1024 * 1024;
@@ -126,17 +130,20 @@ impl AccountMutation {
     }
 
     /// Ends the caller's session: its tokens are refused and its sockets close, everywhere.
+    #[graphql(complexity = "SESSION_WRITE_COST")]
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
         service(ctx)?.logout(caller(ctx)).await.gql()
     }
 
     /// Ends every session of the caller's, this one included; returns how many.
+    #[graphql(complexity = "SESSION_WRITE_COST")]
     async fn logout_everywhere(&self, ctx: &Context<'_>) -> Result<i32> {
         let count = service(ctx)?.logout_everywhere(caller(ctx)).await.gql()?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
     /// Ends one of the caller's sessions (see `sessions`).
+    #[graphql(complexity = "SESSION_WRITE_COST")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let id = id_arg("id", &id)?;
         service(ctx)?.revoke_session(caller(ctx), id).await.gql()

@@ -1,5 +1,6 @@
 //! Server admins: suspending accounts and making invitation codes. An admin is the first
-//! account ever created, or one granted with `confab admin grant USERNAME`.
+//! account created on a new database, or one granted with `confab admin grant USERNAME` (a
+//! database from before admins existed has none until one is granted).
 
 use super::{ChatService, limits};
 use crate::{

@@ -33,7 +33,10 @@ use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
 pub use page::PageArgs;
-pub use sessions::{CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED, SessionStats};
+pub use sessions::{
+    CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED, RECHECK_SOCKETS as SESSION_RECHECK,
+    SessionStats,
+};
 
 /// What bounds each account and each client address: rates, and how many rooms one may join.
 pub struct Guards {
@@ -222,5 +225,9 @@ impl UserCache {
 
     fn forget(&self, id: UserId) {
         self.0.invalidate(&id);
+    }
+
+    fn forget_all(&self) {
+        self.0.invalidate_all();
     }
 }

@@ -24,6 +24,11 @@ use crate::{
 /// How long a session read from the store is trusted without hearing of it again.
 pub const CACHE_FOR: Duration = Duration::from_secs(60);
 
+/// How often an open socket checks its session even when it hears nothing: bounds how long a
+/// socket outlives a revocation that was lost (Redis down, and the instance that revoked
+/// stopped before it could tell the others).
+pub const RECHECK_SOCKETS: Duration = Duration::from_secs(600);
+
 /// Most sessions `sessions` lists (`--max-sessions-per-user` is at most this).
 pub const MAX_SESSIONS_LISTED: usize = 200;
 
@@ -45,6 +50,9 @@ pub struct SessionStats {
 /// What one instance knows of sessions.
 pub(super) struct SessionGate {
     pub(super) stats: SessionStats,
+    /// Revocations once applied here: what sockets listen to, so a socket that rechecks on
+    /// hearing one reads a cache that already knows it.
+    applied: tokio::sync::broadcast::Sender<Arc<Revocation>>,
     /// Sessions read from the store: their user and end.
     known: moka::sync::Cache<SessionId, (UserId, DateTime<Utc>)>,
     /// Sessions heard revoked, for longer than their access tokens live.
@@ -58,6 +66,7 @@ impl SessionGate {
         let remember = token_ttl + CACHE_FOR;
         Self {
             stats: SessionStats::default(),
+            applied: tokio::sync::broadcast::channel(crate::bus::REVOCATION_BUFFER).0,
             known: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_live(CACHE_FOR)
@@ -75,7 +84,6 @@ impl SessionGate {
 
     /// Applies a revocation heard on the bus (or made here).
     pub(super) fn apply(&self, revocation: &Revocation) {
-        self.stats.revocations.inc();
         match revocation {
             Revocation::Sessions(ids) => {
                 for id in ids {
@@ -83,12 +91,16 @@ impl SessionGate {
                     self.known.invalidate(id);
                 }
             }
+            // `ended_users` is checked before `known`: no need to forget every session.
             Revocation::User(user) => {
                 self.ended_users.insert(*user, Utc::now());
-                self.known.invalidate_all();
             }
             Revocation::Recheck => self.known.invalidate_all(),
-            Revocation::Reinstated(user) => self.ended_users.invalidate(user),
+            // What was read while the user was suspended may be stale either way.
+            Revocation::Reinstated(user) => {
+                self.ended_users.invalidate(user);
+                self.known.invalidate_all();
+            }
         }
     }
 
@@ -113,7 +125,9 @@ impl SessionGate {
             return Ok(None);
         };
         // A revocation heard while reading wins.
-        if self.revoked.contains_key(&claims.session_id) {
+        if self.revoked.contains_key(&claims.session_id)
+            || self.ended_users.contains_key(&claims.user_id)
+        {
             return Ok(None);
         }
         self.known
@@ -164,9 +178,10 @@ impl ChatService {
         &self.sessions.stats
     }
 
-    /// Revocations told from now on, by any instance (sockets close with their session).
+    /// Revocations told from now on, by any instance, each once this instance's cache has
+    /// applied it (sockets close with their session, and recheck against an up-to-date cache).
     pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Arc<Revocation>> {
-        self.bus.revocations()
+        self.sessions.applied.subscribe()
     }
 
     /// Starts a session for `user` and issues its first tokens.
@@ -198,6 +213,16 @@ impl ChatService {
             _ => return Err(Error::internal("a new session could not take its token")),
         };
         self.end_sessions_beyond_the_most(user.id).await?;
+        // A suspension or deletion that ran while this sign-in was under way revoked every
+        // session but this one, which did not exist yet.
+        let standing = self.store.standing(user.id).await?;
+        if let Some(standing) = standing.filter(|s| s.suspended.is_some() || s.deleted) {
+            self.store.revoke_session(session.id).await?;
+            return Err(match standing.suspended {
+                Some(reason) => Error::forbidden(format!("this account is suspended: {reason}")),
+                None => Error::Unauthenticated("this account no longer exists".into()),
+            });
+        }
         self.payload(user, &session, refresh_token)
     }
 
@@ -266,7 +291,15 @@ impl ChatService {
             .await?
         {
             Rotation::Rotated(session) => {
-                let user = self.user(session.user_id).await.map_err(|_| refused())?;
+                // A session that outlived its account's suspension or deletion (one started
+                // by a login that raced it) ends here, not at its next 30 days.
+                let standing = self.store.standing(session.user_id).await?;
+                if !standing.is_some_and(|s| s.suspended.is_none() && !s.deleted) {
+                    self.store.revoke_session(session.id).await?;
+                    self.announce(Revocation::Sessions(vec![session.id])).await;
+                    return Err(refused());
+                }
+                let user = self.user(session.user_id).await?;
                 self.payload(user, &session, next_token)
             }
             Rotation::Reused(session) => {
@@ -286,8 +319,11 @@ impl ChatService {
     pub async fn logout(&self, caller: &Caller) -> Result<bool> {
         let claims = caller.user()?;
         let written = self.store.revoke_session(claims.session_id).await?;
-        self.announce(Revocation::Sessions(vec![claims.session_id]))
-            .await;
+        // Told only when it changed something: a repeated logout costs no broadcast.
+        if written.changed {
+            self.announce(Revocation::Sessions(vec![claims.session_id]))
+                .await;
+        }
         Ok(written.changed)
     }
 
@@ -309,7 +345,9 @@ impl ChatService {
             return Err(not_found());
         }
         let written = self.store.revoke_session(id).await?;
-        self.announce(Revocation::Sessions(vec![id])).await;
+        if written.changed {
+            self.announce(Revocation::Sessions(vec![id])).await;
+        }
         Ok(written.changed)
     }
 
@@ -342,17 +380,22 @@ impl ChatService {
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
             loop {
-                match heard.recv().await {
-                    Ok(revocation) => {
-                        // A deleted account is shown differently: read it again.
-                        if let Revocation::User(id) = *revocation {
-                            users.forget(id);
-                        }
-                        gate.apply(&revocation);
-                    }
-                    Err(RecvError::Lagged(_)) => gate.apply(&Revocation::Recheck),
+                let revocation = match heard.recv().await {
+                    Ok(revocation) => revocation,
+                    // Some were missed: everything cached may be stale.
+                    Err(RecvError::Lagged(_)) => Arc::new(Revocation::Recheck),
                     Err(RecvError::Closed) => return,
+                };
+                match *revocation {
+                    // A deleted account is shown differently: read it again.
+                    Revocation::User(id) => users.forget(id),
+                    Revocation::Recheck => users.forget_all(),
+                    _ => {}
                 }
+                gate.stats.revocations.inc();
+                gate.apply(&revocation);
+                // Nobody listening is fine.
+                let _ = gate.applied.send(revocation);
             }
         })
         .abort_handle()
@@ -383,5 +426,60 @@ impl ChatService {
             }
         })
         .abort_handle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::{ClientIp, Tokens},
+        bus::LocalBus,
+        config::Registration,
+        service::{AccountPolicy, Guards},
+        store::sqlite::SqliteStore,
+    };
+
+    async fn service() -> (ChatService, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let policy = AccountPolicy {
+            session_ttl: Duration::from_secs(3600),
+            max_sessions: 10,
+            registration: Registration::Open,
+            username_quarantine: Duration::ZERO,
+        };
+        let service = ChatService::new(
+            store.clone(),
+            Arc::new(LocalBus::new()),
+            Tokens::new(&[7; 32], Duration::from_secs(60)),
+            Guards::off(),
+            policy,
+        );
+        (service, store)
+    }
+
+    /// A session can outlive its account's suspension when the login that started it raced
+    /// the suspension (which revoked every session but one not yet stored). Here that session
+    /// is made by suspending in the store alone; its refresh must end it.
+    #[tokio::test]
+    async fn a_session_that_outlived_a_suspension_ends_at_its_next_refresh() {
+        let (service, store) = service().await;
+        let signed_in = service
+            .register(ClientIp::local(), None, "ada", "correct horse", None)
+            .await
+            .unwrap();
+        store
+            .set_suspended(signed_in.user.id, Some("spam"))
+            .await
+            .unwrap();
+        let refused = service
+            .refresh_session(ClientIp::local(), &signed_in.refresh_token)
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Unauthenticated(_))),
+            "{refused:?}"
+        );
+        let session = store.session(signed_in.session_id).await.unwrap().unwrap();
+        assert!(session.revoked_at.is_some(), "the session is revoked too");
     }
 }

@@ -148,6 +148,9 @@ async fn authenticate(
     if let Caller::Anonymous = caller {
         return Err("unauthenticated: send auth: {token: \"<access token>\"}".into());
     }
+    // Listening before the session is checked: a revocation applied after the check is heard,
+    // one applied before it is what the check sees.
+    let revocations = service.revocations();
     let caller = service.authenticate(caller).await;
     if let Caller::Unavailable = caller {
         return Err("cannot check your session now; try again".into());
@@ -156,8 +159,6 @@ async fn authenticate(
         .user()
         .map_err(|e| format!("unauthenticated: {e}"))?
         .clone();
-    // Listening before the session's end is read: a revocation in between is not missed.
-    let revocations = service.revocations();
     let end = match service.session_end(&claims).await {
         Ok(Some(end)) => end,
         Ok(None) => return Err("unauthenticated: this session has ended; sign in again".into()),
@@ -194,6 +195,8 @@ async fn watch_session(
 ) {
     loop {
         let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
+        // Checked again at least this often, should a revocation be lost.
+        let left = left.min(crate::service::SESSION_RECHECK);
         let recheck = tokio::select! {
             () = tokio::time::sleep(left) => true,
             heard = revocations.recv() => match heard {

@@ -92,8 +92,8 @@ pub trait Store:
 /// Users: accounts, by id and by name.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Creates a user; `Conflict { field: "username" }` when a name with the same
-    /// [`unique_key`] exists (the name in any letter case, or a look-alike).
+    /// Creates a user, an admin when it is the first account; `Conflict { field: "username" }`
+    /// when a name with the same [`unique_key`] exists (in any letter case, or a look-alike).
     async fn create_user(&self, username: &str, password_hash: &str) -> Result<User>;
     /// A user by id.
     async fn user(&self, id: UserId) -> Result<Option<User>>;
@@ -105,8 +105,7 @@ pub trait UserStore: Send + Sync {
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
     /// Whether any account was ever created.
     async fn has_users(&self) -> Result<bool>;
-    /// What a user may do: whether an admin, suspended, deleted. The first account ever created
-    /// is an admin. `None` for no such user.
+    /// What a user may do: whether an admin, suspended, deleted. `None` for no such user.
     async fn standing(&self, id: UserId) -> Result<Option<Standing>>;
     /// Makes a user a server admin, or not; `NotFound` when there is no such user.
     async fn set_admin(&self, id: UserId, admin: bool) -> Result<()>;

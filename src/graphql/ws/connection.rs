@@ -264,6 +264,9 @@ impl Connection {
         }
         let caller = std::mem::replace(&mut self.caller, Caller::Anonymous);
         let caller = edge_auth::from_init_payload(&self.ctx.tokens, payload.as_ref(), caller);
+        // Listening before the session is checked: a revocation applied after the check is
+        // heard, one applied before it is what the check sees.
+        let revocations = self.ctx.service.revocations();
         self.caller = self.ctx.service.authenticate(caller).await;
         // Every subscription needs a member of a room, so a socket without a valid token has
         // nothing to do here: refused like a bad token, before it holds anything.
@@ -289,8 +292,7 @@ impl Connection {
             }
             return Flow::close(code, reason);
         }
-        // Listening before the session's end is read: a revocation in between is not missed.
-        self.revocations = Some(self.ctx.service.revocations());
+        self.revocations = Some(revocations);
         if let Flow::Close(code, reason) = self.recheck_session().await {
             return Flow::Close(code, reason);
         }
@@ -311,7 +313,8 @@ impl Connection {
         match self.ctx.service.session_end(claims).await {
             Ok(Some(end)) => {
                 let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
-                self.deadline = Some(Instant::now() + left);
+                // Checked again at least this often, should a revocation be lost.
+                self.deadline = Some(Instant::now() + left.min(crate::service::SESSION_RECHECK));
                 Flow::Continue
             }
             Ok(None) => Flow::close(CloseCode::Forbidden, "Forbidden: the session has ended"),

@@ -36,7 +36,9 @@ impl UserStore for MongoStore {
                 key_version: UNIQUE_KEY_VERSION,
                 password_hash: password_hash.to_owned(),
                 created_at: now(),
-                is_admin: false,
+                // The first account is the server's first admin. Two first registrations at
+                // once on two instances may both be.
+                is_admin: db.users.find_one(doc! {}).await?.is_none(),
                 suspended: None,
                 deleted_at: None,
                 name_released_at: None,
@@ -104,20 +106,15 @@ impl UserStore for MongoStore {
     }
 
     async fn standing(&self, id: UserId) -> Result<Option<Standing>> {
-        let Some(user) = self.users.find_one(doc! {"_id": id}).await? else {
-            return Ok(None);
-        };
-        let first = self
+        Ok(self
             .users
-            .find_one(doc! {})
-            .sort(doc! {"_id": 1})
+            .find_one(doc! {"_id": id})
             .await?
-            .map(|d| d.id);
-        Ok(Some(Standing {
-            admin: user.is_admin || first == Some(id),
-            suspended: user.suspended,
-            deleted: user.deleted_at.is_some(),
-        }))
+            .map(|user| Standing {
+                admin: user.is_admin,
+                suspended: user.suspended,
+                deleted: user.deleted_at.is_some(),
+            }))
     }
 
     async fn set_admin(&self, id: UserId, admin: bool) -> Result<()> {

@@ -41,9 +41,11 @@ impl UserStore for SqliteStore {
                 username,
                 created_at: now(),
             };
+            // The first account is the server's first admin, decided in the writer, so two
+            // first registrations cannot both be.
             conn.prepare_cached(
-                "INSERT INTO users (id, username, username_key, password_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO users (id, username, username_key, password_hash, created_at, is_admin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NOT EXISTS (SELECT 1 FROM users))",
             )?
             .execute(params![
                 user.id.bytes(),
@@ -135,9 +137,7 @@ impl UserStore for SqliteStore {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT is_admin OR id = (SELECT MIN(id) FROM users), suspended,
-                         deleted_at IS NOT NULL
-                     FROM users WHERE id = ?1",
+                    "SELECT is_admin, suspended, deleted_at IS NOT NULL FROM users WHERE id = ?1",
                 )?
                 .query_row([id.bytes()], |r| {
                     Ok(Standing {

@@ -2098,16 +2098,26 @@ async fn messages_by_lists_a_senders_live_messages_in_id_order(store: Arc<dyn St
 
 async fn delete_room_removes_its_messages_and_frees_its_name(store: Arc<dyn Store>) {
     let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
     let lobby = room(&*store, "lobby", &ada).await;
     let den = room(&*store, "den", &ada).await;
+    store.add_member(lobby.id, bob.id).await.unwrap();
     let gone = send(&*store, &lobby, &ada, "gone", None).await.value;
     let kept = send(&*store, &den, &ada, "kept", None).await.value;
 
-    assert!(store.delete_room(lobby.id).await.unwrap());
-    assert!(!store.delete_room(lobby.id).await.unwrap());
+    let mut left = store.delete_room(lobby.id).await.unwrap();
+    left.sort();
+    let mut members = vec![ada.id, bob.id];
+    members.sort();
+    assert_eq!(left, members, "the members it found are returned");
+    assert!(matches!(
+        store.delete_room(lobby.id).await,
+        Err(Error::NotFound(_))
+    ));
     assert!(store.room(lobby.id).await.unwrap().is_none());
     assert!(store.message(gone.id).await.unwrap().is_none());
     assert!(!store.is_member(lobby.id, ada.id).await.unwrap());
+    assert_eq!(store.room_count_of(bob.id).await.unwrap(), 0);
     assert_eq!(
         store.message(kept.id).await.unwrap().map(|m| m.id),
         Some(kept.id)

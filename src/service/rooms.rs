@@ -4,7 +4,7 @@ use super::{ChatService, PageArgs, limits};
 use crate::{
     auth::Caller,
     error::{Error, Result},
-    model::{Page, PageRequest, Room, RoomId, User},
+    model::{Page, PageRequest, Room, RoomEvent, RoomId, User},
     service::limiter::Kind,
 };
 
@@ -77,9 +77,20 @@ impl ChatService {
                 self.store.remove_member(room, member.id).await?;
             }
         }
-        let deleted = self.store.delete_room(room).await?;
+        // Whoever joined while the others were leaving is told here, straight on the bus (the
+        // store announces nothing for a deleted room), so their subscriptions end too.
+        for user in self.store.delete_room(room).await? {
+            if let Ok(user) = self.user(user).await {
+                self.bus
+                    .publish(RoomEvent::MemberLeft {
+                        room_id: room,
+                        user,
+                    })
+                    .await;
+            }
+        }
         tracing::info!(%admin, %room, "room deleted");
-        Ok(deleted)
+        Ok(true)
     }
 
     pub async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>> {

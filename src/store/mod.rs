@@ -233,9 +233,10 @@ pub trait RoomStore: Send + Sync {
     async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>>;
     /// How many rooms a user belongs to.
     async fn room_count_of(&self, user: UserId) -> Result<u64>;
-    /// Deletes a room with its messages and memberships (announcing nothing: the service has
-    /// each member leave first); `false` when there was no such room. Its name is free again.
-    async fn delete_room(&self, room: RoomId) -> Result<bool>;
+    /// Deletes a room with its messages and memberships, announcing nothing (the service has
+    /// each member leave first), and returns the members it still found (someone who joined
+    /// meanwhile); `NotFound` when there is no such room. Its name is free again.
+    async fn delete_room(&self, room: RoomId) -> Result<Vec<UserId>>;
 }
 
 /// Messages, and the changes to them that subscribers follow.

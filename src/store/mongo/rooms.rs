@@ -123,13 +123,22 @@ impl RoomStore for MongoStore {
         .await
     }
 
-    async fn delete_room(&self, room: RoomId) -> Result<bool> {
+    async fn delete_room(&self, room: RoomId) -> Result<Vec<UserId>> {
         self.in_task(move |db| async move {
             let _room = db.room_locks.lock(room).await;
-            db.messages.delete_many(doc! {"room_id": room}).await?;
+            if db.rooms.find_one(doc! {"_id": room}).await?.is_none() {
+                return Err(Error::not_found("room not found"));
+            }
+            let left: Vec<MembershipDoc> = db
+                .memberships
+                .find(doc! {"room_id": room})
+                .await?
+                .try_collect()
+                .await?;
             db.memberships.delete_many(doc! {"room_id": room}).await?;
-            let deleted = db.rooms.delete_one(doc! {"_id": room}).await?;
-            Ok(deleted.deleted_count == 1)
+            db.messages.delete_many(doc! {"room_id": room}).await?;
+            db.rooms.delete_one(doc! {"_id": room}).await?;
+            Ok(left.into_iter().map(|m| m.user_id).collect())
         })
         .await
     }

@@ -129,16 +129,21 @@ impl RoomStore for SqliteStore {
         .await
     }
 
-    async fn delete_room(&self, room: RoomId) -> Result<bool> {
+    async fn delete_room(&self, room: RoomId) -> Result<Vec<UserId>> {
         self.write(move |conn, _| {
-            for table in ["messages", "memberships"] {
-                conn.prepare_cached(&format!("DELETE FROM {table} WHERE room_id = ?1"))?
-                    .execute([room.bytes()])?;
-            }
-            Ok(conn
+            let left = conn
+                .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 RETURNING user_id")?
+                .query_map([room.bytes()], |r| id_at(r, 0))?
+                .collect::<rusqlite::Result<Vec<UserId>>>()?;
+            conn.prepare_cached("DELETE FROM messages WHERE room_id = ?1")?
+                .execute([room.bytes()])?;
+            let deleted = conn
                 .prepare_cached("DELETE FROM rooms WHERE id = ?1")?
-                .execute([room.bytes()])?
-                > 0)
+                .execute([room.bytes()])?;
+            if deleted == 0 {
+                return Err(Error::not_found("room not found"));
+            }
+            Ok(left)
         })
         .await
     }

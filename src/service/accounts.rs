@@ -337,9 +337,6 @@ impl ChatService {
     /// page by page, so an export of any size is streamed).
     pub async fn export_account(&self, caller: &Caller) -> Result<serde_json::Value> {
         let me = self.me(caller).await?;
-        let time = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
         let sessions: Vec<_> = self
             .sessions(caller)
             .await?
@@ -395,9 +392,6 @@ impl ChatService {
         limit: usize,
     ) -> Result<Vec<(crate::model::MessageId, serde_json::Value)>> {
         let me = caller.user_id()?;
-        let time = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
         Ok(self
             .store
             .messages_by(me, after, limit)
@@ -451,3 +445,8 @@ impl ChatService {
 
 /// How many messages or memberships account deletion handles per store read.
 const PURGE_BATCH: usize = 500;
+
+/// A time as an export shows it: RFC 3339, UTC, milliseconds.
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -111,6 +111,23 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// A counter from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     pub async fn register(&self, username: &str) -> Session {
         let data = self
             .data(

@@ -270,23 +270,6 @@ async fn resuming_from_a_message_of_another_room_is_refused() {
     assert_eq!(refused["payload"][0]["extensions"]["field"], "after");
 }
 
-/// A counter from `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_is_rendered_once_for_every_subscriber_of_one_operation() {
     let app = TestApp::spawn().await;
@@ -325,8 +308,8 @@ async fn an_event_is_rendered_once_for_every_subscriber_of_one_operation() {
         .await;
     assert!(other.ping_pong().await.is_empty());
     let (renders, deliveries) = (
-        metric(&app, "confab_event_renders_total").await,
-        metric(&app, "confab_event_deliveries_total").await,
+        app.metric("confab_event_renders_total").await,
+        app.metric("confab_event_deliveries_total").await,
     );
 
     let id = app.send(&ada, &room, "for everyone").await;
@@ -346,11 +329,11 @@ async fn an_event_is_rendered_once_for_every_subscriber_of_one_operation() {
         json!({"data": {"roomEvents": {"message": {"body": "for everyone"}}}})
     );
     assert_eq!(
-        metric(&app, "confab_event_deliveries_total").await - deliveries,
+        app.metric("confab_event_deliveries_total").await - deliveries,
         5
     );
     assert_eq!(
-        metric(&app, "confab_event_renders_total").await - renders,
+        app.metric("confab_event_renders_total").await - renders,
         2,
         "one rendering per distinct operation"
     );

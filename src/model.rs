@@ -73,6 +73,8 @@ id_types! {
     MessageId;
     /// A session's id: one sign-in, the family of the refresh tokens rotated from it.
     SessionId;
+    /// An entry of a room's moderation log.
+    ModerationId;
 }
 
 /// Parses a client-supplied id of the kind `T` wants, naming the field when it is not 24 hex
@@ -117,8 +119,153 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Room {
     pub id: RoomId,
+    /// Empty for a direct room, which is named after the other person by whoever looks.
     pub name: String,
     pub created_by: UserId,
+    pub created_at: DateTime<Utc>,
+    pub visibility: RoomVisibility,
+    pub topic: Option<String>,
+    /// The two people of a direct room (the smaller id first); `None` for any other room.
+    pub direct: Option<[UserId; 2]>,
+}
+
+impl Room {
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.visibility == RoomVisibility::Private
+    }
+}
+
+/// Who may see and join a room: anyone signed in (`Public`), or its members and the people
+/// they invite (`Private`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RoomVisibility {
+    Public,
+    Private,
+}
+
+impl RoomVisibility {
+    /// How stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "public" => Some(Self::Public),
+            "private" => Some(Self::Private),
+            _ => None,
+        }
+    }
+}
+
+/// A member's standing in a room. Ordered: `Owner > Admin > Member`; one acts only on those of
+/// a lower role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RoomRole {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl RoomRole {
+    /// How stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "owner" => Some(Self::Owner),
+            "admin" => Some(Self::Admin),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+
+    /// Whether this role moderates a room (kicks, bans, edits it, deletes any message).
+    pub fn moderates(self) -> bool {
+        self >= Self::Admin
+    }
+}
+
+/// One person's membership of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub room_id: RoomId,
+    pub user: User,
+    pub role: RoomRole,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An invitation to join a room, until the invitee joins or declines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub room_id: RoomId,
+    pub invitee: UserId,
+    pub inviter: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a moderator did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModerationAction {
+    Kick,
+    Ban,
+    Unban,
+    RoleChange,
+    RoomUpdate,
+    MessageDelete,
+}
+
+impl ModerationAction {
+    /// How stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kick => "kick",
+            Self::Ban => "ban",
+            Self::Unban => "unban",
+            Self::RoleChange => "role_change",
+            Self::RoomUpdate => "room_update",
+            Self::MessageDelete => "message_delete",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Option<Self> {
+        [
+            Self::Kick,
+            Self::Ban,
+            Self::Unban,
+            Self::RoleChange,
+            Self::RoomUpdate,
+            Self::MessageDelete,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == stored)
+    }
+}
+
+/// One entry of a room's moderation log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModerationEntry {
+    pub id: ModerationId,
+    pub room_id: RoomId,
+    pub action: ModerationAction,
+    pub actor: UserId,
+    pub target: Option<UserId>,
+    pub message: Option<MessageId>,
+    /// The reason given (a ban), or what changed (a role change, a room update).
+    pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -133,6 +280,8 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Who deleted it, when someone other than its author did (a moderator).
+    pub deleted_by: Option<UserId>,
     /// The room's change sequence number of this message's latest change (its creation, edit
     /// or deletion): every message change in a room takes the next number, in commit order,
     /// across every instance. Internal: a subscriber that misses events reads the changes
@@ -156,6 +305,8 @@ pub enum RoomEvent {
         message_id: MessageId,
         /// The deletion's change sequence number (see [`Message::seq`]).
         seq: u64,
+        /// The moderator who deleted it, when its author did not.
+        deleted_by: Option<UserId>,
     },
     MemberJoined {
         room_id: RoomId,
@@ -170,6 +321,26 @@ pub enum RoomEvent {
         user: User,
         typing: bool,
     },
+    MemberRoleChanged {
+        room_id: RoomId,
+        user: User,
+        role: RoomRole,
+    },
+    /// A moderator removed `user` from the room (a departure, like `MemberLeft`).
+    MemberKicked {
+        room_id: RoomId,
+        user: User,
+        by: User,
+    },
+    /// A moderator banned `user` from the room (a departure when they were a member).
+    MemberBanned {
+        room_id: RoomId,
+        user: User,
+        by: User,
+        reason: Option<String>,
+    },
+    /// The room's name, topic or visibility changed.
+    RoomUpdated(Room),
 }
 
 impl RoomEvent {
@@ -179,7 +350,22 @@ impl RoomEvent {
             Self::MessageDeleted { room_id, .. }
             | Self::MemberJoined { room_id, .. }
             | Self::MemberLeft { room_id, .. }
-            | Self::Typing { room_id, .. } => *room_id,
+            | Self::Typing { room_id, .. }
+            | Self::MemberRoleChanged { room_id, .. }
+            | Self::MemberKicked { room_id, .. }
+            | Self::MemberBanned { room_id, .. } => *room_id,
+            Self::RoomUpdated(room) => room.id,
+        }
+    }
+
+    /// The user whose membership this event ends, if it ends one: they left, were kicked or
+    /// were banned.
+    pub fn departed(&self) -> Option<UserId> {
+        match self {
+            Self::MemberLeft { user, .. }
+            | Self::MemberKicked { user, .. }
+            | Self::MemberBanned { user, .. } => Some(user.id),
+            _ => None,
         }
     }
 

@@ -15,10 +15,13 @@ use chrono::{Duration, Utc};
 use confab::{
     error::Error,
     model::{
-        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, Session,
-        SessionId, User, UserId,
+        Message, MessageId, ObjectId, Page, PageRequest, Room, RoomEvent, RoomId, RoomRole,
+        Session, SessionId, User, UserId,
     },
-    store::{DELETED_USER, NewMessage, NewSession, RoomHead, Rotation, Store, TokenHash, Written},
+    store::{
+        DELETED_USER, Departure, NewMessage, NewRoom, NewSession, RoomHead, Rotation, Store,
+        TokenHash, Written,
+    },
 };
 
 /// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
@@ -134,7 +137,7 @@ async fn user(store: &dyn Store, name: &str) -> User {
 
 async fn room(store: &dyn Store, name: &str, creator: &User) -> Room {
     store
-        .create_room(name, creator.id)
+        .create_room(NewRoom::public(name, creator.id))
         .await
         .unwrap_or_else(|e| panic!("create room {name}: {e:?}"))
 }
@@ -370,7 +373,10 @@ async fn room_names_are_unique_in_any_letter_case(store: Arc<dyn Store>) {
     let bob = user(store, "bob").await;
     let general = room(store, "General", &alice).await;
     for taken in ["General", "general", "GENERAL"] {
-        let err = store.create_room(taken, bob.id).await.unwrap_err();
+        let err = store
+            .create_room(NewRoom::public(taken, bob.id))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::Conflict { field: "name", .. }),
             "create_room({taken:?}) after \"General\": {err:?}"
@@ -405,7 +411,10 @@ async fn look_alike_room_names_conflict(store: Arc<dyn Store>) {
         "m\u{3BF}dern art",
     ];
     for name in taken {
-        let err = store.create_room(name, bob.id).await.unwrap_err();
+        let err = store
+            .create_room(NewRoom::public(name, bob.id))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::Conflict { field: "name", .. }),
             "create_room({name:?}) after \"lobby\" and \"Modern Art\": {err:?}"
@@ -476,7 +485,10 @@ async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
     let general = room(store, "general", &alice).await;
 
     assert!(!store.is_member(general.id, bob.id).await.unwrap());
-    let first_join = store.add_member(general.id, bob.id).await.unwrap();
+    let first_join = store
+        .add_member(general.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
     assert_eq!(
         first_join,
         Written {
@@ -484,7 +496,10 @@ async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
             changed: true
         }
     );
-    let second_join = store.add_member(general.id, bob.id).await.unwrap();
+    let second_join = store
+        .add_member(general.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
     assert_eq!(
         second_join,
         Written {
@@ -496,12 +511,15 @@ async fn add_member_is_idempotent_and_needs_a_room(store: Arc<dyn Store>) {
     assert_eq!(store.member_count(general.id).await.unwrap(), 2);
 
     // The creator is already a member.
-    let again = store.add_member(general.id, alice.id).await.unwrap();
+    let again = store
+        .add_member(general.id, alice.id, RoomRole::Member)
+        .await
+        .unwrap();
     assert!(!again.changed, "re-adding the creator");
     assert_eq!(store.member_count(general.id).await.unwrap(), 2);
 
     let err = store
-        .add_member(ObjectId::new().into(), bob.id)
+        .add_member(ObjectId::new().into(), bob.id, RoomRole::Member)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "unknown room: {err:?}");
@@ -513,9 +531,15 @@ async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>
     let alice = user(store, "alice").await;
     let bob = user(store, "bob").await;
     let general = room(store, "general", &alice).await;
-    store.add_member(general.id, bob.id).await.unwrap();
+    store
+        .add_member(general.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
 
-    let left = store.remove_member(general.id, bob.id).await.unwrap();
+    let left = store
+        .remove_member(general.id, bob.id, Departure::Left)
+        .await
+        .unwrap();
     assert_eq!(
         left,
         Written {
@@ -523,7 +547,10 @@ async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>
             changed: true
         }
     );
-    let left_again = store.remove_member(general.id, bob.id).await.unwrap();
+    let left_again = store
+        .remove_member(general.id, bob.id, Departure::Left)
+        .await
+        .unwrap();
     assert_eq!(
         left_again,
         Written {
@@ -541,13 +568,16 @@ async fn remove_member_reports_whether_it_changed_anything(store: Arc<dyn Store>
     assert_eq!(store.members(general.id, 10).await.unwrap(), vec![alice]);
 
     let never = store
-        .remove_member(ObjectId::new().into(), bob.id)
+        .remove_member(ObjectId::new().into(), bob.id, Departure::Left)
         .await
         .unwrap();
     assert!(!never.changed, "no membership in an unknown room");
 
     // Leaving is not forever.
-    let back = store.add_member(general.id, bob.id).await.unwrap();
+    let back = store
+        .add_member(general.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
     assert!(back.changed, "rejoining");
     assert!(store.is_member(general.id, bob.id).await.unwrap());
 }
@@ -561,7 +591,10 @@ async fn members_come_in_join_order_up_to_the_limit(store: Arc<dyn Store>) {
     }
     let general = room(store, "general", &users[3]).await;
     for u in [&users[2], &users[1], &users[0]] {
-        store.add_member(general.id, u.id).await.unwrap();
+        store
+            .add_member(general.id, u.id, RoomRole::Member)
+            .await
+            .unwrap();
     }
 
     let all = store.members(general.id, 10).await.unwrap();
@@ -577,8 +610,14 @@ async fn members_come_in_join_order_up_to_the_limit(store: Arc<dyn Store>) {
     assert_eq!(store.member_count(general.id).await.unwrap(), 4);
 
     // Leaving and rejoining puts a member last.
-    store.remove_member(general.id, users[2].id).await.unwrap();
-    store.add_member(general.id, users[2].id).await.unwrap();
+    store
+        .remove_member(general.id, users[2].id, Departure::Left)
+        .await
+        .unwrap();
+    store
+        .add_member(general.id, users[2].id, RoomRole::Member)
+        .await
+        .unwrap();
     let all = store.members(general.id, 10).await.unwrap();
     assert_eq!(
         usernames(&all),
@@ -587,7 +626,10 @@ async fn members_come_in_join_order_up_to_the_limit(store: Arc<dyn Store>) {
     );
 
     let empty = room(store, "quiet", &users[0]).await;
-    store.remove_member(empty.id, users[0].id).await.unwrap();
+    store
+        .remove_member(empty.id, users[0].id, Departure::Left)
+        .await
+        .unwrap();
     assert_eq!(store.members(empty.id, 10).await.unwrap(), vec![]);
     assert_eq!(store.member_count(empty.id).await.unwrap(), 0);
     assert_eq!(store.member_count(ObjectId::new().into()).await.unwrap(), 0);
@@ -603,8 +645,14 @@ async fn rooms_of_lists_a_users_rooms_oldest_first(store: Arc<dyn Store>) {
 
     assert_eq!(rooms_of(store, bob.id).await, vec![]);
     // Bob joins the newest room first; the list is still oldest room first.
-    store.add_member(r3.id, bob.id).await.unwrap();
-    store.add_member(r1.id, bob.id).await.unwrap();
+    store
+        .add_member(r3.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
+    store
+        .add_member(r1.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
     assert_eq!(rooms_of(store, bob.id).await, vec![r1.clone(), r3.clone()]);
     assert_eq!(rooms_of(store, alice.id).await, vec![r1, r2, r3]);
     assert_eq!(rooms_of(store, ObjectId::new().into()).await, vec![]);
@@ -620,7 +668,10 @@ async fn rooms_of_pages_forwards_and_backwards_and_counts(store: Arc<dyn Store>)
     }
     // Bob is in r0, r1, r3, r4; r2 is alice's alone.
     for i in [4, 0, 3, 1] {
-        store.add_member(rooms[i].id, bob.id).await.unwrap();
+        store
+            .add_member(rooms[i].id, bob.id, RoomRole::Member)
+            .await
+            .unwrap();
     }
     assert_eq!(store.room_count_of(bob.id).await.unwrap(), 4);
     assert_eq!(store.room_count_of(alice.id).await.unwrap(), 5);
@@ -836,7 +887,7 @@ async fn messages_hides_tombstones_but_messages_after_includes_them(store: Arc<d
     let store = &*store;
     let (_, general, m) = room_with_messages(store, 6).await;
     for i in [0, 2, 5] {
-        store.delete_message(m[i].id).await.unwrap();
+        store.delete_message(m[i].id, None).await.unwrap();
     }
     // Live: m1, m3, m4.
 
@@ -960,7 +1011,7 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
         (vec!["m0", "m1, edited twice", "m2"], false, false)
     );
 
-    store.delete_message(m[2].id).await.unwrap();
+    store.delete_message(m[2].id, None).await.unwrap();
     let err = store.edit_message(m[2].id, "zombie").await.unwrap_err();
     assert!(
         matches!(err, Error::NotFound(_)),
@@ -984,7 +1035,7 @@ async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
     let (_, general, m) = room_with_messages(store, 3).await;
     store.edit_message(m[1].id, "edited first").await.unwrap();
 
-    let deleted = store.delete_message(m[1].id).await.unwrap();
+    let deleted = store.delete_message(m[1].id, None).await.unwrap();
     assert!(deleted.changed);
     let tombstone = deleted.value;
     assert_eq!(tombstone.body, "", "the body is cleared");
@@ -1005,7 +1056,7 @@ async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
         Some(tombstone.clone())
     );
 
-    let again = store.delete_message(m[1].id).await.unwrap();
+    let again = store.delete_message(m[1].id, None).await.unwrap();
     assert_eq!(
         again,
         Written {
@@ -1016,7 +1067,7 @@ async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
     );
 
     let err = store
-        .delete_message(ObjectId::new().into())
+        .delete_message(ObjectId::new().into(), None)
         .await
         .unwrap_err();
     assert!(
@@ -1108,7 +1159,7 @@ async fn rooms_never_see_each_others_messages(store: Arc<dyn Store>) {
     assert_eq!(message_bodies(&replay), ["a1", "a2", "a3", "a4"]);
 
     // Deleting in one room does not touch the other.
-    store.delete_message(in_b[4].id).await.unwrap();
+    store.delete_message(in_b[4].id, None).await.unwrap();
     let p = page(store, &a, last(1, NONE)).await;
     assert_eq!(bodies(&p), (vec!["a4"], true, false));
 
@@ -1268,7 +1319,7 @@ async fn concurrent_create_room_with_one_name_has_one_winner(store: Arc<dyn Stor
             let (store, creator) = (store.clone(), creator.id);
             // The same name in varying letter case.
             let name = if i % 2 == 0 { "Lobby" } else { "lobby" };
-            tokio::spawn(async move { store.create_room(name, creator).await })
+            tokio::spawn(async move { store.create_room(NewRoom::public(name, creator)).await })
         })
         .collect();
     let mut winners = Vec::new();
@@ -1311,18 +1362,33 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
     let bob = user(&*store, "bob").await;
     let lobby = room(&*store, "lobby", &ada).await;
 
-    store.add_member(lobby.id, bob.id).await.unwrap();
-    store.add_member(lobby.id, bob.id).await.unwrap(); // no change, no event
+    store
+        .add_member(lobby.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
+    store
+        .add_member(lobby.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap(); // no change, no event
     let message = send(&*store, &lobby, &ada, "hi", Some("k")).await.value;
     send(&*store, &lobby, &ada, "hi again", Some("k")).await; // a retry, no event
     let edited = store.edit_message(message.id, "hello").await.unwrap();
-    store.delete_message(message.id).await.unwrap();
-    store.delete_message(message.id).await.unwrap(); // already a tombstone, no event
-    store.remove_member(lobby.id, bob.id).await.unwrap();
-    store.remove_member(lobby.id, bob.id).await.unwrap(); // no change, no event
+    store.delete_message(message.id, None).await.unwrap();
+    store.delete_message(message.id, None).await.unwrap(); // already a tombstone, no event
+    store
+        .remove_member(lobby.id, bob.id, Departure::Left)
+        .await
+        .unwrap();
+    store
+        .remove_member(lobby.id, bob.id, Departure::Left)
+        .await
+        .unwrap(); // no change, no event
     // A last event, after which nothing else may come.
     let sentinel = room(&*store, "sentinel", &ada).await;
-    store.add_member(sentinel.id, bob.id).await.unwrap();
+    store
+        .add_member(sentinel.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
 
     let mut announced = Vec::new();
     loop {
@@ -1344,6 +1410,7 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
                 room_id: lobby.id,
                 message_id: message.id,
                 seq: 3,
+                deleted_by: None,
             },
             RoomEvent::MemberLeft {
                 room_id: lobby.id,
@@ -1398,7 +1465,7 @@ async fn room_head_names_the_newest_message_and_the_change_number(store: Arc<dyn
         head(Some(sent[2].id), 3)
     );
     // A tombstone still counts as the newest message; the deletion is a change.
-    store.delete_message(sent[2].id).await.unwrap();
+    store.delete_message(sent[2].id, None).await.unwrap();
     assert_eq!(
         store.room_head(general.id).await.unwrap(),
         head(Some(sent[2].id), 4)
@@ -1419,12 +1486,12 @@ async fn changes_after_lists_each_message_once_at_its_latest_change(store: Arc<d
     );
     let edited = store.edit_message(sent[0].id, "edited").await.unwrap();
     assert_eq!(edited.seq, 4);
-    let deleted = store.delete_message(sent[1].id).await.unwrap().value;
+    let deleted = store.delete_message(sent[1].id, None).await.unwrap().value;
     assert_eq!(deleted.seq, 5);
     // Nothing changed, nothing numbered: a retried client id, a second delete, a failed edit.
     send(&*store, &general, &alice, "k", Some("k1")).await;
     send(&*store, &general, &alice, "k again", Some("k1")).await;
-    store.delete_message(sent[1].id).await.unwrap();
+    store.delete_message(sent[1].id, None).await.unwrap();
     assert!(store.edit_message(sent[1].id, "zombie").await.is_err());
     let retried = store.changes_after(general.id, 5, 10).await.unwrap();
     assert_eq!(retried.iter().map(|m| m.seq).collect::<Vec<_>>(), [6]);
@@ -1655,7 +1722,10 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
 
     let store = mongo_instance(&uri, &db).await;
     for name in ["LOBBY", "I0bby", "general"] {
-        let err = store.create_room(name, id(1).into()).await.unwrap_err();
+        let err = store
+            .create_room(NewRoom::public(name, id(1).into()))
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::Conflict { field: "name", .. }),
             "{name:?}: {err:?}"
@@ -1950,7 +2020,10 @@ async fn a_deleted_user_keeps_its_id_and_its_name_until_released(store: Arc<dyn 
     let ada = user(&*store, "ada").await;
     let bob = user(&*store, "bob").await;
     let lobby = room(&*store, "lobby", &bob).await;
-    store.add_member(lobby.id, ada.id).await.unwrap();
+    store
+        .add_member(lobby.id, ada.id, RoomRole::Member)
+        .await
+        .unwrap();
     session(&*store, &ada, 1, "a").await;
 
     store
@@ -2079,7 +2152,7 @@ async fn messages_by_lists_a_senders_live_messages_in_id_order(store: Arc<dyn St
     send(&*store, &lobby, &bob, "bob's", None).await;
     let two = send(&*store, &den, &ada, "two", None).await.value;
     let three = send(&*store, &lobby, &ada, "three", None).await.value;
-    store.delete_message(two.id).await.unwrap();
+    store.delete_message(two.id, None).await.unwrap();
 
     let all = store.messages_by(ada.id, None, 10).await.unwrap();
     assert_eq!(message_bodies(&all), ["one", "three"]);
@@ -2101,7 +2174,10 @@ async fn delete_room_removes_its_messages_and_frees_its_name(store: Arc<dyn Stor
     let bob = user(&*store, "bob").await;
     let lobby = room(&*store, "lobby", &ada).await;
     let den = room(&*store, "den", &ada).await;
-    store.add_member(lobby.id, bob.id).await.unwrap();
+    store
+        .add_member(lobby.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
     let gone = send(&*store, &lobby, &ada, "gone", None).await.value;
     let kept = send(&*store, &den, &ada, "kept", None).await.value;
 
@@ -2123,7 +2199,7 @@ async fn delete_room_removes_its_messages_and_frees_its_name(store: Arc<dyn Stor
         Some(kept.id)
     );
     let again = store
-        .create_room("Lobby", ada.id)
+        .create_room(NewRoom::public("Lobby", ada.id))
         .await
         .expect("the name is free");
     assert_ne!(again.id, lobby.id);

@@ -1,9 +1,11 @@
 //! GraphQL output types over the domain values.
 
-use async_graphql::{Context, ID, Object, Result, SimpleObject, Union};
+use async_graphql::{
+    Context, Enum, ID, Object, Result, SimpleObject, Union, connection::Connection,
+};
 use chrono::{DateTime, Utc};
 
-use super::{GqlResult, page_complexity, page_size, service};
+use super::{GqlResult, caller, page_complexity, page_size, service};
 use crate::{model, service::limits};
 
 pub struct User(pub model::User);
@@ -21,6 +23,37 @@ impl User {
     }
 }
 
+/// Who may see and join a room.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "model::RoomVisibility")]
+pub enum RoomVisibility {
+    /// Listed in the directory; anyone signed in may read about it and join.
+    Public,
+    /// Seen by its members and the people invited, by nobody else.
+    Private,
+}
+
+/// A member's standing in a room: the owner sets roles; the owner and admins moderate.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "model::RoomRole")]
+pub enum RoomRole {
+    Owner,
+    Admin,
+    Member,
+}
+
+/// What a moderator did.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "model::ModerationAction")]
+pub enum ModerationAction {
+    Kick,
+    Ban,
+    Unban,
+    RoleChange,
+    RoomUpdate,
+    MessageDelete,
+}
+
 pub struct Room(pub model::Room);
 
 #[Object]
@@ -28,8 +61,27 @@ impl Room {
     async fn id(&self) -> ID {
         ID(self.0.id.to_hex())
     }
-    async fn name(&self) -> &str {
-        &self.0.name
+    /// The room's name; for a direct room, the other person's username.
+    async fn name(&self, ctx: &Context<'_>) -> Result<String> {
+        service(ctx)?.room_name(caller(ctx), &self.0).await.gql()
+    }
+    async fn topic(&self) -> Option<&str> {
+        self.0.topic.as_deref()
+    }
+    async fn visibility(&self) -> RoomVisibility {
+        self.0.visibility.into()
+    }
+    /// Whether this is the direct room of two people.
+    async fn is_direct(&self) -> bool {
+        self.0.is_direct()
+    }
+    /// The caller's role here; null when not a member.
+    async fn my_role(&self, ctx: &Context<'_>) -> Result<Option<RoomRole>> {
+        let mine = service(ctx)?
+            .my_membership(caller(ctx), self.0.id)
+            .await
+            .gql()?;
+        Ok(mine.map(|m| m.role.into()))
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -37,7 +89,8 @@ impl Room {
     async fn created_by(&self, ctx: &Context<'_>) -> Result<User> {
         service(ctx)?.user(self.0.created_by).await.map(User).gql()
     }
-    /// Members in the order they joined, at most `first` (up to 1000).
+    /// Members in the order they joined, at most `first` (up to 1000). Those of a private room
+    /// are listed to its members only.
     #[graphql(complexity = "page_complexity(
         page_size(Some(first), 100, limits::MEMBERS_MAX),
         child_complexity
@@ -48,12 +101,130 @@ impl Room {
         #[graphql(default = 100)] first: i32,
     ) -> Result<Vec<User>> {
         let limit = usize::try_from(first).unwrap_or(0).min(limits::MEMBERS_MAX);
-        let members = service(ctx)?.members(self.0.id, limit).await.gql()?;
+        let members = service(ctx)?
+            .members(caller(ctx), self.0.id, limit)
+            .await
+            .gql()?;
         Ok(members.into_iter().map(User).collect())
+    }
+    /// Memberships with their roles, in the order members joined (at most 100 a page, 50 by
+    /// default); `after` is a cursor from an earlier page. Listed to members only for a
+    /// private room.
+    #[graphql(complexity = "page_complexity(
+        page_size(first, limits::PAGE_DEFAULT, limits::PAGE_MAX),
+        child_complexity
+    )")]
+    async fn memberships(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Membership>> {
+        let limit = match first {
+            None => limits::PAGE_DEFAULT,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= limits::PAGE_MAX)
+                .ok_or_else(|| {
+                    crate::error::Error::invalid(
+                        "first",
+                        format!("must be between 0 and {}", limits::PAGE_MAX),
+                    )
+                })
+                .gql()?,
+        };
+        let after = after
+            .map(|a| crate::model::parse_id::<model::UserId>("after", &a))
+            .transpose()
+            .gql()?;
+        let mut items = service(ctx)?
+            .memberships(caller(ctx), self.0.id, after, limit + 1)
+            .await
+            .gql()?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(
+            items
+                .into_iter()
+                .map(|m| async_graphql::connection::Edge::new(m.user.id.to_hex(), Membership(m))),
+        );
+        Ok(connection)
     }
     async fn member_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let count = service(ctx)?.member_count(self.0.id).await.gql()?;
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+}
+
+/// One person's membership of a room.
+pub struct Membership(pub model::Membership);
+
+#[Object]
+impl Membership {
+    async fn user(&self) -> User {
+        User(self.0.user.clone())
+    }
+    async fn role(&self) -> RoomRole {
+        self.0.role.into()
+    }
+    async fn joined_at(&self) -> DateTime<Utc> {
+        self.0.joined_at
+    }
+}
+
+/// An invitation to join a room: `joinRoom` accepts it, `declineInvitation` declines it.
+pub struct Invitation(pub model::Invitation);
+
+#[Object]
+impl Invitation {
+    async fn room(&self, ctx: &Context<'_>) -> Result<Room> {
+        let room = service(ctx)?
+            .seen_room(caller(ctx), self.0.room_id)
+            .await
+            .gql()?;
+        Ok(Room(room.room))
+    }
+    async fn inviter(&self, ctx: &Context<'_>) -> Result<User> {
+        service(ctx)?.user(self.0.inviter).await.map(User).gql()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// One entry of a room's moderation log.
+pub struct ModerationEntry(pub model::ModerationEntry);
+
+#[Object]
+impl ModerationEntry {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_hex())
+    }
+    async fn action(&self) -> ModerationAction {
+        self.0.action.into()
+    }
+    /// Who did it.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<User> {
+        service(ctx)?.user(self.0.actor).await.map(User).gql()
+    }
+    /// Whom it was done to (none for a room update).
+    async fn target(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.target {
+            Some(id) => service(ctx)?.user(id).await.map(|u| Some(User(u))).gql(),
+            None => Ok(None),
+        }
+    }
+    /// The message deleted (`MESSAGE_DELETE`).
+    async fn message(&self) -> Option<ID> {
+        self.0.message.map(|m| ID(m.to_hex()))
+    }
+    /// The reason given for a ban; what changed, for a role change or a room update.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
     }
 }
 
@@ -148,10 +319,27 @@ pub struct MessageEdited {
     pub message: Message,
 }
 
-#[derive(SimpleObject)]
 pub struct MessageDeleted {
     pub message_id: ID,
     pub room_id: ID,
+    pub deleted_by: Option<model::UserId>,
+}
+
+#[Object]
+impl MessageDeleted {
+    async fn message_id(&self) -> &ID {
+        &self.message_id
+    }
+    async fn room_id(&self) -> &ID {
+        &self.room_id
+    }
+    /// The moderator who deleted it; null when its author did.
+    async fn deleted_by(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.deleted_by {
+            Some(id) => service(ctx)?.user(id).await.map(|u| Some(User(u))).gql(),
+            None => Ok(None),
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -164,6 +352,36 @@ pub struct MemberJoined {
 pub struct MemberLeft {
     pub user: User,
     pub room_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct MemberRoleChanged {
+    pub user: User,
+    pub room_id: ID,
+    pub role: RoomRole,
+}
+
+/// A moderator removed a member; they may come back (a public room) or be invited again.
+#[derive(SimpleObject)]
+pub struct MemberKicked {
+    pub user: User,
+    pub room_id: ID,
+    pub by: User,
+}
+
+/// A moderator banned a user from the room.
+#[derive(SimpleObject)]
+pub struct MemberBanned {
+    pub user: User,
+    pub room_id: ID,
+    pub by: User,
+    pub reason: Option<String>,
+}
+
+/// The room's name, topic or visibility changed.
+#[derive(SimpleObject)]
+pub struct RoomUpdated {
+    pub room: Room,
 }
 
 #[derive(SimpleObject)]
@@ -182,6 +400,10 @@ pub enum RoomEvent {
     MemberJoined(MemberJoined),
     MemberLeft(MemberLeft),
     Typing(Typing),
+    MemberRoleChanged(MemberRoleChanged),
+    MemberKicked(MemberKicked),
+    MemberBanned(MemberBanned),
+    RoomUpdated(RoomUpdated),
 }
 
 impl From<&model::RoomEvent> for RoomEvent {
@@ -198,10 +420,12 @@ impl From<&model::RoomEvent> for RoomEvent {
             E::MessageDeleted {
                 room_id,
                 message_id,
+                deleted_by,
                 ..
             } => Self::MessageDeleted(MessageDeleted {
                 message_id: ID(message_id.to_hex()),
                 room_id: ID(room_id.to_hex()),
+                deleted_by: *deleted_by,
             }),
             E::MemberJoined { room_id, user } => Self::MemberJoined(MemberJoined {
                 user: User(user.clone()),
@@ -219,6 +443,34 @@ impl From<&model::RoomEvent> for RoomEvent {
                 user: User(user.clone()),
                 room_id: ID(room_id.to_hex()),
                 typing: *typing,
+            }),
+            E::MemberRoleChanged {
+                room_id,
+                user,
+                role,
+            } => Self::MemberRoleChanged(MemberRoleChanged {
+                user: User(user.clone()),
+                room_id: ID(room_id.to_hex()),
+                role: (*role).into(),
+            }),
+            E::MemberKicked { room_id, user, by } => Self::MemberKicked(MemberKicked {
+                user: User(user.clone()),
+                room_id: ID(room_id.to_hex()),
+                by: User(by.clone()),
+            }),
+            E::MemberBanned {
+                room_id,
+                user,
+                by,
+                reason,
+            } => Self::MemberBanned(MemberBanned {
+                user: User(user.clone()),
+                room_id: ID(room_id.to_hex()),
+                by: User(by.clone()),
+                reason: reason.clone(),
+            }),
+            E::RoomUpdated(room) => Self::RoomUpdated(RoomUpdated {
+                room: Room(room.clone()),
             }),
         }
     }

@@ -24,7 +24,7 @@ use crate::{
     auth::{Caller, Claims, ClientIp},
     error::Error,
     http::{Problem, auth as edge_auth},
-    model::{UserId, parse_id},
+    model::{RoomVisibility, UserId, parse_id},
     service::{ChatService, PageArgs},
 };
 use body::JsonBody;
@@ -321,7 +321,9 @@ async fn create_room(
     JsonBody(body): JsonBody<CreateRoom>,
 ) -> RestResult<(StatusCode, Json<RoomResponse>)> {
     caller.check_user_id(body.user_id.as_deref())?;
-    let room = service.create_room(&caller.0, &body.roomname).await?;
+    let room = service
+        .create_room(&caller.0, &body.roomname, RoomVisibility::Public, None)
+        .await?;
     let response = RoomResponse {
         message: "room created".into(),
         room: RoomView::from(&room),

@@ -8,7 +8,7 @@ use crate::{
     error::{Error, Result},
     model::{User, UserId},
     service::limiter::Kind,
-    store::unique_key,
+    store::{Departure, unique_key},
 };
 
 /// A signed-in user: their access token, when it expires, and the refresh token that renews it.
@@ -293,7 +293,7 @@ impl ChatService {
                     break;
                 }
                 for message in batch {
-                    self.store.delete_message(message.id).await?;
+                    self.store.delete_message(message.id, None).await?;
                 }
             }
         }
@@ -312,7 +312,9 @@ impl ChatService {
                 break;
             }
             for room in page.items {
-                self.store.remove_member(room.id, me).await?;
+                self.store
+                    .remove_member(room.id, me, Departure::Left)
+                    .await?;
             }
         }
         let quarantine = chrono::Duration::from_std(self.policy.username_quarantine)

@@ -15,8 +15,11 @@
 //! resync). Either way the feed catches up from the store: first the edits and deletions, among
 //! the changes after `last_seq`, of messages the subscriber has; then the messages after
 //! `last_id`, in id order, as they are now. A lag checks membership again too, since the
-//! subscriber's own `MemberLeft` may be among the events lost. Joins and typing are not
+//! subscriber's own departure may be among the events lost. Joins and typing are not
 //! replayed.
+//!
+//! The feed ends after the subscriber's own departure: quietly when they left, with a
+//! `FORBIDDEN` error when a moderator removed them (or when a lag hides how they went).
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -45,6 +48,12 @@ pub(super) struct Start {
     pub replay: bool,
 }
 
+/// What ends the feed of a subscriber who was removed from the room (kicked, banned, or gone
+/// while events were lost).
+fn removed_error() -> Error {
+    Error::forbidden("you are no longer a member of this room")
+}
+
 /// The event a stored message stands for when replayed: a tombstone as its deletion.
 fn replayed(message: Message) -> RoomEvent {
     if message.is_deleted() {
@@ -52,6 +61,7 @@ fn replayed(message: Message) -> RoomEvent {
             room_id: message.room_id,
             message_id: message.id,
             seq: message.seq,
+            deleted_by: message.deleted_by,
         }
     } else {
         RoomEvent::MessageAdded(message)
@@ -213,12 +223,13 @@ pub(super) fn room_feed(
                         }
                         Verdict::Deliver => {}
                     }
-                    let left = matches!(
-                        &*event,
-                        RoomEvent::MemberLeft { user, .. } if user.id == subscriber
-                    );
+                    let departed = event.departed() == Some(subscriber);
+                    let removed = departed && !matches!(&*event, RoomEvent::MemberLeft { .. });
                     yield Ok(event);
-                    if left {
+                    if removed {
+                        yield Err(removed_error());
+                    }
+                    if departed {
                         // No longer a member: the feed ends here.
                         return;
                     }
@@ -227,7 +238,10 @@ pub(super) fn room_feed(
                     tracing::warn!(%room, missed, "subscriber fell behind; catching up from the store");
                     match store.is_member(room, subscriber).await {
                         Ok(true) => catch_up = true,
-                        Ok(false) => return,
+                        Ok(false) => {
+                            yield Err(removed_error());
+                            return;
+                        }
                         Err(e) => {
                             yield Err(e);
                             return;
@@ -290,7 +304,10 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let bus = LocalBus::new();
         let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
+        let room = store
+            .create_room(crate::store::NewRoom::public("lobby", user.id))
+            .await
+            .unwrap();
         let seen = send(&store, room.id, user.id, "seen").await;
         // The feed is taken first, then messages are stored and published, as during a replay.
         let feed = bus.subscribe(room.id);
@@ -325,7 +342,10 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let bus = LocalBus::new();
         let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
+        let room = store
+            .create_room(crate::store::NewRoom::public("lobby", user.id))
+            .await
+            .unwrap();
         let feed = bus.subscribe(room.id);
         let zero = MessageId::from_bytes([0; 12]);
         let events = room_feed(store.clone(), feed, start(room.id, user.id, zero, 0, false));
@@ -355,7 +375,10 @@ mod tests {
     ) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let user = store.create_user("ada", "hash").await.unwrap();
-        let room = store.create_room("lobby", user.id).await.unwrap();
+        let room = store
+            .create_room(crate::store::NewRoom::public("lobby", user.id))
+            .await
+            .unwrap();
         (store, LocalBus::new(), user, room)
     }
 
@@ -415,7 +438,7 @@ mod tests {
         let mut events = feed_at_head(&store, &bus, room.id, user.id).await;
         // Changes whose events never reach this instance (Redis was down), then a resync.
         let edited = store.edit_message(kept.id, "kept, edited").await.unwrap();
-        let deleted = store.delete_message(doomed.id).await.unwrap().value;
+        let deleted = store.delete_message(doomed.id, None).await.unwrap().value;
         let new = send(&store, room.id, user.id, "new").await;
         bus.resync_all();
         assert_eq!(
@@ -428,6 +451,7 @@ mod tests {
                 room_id: room.id,
                 message_id: doomed.id,
                 seq: deleted.seq,
+                deleted_by: None,
             }
         );
         assert_eq!(next_added(&mut events).await, new.id);

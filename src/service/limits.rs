@@ -10,6 +10,10 @@ pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
 pub const ROOM_NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 pub const BODY_CHARS: std::ops::RangeInclusive<usize> = 1..=4000;
 pub const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
+/// A room's topic, and the reason of a ban.
+pub const TOPIC_CHARS: usize = 500;
+/// Most pending invitations one user may have; more are refused until some are answered.
+pub const INVITATIONS_MAX: usize = 200;
 /// Largest page of rooms or messages one request may ask for.
 pub const PAGE_MAX: usize = 100;
 /// The page size when a request names none.
@@ -104,6 +108,20 @@ pub fn password(value: &str) -> Result<()> {
 /// Checks a room name and returns it trimmed, in NFC.
 pub fn room_name(value: &str) -> Result<String> {
     name("name", value, true, ROOM_NAME_CHARS)
+}
+
+/// Checks a free text of at most [`TOPIC_CHARS`] (a topic, a reason) and returns it trimmed;
+/// `None` when it is blank.
+pub fn note(field: &'static str, value: &str) -> Result<Option<String>> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    length(field, value, 1..=TOPIC_CHARS)?;
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(Some(value.nfc().collect()))
 }
 
 pub fn body(value: &str) -> Result<()> {

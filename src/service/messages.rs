@@ -66,11 +66,31 @@ impl ChatService {
         self.store.edit_message(id, body).await
     }
 
-    /// Deletes one of the caller's messages, leaving a tombstone. Deleting again is a no-op.
+    /// Deletes a message, leaving a tombstone: one of the caller's own, or as an owner or admin
+    /// of its room, one of a member of a lower role (the tombstone then names the moderator).
+    /// Deleting again is a no-op.
     pub async fn delete_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        let user = caller.user_id()?;
+        let message = self.message_seen(caller, id).await?;
+        if message.sender_id != user
+            && let Some(deleted) = self.moderator_delete(caller, &message).await?
+        {
+            return Ok(deleted);
+        }
         self.take_message(caller).await?;
         self.own_message(caller, id).await?;
-        Ok(self.store.delete_message(id).await?.value)
+        Ok(self.store.delete_message(id, None).await?.value)
+    }
+
+    /// A message of a room the caller may see; `NOT_FOUND` otherwise, as for no message.
+    async fn message_seen(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+        let not_found = || Error::not_found("message not found");
+        let message = self.store.message(id).await?.ok_or_else(not_found)?;
+        match self.seen_room(caller, message.room_id).await {
+            Ok(_) => Ok(message),
+            Err(Error::NotFound(_)) => Err(not_found()),
+            Err(e) => Err(e),
+        }
     }
 
     /// One message write (a send, an edit, a deletion) against the caller's allowance.
@@ -151,13 +171,14 @@ impl ChatService {
         ))
     }
 
-    /// The caller's id when they are a member of `room`; `NOT_FOUND` for no such room.
+    /// The caller's id when they are a member of `room`; `NOT_FOUND` for no such room, or one
+    /// the caller may not see.
     pub(super) async fn require_member(&self, caller: &Caller, room: RoomId) -> Result<UserId> {
         let user = caller.user_id()?;
         if self.store.is_member(room, user).await? {
             return Ok(user);
         }
-        self.existing_room(room).await?;
+        self.seen_room(caller, room).await?;
         Err(Error::forbidden(
             "join the room first: only members may do this",
         ))
@@ -167,11 +188,7 @@ impl ChatService {
     /// member of; `FORBIDDEN` for another's, or once they have left the room.
     pub async fn own_message(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         let user = caller.user_id()?;
-        let message = self
-            .store
-            .message(id)
-            .await?
-            .ok_or_else(|| Error::not_found("message not found"))?;
+        let message = self.message_seen(caller, id).await?;
         if message.sender_id != user {
             return Err(Error::forbidden("only the author may change a message"));
         }

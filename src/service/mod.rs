@@ -16,6 +16,7 @@ mod feed;
 pub mod limiter;
 pub mod limits;
 mod messages;
+mod moderation;
 mod page;
 mod rooms;
 mod sessions;
@@ -32,7 +33,9 @@ use crate::{
 use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
+pub use moderation::{LOG_PAGE_DEFAULT, LOG_PAGE_MAX, role_name};
 pub use page::PageArgs;
+pub use rooms::Seen;
 pub use sessions::{
     CACHE_FOR as SESSION_CACHE_FOR, MAX_SESSIONS_LISTED, RECHECK_SOCKETS as SESSION_RECHECK,
     SessionStats,
@@ -152,6 +155,8 @@ impl ChatService {
                     Kind::Messages => "messages",
                     Kind::RoomsCreated => "rooms created",
                     Kind::Joins => "rooms joined",
+                    Kind::Invitations => "invitations sent",
+                    Kind::Moderation => "moderation actions",
                     Kind::TypingStarted | Kind::TypingStopped => "typing notices",
                 };
                 Error::rate_limited(format!("too many {what} (at most {rate})"), wait)

@@ -26,6 +26,30 @@ impl From<&User> for UserPayload {
     }
 }
 
+/// A room: what `join` acknowledges and `room_update` carries. A direct room has no name of its
+/// own (and is never updated).
+#[derive(Serialize)]
+pub struct RoomPayload {
+    pub id: String,
+    pub name: String,
+    pub topic: Option<String>,
+    pub visibility: &'static str,
+}
+
+impl From<&crate::model::Room> for RoomPayload {
+    fn from(room: &crate::model::Room) -> Self {
+        Self {
+            id: room.id.to_hex(),
+            name: room.name.clone(),
+            topic: room.topic.clone(),
+            visibility: match room.visibility {
+                crate::model::RoomVisibility::Public => "PUBLIC",
+                crate::model::RoomVisibility::Private => "PRIVATE",
+            },
+        }
+    }
+}
+
 /// A message: the `message` event, and what the `message` acknowledgement carries.
 #[derive(Serialize)]
 pub struct MessagePayload {
@@ -72,11 +96,22 @@ pub async fn event(
         RoomEvent::MessageDeleted {
             room_id,
             message_id,
+            deleted_by,
             ..
-        } => (
-            "delete_message",
-            json!({"messageID": message_id.to_hex(), "roomID": room_id.to_hex()}),
-        ),
+        } => {
+            let deleted_by = match deleted_by {
+                Some(id) => Some(UserPayload::from(&service.user(*id).await?)),
+                None => None,
+            };
+            (
+                "delete_message",
+                json!({
+                    "messageID": message_id.to_hex(),
+                    "roomID": room_id.to_hex(),
+                    "deletedBy": deleted_by,
+                }),
+            )
+        }
         RoomEvent::MemberJoined { room_id, user } => (
             "user_join",
             json!({"roomID": room_id.to_hex(), "user": UserPayload::from(user)}),
@@ -92,6 +127,44 @@ pub async fn event(
         } => (
             "typing",
             json!({"roomID": room_id.to_hex(), "user": UserPayload::from(user), "typing": typing}),
+        ),
+        RoomEvent::MemberRoleChanged {
+            room_id,
+            user,
+            role,
+        } => (
+            "user_role",
+            json!({
+                "roomID": room_id.to_hex(),
+                "user": UserPayload::from(user),
+                "role": crate::service::role_name(*role),
+            }),
+        ),
+        RoomEvent::MemberKicked { room_id, user, by } => (
+            "user_kick",
+            json!({
+                "roomID": room_id.to_hex(),
+                "user": UserPayload::from(user),
+                "by": UserPayload::from(by),
+            }),
+        ),
+        RoomEvent::MemberBanned {
+            room_id,
+            user,
+            by,
+            reason,
+        } => (
+            "user_ban",
+            json!({
+                "roomID": room_id.to_hex(),
+                "user": UserPayload::from(user),
+                "by": UserPayload::from(by),
+                "reason": reason,
+            }),
+        ),
+        RoomEvent::RoomUpdated(room) => (
+            "room_update",
+            json!({"roomID": room.id.to_hex(), "room": RoomPayload::from(room)}),
         ),
     })
 }

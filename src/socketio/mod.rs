@@ -296,7 +296,8 @@ async fn on_join(
                 rooms.remove(&room);
             }
         }
-        Ok(json!({"room": {"id": joined.id.to_hex(), "name": joined.name}}))
+        let name = service.room_name(&session.caller, &joined).await?;
+        Ok(json!({"room": {"id": joined.id.to_hex(), "name": name}}))
     }
     .await;
     answer(ack, result);
@@ -388,6 +389,8 @@ async fn forward(
                     true
                 }
             },
+            // Removed from the room by a moderator: the feed ends, the socket stays.
+            Err(e) if e.code() == crate::error::Code::Forbidden => return,
             Err(e) => {
                 e.log_if_internal();
                 false

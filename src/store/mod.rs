@@ -25,8 +25,9 @@ use crate::{
     config::DatabaseUrl,
     error::Result,
     model::{
-        Message, MessageId, Page, PageRequest, Room, RoomEvent, RoomId, Session, SessionId, User,
-        UserId,
+        Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
+        ModerationId, Page, PageRequest, Room, RoomEvent, RoomId, RoomRole, RoomVisibility,
+        Session, SessionId, User, UserId,
     },
 };
 
@@ -208,35 +209,164 @@ pub trait SessionStore: Send + Sync {
     async fn purge_sessions(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
 }
 
-/// Rooms, and who is a member of which.
+/// A room to store.
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    pub name: String,
+    pub creator: UserId,
+    pub visibility: RoomVisibility,
+    pub topic: Option<String>,
+}
+
+impl NewRoom {
+    /// A public room without a topic.
+    pub fn public(name: impl Into<String>, creator: UserId) -> Self {
+        Self {
+            name: name.into(),
+            creator,
+            visibility: RoomVisibility::Public,
+            topic: None,
+        }
+    }
+}
+
+/// What to change of a room (see [`RoomStore::update_room`]); `None` keeps a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomUpdate {
+    pub name: Option<String>,
+    /// `Some(None)` clears the topic.
+    pub topic: Option<Option<String>>,
+    pub visibility: Option<RoomVisibility>,
+}
+
+/// Why a membership ends (see [`RoomStore::remove_member`]): the event each announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Departure {
+    /// `MemberLeft`.
+    Left,
+    /// `MemberKicked`, by this moderator.
+    Kicked { by: UserId },
+}
+
+/// A moderation log entry to store.
+#[derive(Debug, Clone)]
+pub struct NewModerationEntry {
+    pub room_id: RoomId,
+    pub action: ModerationAction,
+    pub actor: UserId,
+    pub target: Option<UserId>,
+    pub message: Option<MessageId>,
+    pub reason: Option<String>,
+}
+
+/// Rooms, and who is a member of which, in what role; bans, invitations, the moderation log.
+///
+/// The few rules that a race could break are the store's: one membership per user and room,
+/// one direct room per pair, one invitation per invitee and room, a banned user never a member
+/// (a join and a ban that race end with the user out), and a room with members always having
+/// an owner once its owner leaves.
 #[async_trait]
 pub trait RoomStore: Send + Sync {
-    /// Creates a room with its creator as first member; `Conflict { field: "name" }` when a
-    /// name with the same [`unique_key`] exists (in any letter case, or a look-alike).
-    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room>;
+    /// Creates a room with its creator as first member and `Owner`; `Conflict { field: "name" }`
+    /// when a name with the same [`unique_key`] exists (in any letter case, or a look-alike).
+    async fn create_room(&self, room: NewRoom) -> Result<Room>;
+    /// The direct room of two users, created (private, both members with role `Member`) when
+    /// there is none; `changed` says whether it was created. Two concurrent calls, from either
+    /// side, return the same room. Its name is empty and takes no name's place.
+    async fn direct_room(&self, creator: UserId, other: UserId) -> Result<Written<Room>>;
+    /// Changes a room's name, topic or visibility and announces `RoomUpdated` when anything
+    /// changed; `NotFound` for no such room, `Conflict { field: "name" }` as `create_room`.
+    async fn update_room(&self, id: RoomId, update: RoomUpdate) -> Result<Written<Room>>;
     /// A room by id.
     async fn room(&self, id: RoomId) -> Result<Option<Room>>;
-    /// The room directory, oldest first.
+    /// The room directory: public rooms, oldest first.
     async fn rooms(&self, page: PageRequest) -> Result<Page<Room>>;
-    /// Makes `user` a member of `room`; `changed` is false when they already were.
-    /// `NotFound` when the room does not exist.
-    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
-    /// Ends a membership; `changed` is false when there was none.
-    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
+    /// Makes `user` a member of `room` in `role`; `changed` is false when they already were
+    /// (their role stays). `NotFound` when the room does not exist, `Forbidden` when the user
+    /// is banned from it. Takes away the user's invitation to the room, if any.
+    async fn add_member(&self, room: RoomId, user: UserId, role: RoomRole) -> Result<Written<()>>;
+    /// Ends a membership, announcing the departure; `changed` is false when there was none.
+    /// When the owner leaves, the longest-standing admin becomes owner, else the
+    /// longest-standing member (announced as `MemberRoleChanged`); an empty room stays, with
+    /// no owner.
+    async fn remove_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        departure: Departure,
+    ) -> Result<Written<()>>;
     /// Whether `user` is a member of `room`.
     async fn is_member(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// A user's membership of a room, if any.
+    async fn membership(&self, room: RoomId, user: UserId) -> Result<Option<Membership>>;
     /// Up to `limit` members of a room, in the order they joined.
     async fn members(&self, room: RoomId, limit: usize) -> Result<Vec<User>>;
+    /// Up to `limit` memberships of a room in the order they joined, after the member `after`
+    /// (from the first when `None`, or when `after` is no longer a member: from the start).
+    async fn memberships(
+        &self,
+        room: RoomId,
+        after: Option<UserId>,
+        limit: usize,
+    ) -> Result<Vec<Membership>>;
+    /// Sets a member's role and announces `MemberRoleChanged` when it changed. With `expect`,
+    /// only when their role is that now (else `Conflict { field: "role" }`). `NotFound` when
+    /// they are not a member.
+    async fn set_role(
+        &self,
+        room: RoomId,
+        user: UserId,
+        role: RoomRole,
+        expect: Option<RoomRole>,
+    ) -> Result<Written<Membership>>;
     /// How many members a room has.
     async fn member_count(&self, room: RoomId) -> Result<u64>;
     /// A page of the rooms a user belongs to, oldest room first.
     async fn rooms_of(&self, user: UserId, page: PageRequest) -> Result<Page<Room>>;
     /// How many rooms a user belongs to.
     async fn room_count_of(&self, user: UserId) -> Result<u64>;
-    /// Deletes a room with its messages and memberships, announcing nothing (the service has
-    /// each member leave first), and returns the members it still found (someone who joined
-    /// meanwhile); `NotFound` when there is no such room. Its name is free again.
+    /// Deletes a room with its messages, memberships, bans, invitations and log, announcing
+    /// nothing (the service has each member leave first), and returns the members it still
+    /// found (someone who joined meanwhile); `NotFound` when there is no such room. Its name
+    /// is free again.
     async fn delete_room(&self, room: RoomId) -> Result<Vec<UserId>>;
+
+    /// Bans `user` from `room` (idempotent: a second ban keeps the first's reason), takes away
+    /// their invitation, and ends their membership if any, announcing `MemberBanned`.
+    /// `changed` is false when they were banned already.
+    async fn ban(
+        &self,
+        room: RoomId,
+        user: UserId,
+        by: UserId,
+        reason: Option<&str>,
+    ) -> Result<Written<()>>;
+    /// Lifts a ban; `changed` is false when there was none.
+    async fn unban(&self, room: RoomId, user: UserId) -> Result<Written<()>>;
+    /// Whether `user` is banned from `room`.
+    async fn is_banned(&self, room: RoomId, user: UserId) -> Result<bool>;
+
+    /// Invites `user` to `room`; inviting again keeps the first invitation (`changed` false).
+    /// `NotFound` for no such room or user.
+    async fn invite(&self, room: RoomId, user: UserId, by: UserId) -> Result<Written<Invitation>>;
+    /// A user's invitation to a room, if any.
+    async fn invitation(&self, room: RoomId, user: UserId) -> Result<Option<Invitation>>;
+    /// Up to `limit` of a user's invitations, newest first.
+    async fn invitations_of(&self, user: UserId, limit: usize) -> Result<Vec<Invitation>>;
+    /// Takes an invitation back (or declines it); false when there was none.
+    async fn remove_invitation(&self, room: RoomId, user: UserId) -> Result<bool>;
+    /// How many invitations a user has.
+    async fn invitation_count(&self, user: UserId) -> Result<u64>;
+
+    /// Adds an entry to a room's moderation log.
+    async fn log_moderation(&self, entry: NewModerationEntry) -> Result<ModerationEntry>;
+    /// Up to `limit` entries of a room's moderation log, newest first, older than `before`.
+    async fn moderation_log(
+        &self,
+        room: RoomId,
+        before: Option<ModerationId>,
+        limit: usize,
+    ) -> Result<Vec<ModerationEntry>>;
 }
 
 /// Messages, and the changes to them that subscribers follow.
@@ -274,9 +404,10 @@ pub trait MessageStore: Send + Sync {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>>;
-    /// Turns a message into a tombstone (body cleared, `deleted_at` set); `changed` is false when
-    /// it already was one. `NotFound` when no such message exists.
-    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>>;
+    /// Turns a message into a tombstone (body cleared, `deleted_at` set, `deleted_by` set to
+    /// `by` when given: a moderator); `changed` is false when it already was one. `NotFound`
+    /// when no such message exists.
+    async fn delete_message(&self, id: MessageId, by: Option<UserId>) -> Result<Written<Message>>;
 }
 
 /// Opens the store a `--database-url` names, creating or migrating its schema (SQLite) or its
@@ -450,6 +581,18 @@ pub(crate) fn same_name_in_any_case(stored: &str, asked: &str) -> bool {
     use unicode_normalization::UnicodeNormalization as _;
     let fold = |s: &str| s.nfc().collect::<String>().to_lowercase();
     fold(stored) == fold(asked)
+}
+
+/// The name key of the direct room of `pair` (the smaller id first): no name has one like it
+/// (names cannot hold control characters), so it takes no room name's place, and the unique
+/// index on name keys makes the pair's room one.
+pub(crate) fn direct_key(pair: [UserId; 2]) -> String {
+    format!("\u{2}direct:{}:{}", pair[0].to_hex(), pair[1].to_hex())
+}
+
+/// Two users as a direct room stores them: the smaller id first.
+pub fn direct_pair(a: UserId, b: UserId) -> [UserId; 2] {
+    if a <= b { [a, b] } else { [b, a] }
 }
 
 /// The range of keys given to the newer of two names that an older Confab let coexist and

@@ -10,8 +10,10 @@
 //!
 //! Subscribers share a rendering when their query, operation name and variables are the same,
 //! except a variable used only as the root field's `after` (which chooses where the feed
-//! starts, not how an event looks). Nothing in an event's fields depends on who asks: the
-//! caller is checked when the subscription starts. A live event is one `Arc` shared by every
+//! starts, not how an event looks), and except a document that selects a field whose value
+//! depends on who asks (`CALLER_DEPENDENT`), whose renderings are each caller's own. The rest
+//! of an event's fields do not depend on who asks: the caller is checked when the subscription
+//! starts. A live event is one `Arc` shared by every
 //! local subscriber, which is what renderings are matched by; events replayed from the store
 //! are each subscriber's own, and rendered for it alone.
 
@@ -45,6 +47,11 @@ const RECENT_BYTES: usize = 256 * 1024;
 /// Bytes of renderings kept for all operations together, at most; beyond it, events are
 /// rendered for each subscriber, uncached, until room is made.
 const ALL_BYTES: usize = 64 * 1024 * 1024;
+
+/// Fields an event may carry whose value depends on who asks (`Room.myRole`). A document that
+/// names one anywhere (its text holds every field name it selects, through fragments and
+/// aliases alike) is rendered for each caller apart.
+const CALLER_DEPENDENT: &[&str] = &["myRole"];
 
 /// What renders a subscription's events: its request, minus where it starts.
 #[derive(Clone)]
@@ -81,7 +88,16 @@ impl Operation {
         }
         let variables = serde_json::to_string(&variables).unwrap_or_default();
         let name = self.operation_name.as_deref().unwrap_or_default();
-        format!("{}\u{0}{name}\u{0}{variables}", self.query)
+        // A field whose value depends on who asks makes the rendering the caller's own.
+        let whose = match CALLER_DEPENDENT.iter().any(|f| self.query.contains(f)) {
+            true => self
+                .caller
+                .user_id()
+                .map(|id| id.to_hex())
+                .unwrap_or_default(),
+            false => String::new(),
+        };
+        format!("{}\u{0}{name}\u{0}{variables}\u{0}{whose}", self.query)
     }
 
     /// The `payload` of a `next` message for `event`: one execution, one serialization.
@@ -382,6 +398,7 @@ mod tests {
             created_at: chrono::DateTime::default(),
             edited_at: None,
             deleted_at: None,
+            deleted_by: None,
             seq: 1,
         }))
     }

@@ -66,7 +66,7 @@ impl OperationRun {
                         let (rendering, renders) = *fan_out;
                         drop(responses);
                         let subscriber = renders.join(rendering);
-                        self.stream_feed(&subscriber, feed).await;
+                        refused = self.stream_feed(&subscriber, feed).await;
                         break;
                     }
                     continue;
@@ -76,7 +76,9 @@ impl OperationRun {
             let Some(response) = response else {
                 break;
             };
-            if first && refused_before_start(&response, subscription) {
+            if (first && refused_before_start(&response, subscription))
+                || (subscription && removed_from_room(&response))
+            {
                 let error = frame(Some(&self.id), "error", Some(&response.errors));
                 let _ = self.out.send(error).await;
                 refused = true;
@@ -102,8 +104,9 @@ impl OperationRun {
     }
 
     /// Streams a handed-over room feed: each event's payload rendered once per distinct
-    /// operation, wrapped in this operation's own frame.
-    async fn stream_feed(&mut self, subscriber: &Subscriber, mut feed: Feed) {
+    /// operation, wrapped in this operation's own frame. True when it ended with an `error`
+    /// (the subscriber was removed from the room), which ends the operation without `complete`.
+    async fn stream_feed(&mut self, subscriber: &Subscriber, mut feed: Feed) -> bool {
         let id_json = serde_json::to_string(&self.id).unwrap_or_default();
         while let Some(event) = feed.next().await {
             let next = match event {
@@ -116,9 +119,17 @@ impl OperationRun {
                     }
                 }
                 Err(e) => {
+                    let removed = e.code() == crate::error::Code::Forbidden;
                     let mut error = e.extend().into_server_error(Default::default());
                     error.locations.clear();
                     error.path = vec![async_graphql::PathSegment::Field("roomEvents".into())];
+                    if removed {
+                        let _ = self
+                            .out
+                            .send(frame(Some(&self.id), "error", Some([error])))
+                            .await;
+                        return true;
+                    }
                     frame(
                         Some(&self.id),
                         self.protocol.next(),
@@ -127,9 +138,10 @@ impl OperationRun {
                 }
             };
             if self.out.send(next).await.is_err() {
-                return;
+                return false;
             }
         }
+        false
     }
 
     /// What is sent instead of a result larger than [`MAX_OUTGOING`].
@@ -144,6 +156,18 @@ impl OperationRun {
             Some(json!({"errors": errors})),
         )
     }
+}
+
+/// A subscription's result that says its caller was removed from the room (a `FORBIDDEN` with
+/// no data): sent as `error`, which ends the operation.
+fn removed_from_room(response: &Response) -> bool {
+    response.data == Value::Null
+        && response.errors.iter().any(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .is_some_and(|code| *code == Value::from("FORBIDDEN"))
+        })
 }
 
 /// A response that means the operation never started: a request error (parse, validation),

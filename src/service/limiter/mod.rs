@@ -75,6 +75,11 @@ pub enum Kind {
     Messages,
     RoomsCreated,
     Joins,
+    /// Room invitations sent, per user (counted against the joins rate).
+    Invitations,
+    /// Moderation actions (kicks, bans, role changes, room updates), per user (counted against
+    /// the messages rate).
+    Moderation,
     /// Typing indicators per user and room (coalesced, not refused).
     TypingStarted,
     TypingStopped,
@@ -89,6 +94,8 @@ impl Kind {
             Self::Messages => "messages",
             Self::RoomsCreated => "rooms",
             Self::Joins => "joins",
+            Self::Invitations => "invitations",
+            Self::Moderation => "moderation",
             Self::TypingStarted => "typing-on",
             Self::TypingStopped => "typing-off",
         }

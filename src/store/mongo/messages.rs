@@ -231,7 +231,7 @@ impl MessageStore for MongoStore {
         .await
     }
 
-    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+    async fn delete_message(&self, id: MessageId, _by: Option<UserId>) -> Result<Written<Message>> {
         self.in_task(move |db| async move {
             let room = db
                 .message(id)
@@ -246,6 +246,7 @@ impl MessageStore for MongoStore {
                         room_id: message.room_id,
                         message_id: message.id,
                         seq: message.seq,
+                        deleted_by: message.deleted_by,
                     })
                     .await;
                     Ok(Written {

@@ -12,14 +12,18 @@ use super::{
 };
 use crate::{
     error::{Error, Result},
+    model::{Invitation, Membership, ModerationEntry, ModerationId, RoomRole},
     model::{Page, PageRequest, Room, RoomEvent, RoomId, User, UserId},
-    store::{RoomStore, Taken, UNIQUE_KEY_VERSION, Written, keyset_page, unique_key},
+    store::{
+        Departure, NewModerationEntry, NewRoom, RoomStore, RoomUpdate, Taken, UNIQUE_KEY_VERSION,
+        Written, keyset_page, unique_key,
+    },
 };
 
 #[async_trait]
 impl RoomStore for MongoStore {
-    async fn create_room(&self, name: &str, creator: UserId) -> Result<Room> {
-        let name = name.to_owned();
+    async fn create_room(&self, new: NewRoom) -> Result<Room> {
+        let (name, creator) = (new.name, new.creator);
         self.in_task(move |db| async move {
             let name = name.as_str();
             if db.user_by_id(creator).await?.is_none() {
@@ -66,7 +70,7 @@ impl RoomStore for MongoStore {
         self.page(&self.rooms, Document::new(), page).await
     }
 
-    async fn add_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+    async fn add_member(&self, room: RoomId, user: UserId, _role: RoomRole) -> Result<Written<()>> {
         self.in_task(move |db| async move {
             let _room = db.room_locks.lock(room).await;
             if db.rooms.find_one(doc! {"_id": room}).await?.is_none() {
@@ -103,7 +107,12 @@ impl RoomStore for MongoStore {
         .await
     }
 
-    async fn remove_member(&self, room: RoomId, user: UserId) -> Result<Written<()>> {
+    async fn remove_member(
+        &self,
+        room: RoomId,
+        user: UserId,
+        _departure: Departure,
+    ) -> Result<Written<()>> {
         self.in_task(move |db| async move {
             let _room = db.room_locks.lock(room).await;
             let removed = db
@@ -236,6 +245,83 @@ impl RoomStore for MongoStore {
             .count_documents(doc! {"user_id": user})
             .await?)
     }
+
+    async fn direct_room(&self, _creator: UserId, _other: UserId) -> Result<Written<Room>> {
+        Err(todo_mongo())
+    }
+    async fn update_room(&self, _id: RoomId, _update: RoomUpdate) -> Result<Written<Room>> {
+        Err(todo_mongo())
+    }
+    async fn membership(&self, _room: RoomId, _user: UserId) -> Result<Option<Membership>> {
+        Err(todo_mongo())
+    }
+    async fn memberships(
+        &self,
+        _room: RoomId,
+        _after: Option<UserId>,
+        _limit: usize,
+    ) -> Result<Vec<Membership>> {
+        Err(todo_mongo())
+    }
+    async fn set_role(
+        &self,
+        _room: RoomId,
+        _user: UserId,
+        _role: RoomRole,
+        _expect: Option<RoomRole>,
+    ) -> Result<Written<Membership>> {
+        Err(todo_mongo())
+    }
+    async fn ban(
+        &self,
+        _room: RoomId,
+        _user: UserId,
+        _by: UserId,
+        _reason: Option<&str>,
+    ) -> Result<Written<()>> {
+        Err(todo_mongo())
+    }
+    async fn unban(&self, _room: RoomId, _user: UserId) -> Result<Written<()>> {
+        Err(todo_mongo())
+    }
+    async fn is_banned(&self, _room: RoomId, _user: UserId) -> Result<bool> {
+        Err(todo_mongo())
+    }
+    async fn invite(
+        &self,
+        _room: RoomId,
+        _user: UserId,
+        _by: UserId,
+    ) -> Result<Written<Invitation>> {
+        Err(todo_mongo())
+    }
+    async fn invitation(&self, _room: RoomId, _user: UserId) -> Result<Option<Invitation>> {
+        Err(todo_mongo())
+    }
+    async fn invitations_of(&self, _user: UserId, _limit: usize) -> Result<Vec<Invitation>> {
+        Err(todo_mongo())
+    }
+    async fn remove_invitation(&self, _room: RoomId, _user: UserId) -> Result<bool> {
+        Err(todo_mongo())
+    }
+    async fn invitation_count(&self, _user: UserId) -> Result<u64> {
+        Err(todo_mongo())
+    }
+    async fn log_moderation(&self, _entry: NewModerationEntry) -> Result<ModerationEntry> {
+        Err(todo_mongo())
+    }
+    async fn moderation_log(
+        &self,
+        _room: RoomId,
+        _before: Option<ModerationId>,
+        _limit: usize,
+    ) -> Result<Vec<ModerationEntry>> {
+        Err(todo_mongo())
+    }
+}
+
+fn todo_mongo() -> Error {
+    Error::internal("rooms for teams are not on MongoDB yet")
 }
 
 /// Ids as the `$in` of a query takes them.

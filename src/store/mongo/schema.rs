@@ -150,6 +150,9 @@ impl From<RoomDoc> for Room {
             name: d.name,
             created_by: d.created_by,
             created_at: to_chrono(d.created_at),
+            visibility: crate::model::RoomVisibility::Public,
+            topic: None,
+            direct: None,
         }
     }
 }
@@ -166,6 +169,7 @@ impl From<MessageDoc> for Message {
             edited_at: d.edited_at.map(to_chrono),
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
+            deleted_by: None,
         }
     }
 }

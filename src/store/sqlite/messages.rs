@@ -11,7 +11,7 @@ use crate::{
 };
 
 pub(super) const MESSAGE_COLS: &str =
-    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq";
+    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq, deleted_by";
 
 /// A live (not deleted) message of one room: the filter every history read uses.
 pub(super) const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
@@ -27,6 +27,7 @@ pub(super) fn message_row(row: &Row) -> rusqlite::Result<Message> {
         edited_at: opt_time_at(row, 6)?,
         deleted_at: opt_time_at(row, 7)?,
         seq: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
+        deleted_by: row.get::<_, Option<[u8; 12]>>(9)?.map(UserId::from_bytes),
     })
 }
 
@@ -58,6 +59,7 @@ pub(super) fn change_message(
     id: MessageId,
     change: Change,
     body: &str,
+    by: Option<UserId>,
 ) -> Result<Option<Message>> {
     let Some(room) = conn
         .prepare_cached("SELECT room_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
@@ -69,12 +71,18 @@ pub(super) fn change_message(
     let seq = next_seq(conn, room)?;
     let changed = conn
         .prepare_cached(&format!(
-            "UPDATE messages SET body = ?1, {} = ?2, seq = ?3
+            "UPDATE messages SET body = ?1, {} = ?2, seq = ?3, deleted_by = ?5
              WHERE id = ?4 RETURNING {MESSAGE_COLS}",
             change.stamp()
         ))?
         .query_row(
-            params![body, now().timestamp_millis(), sql_seq(seq), id.bytes()],
+            params![
+                body,
+                now().timestamp_millis(),
+                sql_seq(seq),
+                id.bytes(),
+                by.map(|b| b.bytes())
+            ],
             message_row,
         )?;
     take_seq(conn, room, seq)?;
@@ -104,6 +112,7 @@ impl MessageStore for SqliteStore {
                 created_at: now(),
                 edited_at: None,
                 deleted_at: None,
+                deleted_by: None,
                 seq,
             };
             // The partial unique index decides idempotency: a repeated clientId inserts nothing.
@@ -236,7 +245,7 @@ impl MessageStore for SqliteStore {
     async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
         let body = body.to_owned();
         self.write_announcing(move |conn, _| {
-            let edited = change_message(conn, id, Change::Edit, &body)?
+            let edited = change_message(conn, id, Change::Edit, &body, None)?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             let event = RoomEvent::MessageEdited(edited.clone());
             Ok((edited, Some(event)))
@@ -271,15 +280,16 @@ impl MessageStore for SqliteStore {
         .await
     }
 
-    async fn delete_message(&self, id: MessageId) -> Result<Written<Message>> {
+    async fn delete_message(&self, id: MessageId, by: Option<UserId>) -> Result<Written<Message>> {
         self.write_announcing(move |conn, _| {
-            let deleted = change_message(conn, id, Change::Delete, "")?;
+            let deleted = change_message(conn, id, Change::Delete, "", by)?;
             match deleted {
                 Some(message) => {
                     let event = RoomEvent::MessageDeleted {
                         room_id: message.room_id,
                         message_id: message.id,
                         seq: message.seq,
+                        deleted_by: message.deleted_by,
                     };
                     Ok((
                         Written {

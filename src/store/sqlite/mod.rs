@@ -174,11 +174,23 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut IdGen) -> Result<(T, Option<RoomEvent>)> + Send + 'static,
     ) -> Result<T> {
+        self.write_announcing_all(move |conn, ids| {
+            f(conn, ids).map(|(value, event)| (value, event.into_iter().collect()))
+        })
+        .await
+    }
+
+    /// Like [`write`](Self::write), with events to announce, in order, once the write is
+    /// committed.
+    async fn write_announcing_all<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut IdGen) -> Result<(T, Vec<RoomEvent>)> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn, ids| {
-            let (result, event) = match in_savepoint(conn, |conn| f(conn, ids)) {
-                Ok((value, event)) => (Ok(value), event),
-                Err(e) => (Err(e), None),
+            let (result, events) = match in_savepoint(conn, |conn| f(conn, ids)) {
+                Ok((value, events)) => (Ok(value), events),
+                Err(e) => (Err(e), Vec::new()),
             };
             let refused = match &result {
                 Err(Error::Internal(cause)) => {
@@ -195,7 +207,7 @@ impl SqliteStore {
             });
             Done {
                 reply,
-                event,
+                events,
                 refused,
             }
         });
@@ -476,7 +488,10 @@ mod tests {
             .await
             .unwrap();
         let ada = store.create_user("ada", "h").await.unwrap();
-        let room = store.create_room("lobby", ada.id).await.unwrap();
+        let room = store
+            .create_room(crate::store::NewRoom::public("lobby", ada.id))
+            .await
+            .unwrap();
         store.ping().await.expect("ready");
         let size_limit = |pages: Option<i64>| {
             store.write(move |conn, _| {

@@ -9,7 +9,7 @@ use crate::{
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -100,6 +100,57 @@ CREATE INDEX sessions_by_expiry ON sessions(expires_at);
 CREATE INDEX sessions_by_revocation ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
 ";
 
+/// Version 5: rooms for teams. Rooms gain a visibility, a topic and, for a direct room, its two
+/// people; memberships a role (an existing room's creator, or its longest-standing member when
+/// the creator has left, becomes its owner); messages who deleted them when a moderator did.
+/// Bans, invitations and the moderation log are new.
+pub(super) const SCHEMA_V5: &str = "
+ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+ALTER TABLE rooms ADD COLUMN topic TEXT;
+ALTER TABLE rooms ADD COLUMN direct_a BLOB REFERENCES users(id);
+ALTER TABLE rooms ADD COLUMN direct_b BLOB REFERENCES users(id);
+CREATE INDEX rooms_in_directory ON rooms(id) WHERE visibility = 'public';
+ALTER TABLE memberships ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+UPDATE memberships SET role = 'owner' WHERE EXISTS (
+    SELECT 1 FROM rooms r WHERE r.id = memberships.room_id AND r.created_by = memberships.user_id
+);
+UPDATE memberships SET role = 'owner' WHERE rowid IN (
+    SELECT min(m.rowid) FROM memberships m
+    WHERE NOT EXISTS (
+        SELECT 1 FROM memberships o WHERE o.room_id = m.room_id AND o.role = 'owner'
+    )
+    GROUP BY m.room_id
+);
+ALTER TABLE messages ADD COLUMN deleted_by BLOB;
+CREATE TABLE bans (
+    room_id    BLOB NOT NULL REFERENCES rooms(id),
+    user_id    BLOB NOT NULL REFERENCES users(id),
+    banned_by  BLOB NOT NULL,
+    reason     TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE room_invitations (
+    room_id    BLOB NOT NULL REFERENCES rooms(id),
+    user_id    BLOB NOT NULL REFERENCES users(id),
+    invited_by BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX room_invitations_by_user ON room_invitations(user_id, created_at);
+CREATE TABLE moderation_log (
+    id         BLOB PRIMARY KEY NOT NULL,
+    room_id    BLOB NOT NULL REFERENCES rooms(id),
+    action     TEXT NOT NULL,
+    actor      BLOB NOT NULL,
+    target     BLOB,
+    message    BLOB,
+    reason     TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX moderation_log_by_room ON moderation_log(room_id, id);
+";
+
 pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     anyhow::ensure!(
@@ -109,10 +160,11 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     // One transaction: a failed upgrade leaves the file as it was.
     let tx = conn.unchecked_transaction()?;
     let steps: &[&str] = match version {
-        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
-        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
-        2 => &[SCHEMA_V3, SCHEMA_V4],
-        3 => &[SCHEMA_V4],
+        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
+        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
+        2 => &[SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
+        3 => &[SCHEMA_V4, SCHEMA_V5],
+        4 => &[SCHEMA_V5],
         _ => &[],
     };
     for step in steps {
@@ -157,18 +209,21 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
 /// finds its account by name among the keys), and a warning names both so that an operator can
 /// rename one.
 pub(super) fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, name_col, key_col, what) in [
-        ("users", "username", "username_key", "username"),
-        ("rooms", "name", "name_key", "room name"),
+    // Direct rooms keep their pair's key (`store::direct_key`), which no name rule makes.
+    for (table, name_col, key_col, what, named) in [
+        ("users", "username", "username_key", "username", "1"),
+        ("rooms", "name", "name_key", "room name", "direct_a IS NULL"),
     ] {
         // Every key becomes a placeholder no key equals (a NUL and the id in capitals), so new
         // keys meet only new keys, given to the oldest first.
         conn.execute(
-            &format!("UPDATE {table} SET {key_col} = char(0) || hex(id)"),
+            &format!("UPDATE {table} SET {key_col} = char(0) || hex(id) WHERE {named}"),
             [],
         )?;
         let rows = conn
-            .prepare(&format!("SELECT id, {name_col} FROM {table} ORDER BY id"))?
+            .prepare(&format!(
+                "SELECT id, {name_col} FROM {table} WHERE {named} ORDER BY id"
+            ))?
             .query_map([], |r| Ok((id_at(r, 0)?, r.get::<_, String>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut holder = conn.prepare(&format!(
@@ -309,7 +364,10 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         // Every row is kept; look-alikes now conflict, against the oldest of each group.
         for (name, field) in [("LOBBY", "name"), ("I0bby", "name"), ("general", "name")] {
-            let err = store.create_room(name, id(1).into()).await.unwrap_err();
+            let err = store
+                .create_room(crate::store::NewRoom::public(name, id(1).into()))
+                .await
+                .unwrap_err();
             assert!(
                 matches!(err, Error::Conflict { field: f, .. } if f == field),
                 "{name:?}: {err:?}"

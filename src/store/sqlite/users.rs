@@ -182,6 +182,8 @@ impl UserStore for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM memberships WHERE user_id = ?1")?
                 .execute([id.bytes()])?;
+            conn.prepare_cached("DELETE FROM room_invitations WHERE user_id = ?1")?
+                .execute([id.bytes()])?;
             conn.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
                 .execute([id.bytes()])?;
             // Stored in milliseconds: compared in milliseconds.

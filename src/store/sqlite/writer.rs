@@ -39,7 +39,7 @@ pub(super) enum Job {
 /// that is the file's or the disk's fault.
 pub(super) struct Done {
     pub(super) reply: Reply,
-    pub(super) event: Option<RoomEvent>,
+    pub(super) events: Vec<RoomEvent>,
     pub(super) refused: Option<&'static str>,
 }
 
@@ -185,7 +185,7 @@ pub(super) fn run_writer(
                 let mut events = Vec::with_capacity(done.len());
                 for write in done {
                     (write.reply)(Ok(()));
-                    events.extend(write.event);
+                    events.extend(write.events);
                 }
                 if let Some(sink) = &sink {
                     for event in events {

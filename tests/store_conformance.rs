@@ -24,6 +24,10 @@ use confab::{
     },
 };
 
+#[path = "store_conformance/teams.rs"]
+mod teams;
+use teams::*;
+
 /// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
 ///
 /// `$factory` is a closure returning a future of `Option<(Arc<dyn Store>, Guard)>`: the store,
@@ -76,6 +80,20 @@ macro_rules! conformance_suite {
             an_invitation_is_taken_once_and_can_be_given_back,
             messages_by_lists_a_senders_live_messages_in_id_order,
             delete_room_removes_its_messages_and_frees_its_name,
+            a_room_has_a_visibility_a_topic_and_its_creator_as_owner,
+            a_direct_room_is_one_per_pair_and_takes_no_name,
+            concurrent_direct_rooms_of_one_pair_are_one,
+            update_room_changes_what_it_is_given,
+            roles_change_only_from_the_role_expected,
+            memberships_page_in_join_order,
+            ownership_passes_to_the_longest_standing_admin_else_member,
+            a_ban_removes_the_member_and_refuses_them_until_lifted,
+            a_join_racing_a_ban_ends_with_the_user_out,
+            an_invitation_is_one_per_invitee_and_room,
+            the_moderation_log_lists_entries_newest_first,
+            a_moderators_deletion_names_the_moderator,
+            room_updates_and_role_changes_are_announced,
+            delete_room_takes_its_bans_invitations_and_log,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {

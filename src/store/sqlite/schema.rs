@@ -270,7 +270,7 @@ mod tests {
     use super::*;
     use crate::{
         error::Error,
-        model::{MessageId, ObjectId, PageRequest, RoomId, UserId},
+        model::{MessageId, ObjectId, PageRequest, RoomId, RoomRole, RoomVisibility, UserId},
         store::{MessageStore, NewMessage, RoomHead, RoomStore, UserStore, sqlite::SqliteStore},
     };
 
@@ -343,6 +343,58 @@ mod tests {
              PRAGMA user_version = 2;"
         ))
         .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_gets_public_rooms_owned_by_their_creators() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        version_2_database(&path);
+        {
+            let conn = Connection::open(&path).unwrap();
+            // "L0bby" (4) keeps its creator (1); "General" (7) lost its creator, so its
+            // longest-standing member (3, before 2) owns it.
+            conn.execute_batch(
+                "INSERT INTO memberships (room_id, user_id, joined_at) VALUES
+                     (x'000000000000000000000004', x'000000000000000000000002', 0),
+                     (x'000000000000000000000004', x'000000000000000000000001', 0),
+                     (x'000000000000000000000007', x'000000000000000000000003', 0),
+                     (x'000000000000000000000007', x'000000000000000000000002', 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let role = async |room: u8, user: u8| {
+            store
+                .membership(id(room).into(), id(user).into())
+                .await
+                .unwrap()
+                .map(|m| m.role)
+        };
+        assert_eq!(role(4, 1).await, Some(RoomRole::Owner));
+        assert_eq!(role(4, 2).await, Some(RoomRole::Member));
+        assert_eq!(role(7, 3).await, Some(RoomRole::Owner));
+        assert_eq!(role(7, 2).await, Some(RoomRole::Member));
+        let directory = store
+            .rooms(PageRequest::Forward {
+                after: None,
+                first: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(directory.items.len(), 4, "every old room is public");
+        for room in directory.items {
+            assert_eq!(
+                (room.visibility, room.topic, room.direct),
+                (RoomVisibility::Public, None, None)
+            );
+        }
+        // The rules of teams hold on the upgraded file.
+        store
+            .ban(id(4).into(), id(2).into(), id(1).into(), Some("spam"))
+            .await
+            .unwrap();
+        assert_eq!(role(4, 2).await, None);
     }
 
     fn stored_keys(path: &Path, table: &str, key: &str) -> Vec<(ObjectId, String)> {

@@ -338,3 +338,37 @@ async fn an_event_is_rendered_once_for_every_subscriber_of_one_operation() {
         "one rendering per distinct operation"
     );
 }
+
+/// One operation, two subscribers: most of an event renders once for both, but a field whose
+/// value depends on who asks (`Room.myRole`) must be each subscriber's own.
+#[tokio::test]
+async fn a_field_that_depends_on_the_caller_is_rendered_for_each_subscriber() {
+    const UPDATED: &str = "subscription($r: ID!) { roomEvents(roomId: $r) {
+        __typename ... on RoomUpdated { room { topic myRole } } } }";
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&ada, "lobby").await;
+    app.join(&bob, &room).await;
+    let mut owner = app.ws_as(&ada).await;
+    let mut member = app.ws_as(&bob).await;
+    for ws in [&mut owner, &mut member] {
+        ws.subscribe("updates", UPDATED, json!({"r": room})).await;
+        assert!(ws.ping_pong().await.is_empty());
+    }
+    app.data(
+        Some(&ada.token),
+        r#"mutation($r: ID!) { updateRoom(roomId: $r, topic: "news") { id } }"#,
+        json!({"r": room}),
+    )
+    .await;
+    for (ws, role) in [(&mut owner, "OWNER"), (&mut member, "MEMBER")] {
+        let payload = ws.next_payload("updates").await;
+        let seen = &payload["data"]["roomEvents"]["room"];
+        assert_eq!(
+            (seen["topic"].as_str(), seen["myRole"].as_str()),
+            (Some("news"), Some(role)),
+            "{payload}"
+        );
+    }
+}

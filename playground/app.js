@@ -15,9 +15,14 @@ const state = {
   sessionId: null, // the session the tokens belong to
   leaving: false, // logging out: the socket's 4403 is expected
   me: null,
-  room: null, // { id, name }
+  room: null, // the room shown: { id name memberCount visibility topic isDirect myRole }
+  members: null, // its members while shown, once listed: user id -> { user, role }
+  messages: new Map(), // the messages shown, by id (to redraw their actions)
   myRooms: new Map(),
+  directory: new Map(), // the public rooms listed, by id
   roomsAfter: null,
+  people: new Map(), // every user the page has come across: lower-case username -> { id, username }
+  scanned: new Set(), // rooms whose members were read to find someone to invite
   oldest: null, // cursor of the oldest message shown
   newest: new Map(), // room id -> newest message id seen
   subscription: null,
@@ -423,8 +428,14 @@ class Live {
 const live = new Live();
 live.onReconnect = () => {
   // A message may have been sent in an empty room while offline: the resumed subscription
-  // has no `after` then, so read the newest page again too (it de-duplicates).
-  if (state.room) attempt(() => loadNewest(state.room.id));
+  // has no `after` then, so read the newest page again too (it de-duplicates). Members and
+  // roles may have changed meanwhile too.
+  if (state.room) {
+    attempt(async () => {
+      await refreshRoom();
+      if (state.room) await loadNewest(state.room.id);
+    });
+  }
 };
 
 function setStatus(status) {
@@ -454,7 +465,12 @@ function signOut(reason, { keepSession = false } = {}) {
   live.stop();
   setStatus('offline');
   drop({ keepSession });
-  Object.assign(state, { me: null, room: null, subscription: null, leaving: false });
+  Object.assign(state, { me: null, leaving: false });
+  closeRoom('');
+  state.people.clear();
+  state.scanned.clear();
+  $('invitations').replaceChildren();
+  $('invitations-box').hidden = true;
   if ($('sessions').open) $('sessions').close();
   for (const id of ['who', 'sessions-open', 'logout']) $(id).hidden = true;
   $('chat').hidden = true;
@@ -582,13 +598,32 @@ $('logout-everywhere').addEventListener('click', () => {
 // ---------------------------------------------------------------------------------------------
 // Rooms
 
+const ROOM_FIELDS = 'id name memberCount visibility topic isDirect myRole';
+
+/// The lock shown beside a private room's name (direct rooms are private too).
+function lockIcon() {
+  const lock = document.createElement('i');
+  lock.className = 'lock';
+  lock.setAttribute('role', 'img');
+  lock.setAttribute('aria-label', 'Private');
+  lock.title = 'Private room';
+  return lock;
+}
+
+function roomTitle(room) {
+  const count = `${room.memberCount} member${room.memberCount === 1 ? '' : 's'}`;
+  if (room.isDirect) return `Direct messages with ${room.name}`;
+  return [room.name, room.topic, count].filter(Boolean).join(' · ');
+}
+
 function roomItem(room, joined) {
   const li = document.createElement('li');
   li.dataset.id = room.id;
   if (state.room && state.room.id === room.id) li.classList.add('current');
+  if (room.visibility === 'PRIVATE') li.append(lockIcon());
   const name = document.createElement('span');
   name.textContent = `${room.name}`;
-  name.title = `${room.name} · ${room.memberCount} member${room.memberCount === 1 ? '' : 's'}`;
+  name.title = roomTitle(room);
   li.append(name);
   if (joined) {
     name.addEventListener('click', () => attempt(() => openRoom(room)));
@@ -597,17 +632,17 @@ function roomItem(room, joined) {
     join.type = 'button';
     join.className = 'link';
     join.textContent = 'Join';
-    join.addEventListener('click', () => attempt(async () => {
-      await gql('mutation($r: ID!) { joinRoom(roomId: $r) { id } }', { r: room.id });
-      await loadRooms();
-      await openRoom(room);
-    }));
+    join.addEventListener('click', () => attempt(() => joinAndOpen(room)));
     li.append(join);
   }
   return li;
 }
 
-const ROOM_FIELDS = 'id name memberCount';
+async function joinAndOpen(room) {
+  await gql('mutation($r: ID!) { joinRoom(roomId: $r) { id } }', { r: room.id });
+  await loadRooms();
+  await openRoom(state.myRooms.get(room.id) || room);
+}
 
 async function loadRooms() {
   // Every room of mine, a page of 100 at a time (one may be in at most 1,000).
@@ -624,13 +659,16 @@ async function loadRooms() {
   }
   const data = await gql(`{ rooms(first: 50) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`);
   state.myRooms = new Map(mine.map((r) => [r.id, r]));
+  state.directory = new Map();
   $('my-rooms').replaceChildren(...mine.map((r) => roomItem(r, true)));
   $('all-rooms').replaceChildren();
   appendDirectory(data.rooms);
+  await loadInvitations();
 }
 
 function appendDirectory(page) {
   for (const { node } of page.edges) {
+    state.directory.set(node.id, node);
     if (!state.myRooms.has(node.id)) $('all-rooms').append(roomItem(node, false));
   }
   state.roomsAfter = page.pageInfo.endCursor;
@@ -647,16 +685,288 @@ $('more-rooms').addEventListener('click', () => attempt(async () => {
 
 $('new-room').addEventListener('submit', (event) => {
   event.preventDefault();
-  const input = event.target.elements.name;
+  const { name, topic, private: priv } = event.target.elements;
   attempt(async () => {
-    const { createRoom } = await gql(`mutation($n: String!) { createRoom(name: $n) { ${ROOM_FIELDS} } }`, { n: input.value });
-    input.value = '';
+    const { createRoom } = await gql(
+      `mutation($n: String!, $v: RoomVisibility, $t: String) { createRoom(name: $n, visibility: $v, topic: $t) { ${ROOM_FIELDS} } }`,
+      { n: name.value, v: priv.checked ? 'PRIVATE' : 'PUBLIC', t: topic.value.trim() || null },
+    );
+    event.target.reset();
     await loadRooms();
     await openRoom(createRoom);
   });
 });
 
 $('back').addEventListener('click', () => $('chat').classList.remove('in-room'));
+
+// ---------------------------------------------------------------------------------------------
+// Invitations: the rooms others asked me into. The server tells of new ones only when asked,
+// so the list is read with the rooms and whenever the page comes back into view.
+
+async function loadInvitations() {
+  const { invitations } = await gql(
+    `{ invitations { createdAt inviter { id username } room { ${ROOM_FIELDS} } } }`,
+  );
+  for (const invitation of invitations) meet(invitation.inviter);
+  $('invitations').replaceChildren(...invitations.map(invitationItem));
+  $('invitations-box').hidden = invitations.length === 0;
+}
+
+function invitationItem({ room, inviter, createdAt }) {
+  const li = document.createElement('li');
+  li.dataset.id = room.id;
+  if (room.visibility === 'PRIVATE') li.append(lockIcon());
+  const name = document.createElement('span');
+  name.textContent = room.name;
+  const from = document.createElement('small');
+  from.className = 'muted';
+  from.textContent = `from ${inviter.username}`;
+  name.append(from);
+  name.title = `${roomTitle(room)} · invited by ${inviter.username}, ${when(createdAt)}`;
+  const decline = document.createElement('button');
+  decline.type = 'button';
+  decline.className = 'link';
+  decline.textContent = 'Decline';
+  decline.addEventListener('click', () => attempt(async () => {
+    await gql('mutation($r: ID!) { declineInvitation(roomId: $r) }', { r: room.id });
+    await loadInvitations();
+  }));
+  const join = document.createElement('button');
+  join.type = 'button';
+  join.className = 'link';
+  join.textContent = 'Join';
+  join.addEventListener('click', () => attempt(() => joinAndOpen(room)));
+  li.append(name, join, decline);
+  return li;
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible' && state.me) loadInvitations().catch(() => {});
+});
+
+// ---------------------------------------------------------------------------------------------
+// People: who is in the shown room, with their roles; inviting, direct messages, moderation
+
+const RANK = { OWNER: 3, ADMIN: 2, MEMBER: 1 };
+const rankOf = (role) => RANK[role] || 0;
+
+/// Remembers a user the page came across, to find them by name when inviting.
+function meet(user) {
+  if (user && user.id && user.username) state.people.set(user.username.toLowerCase(), { id: user.id, username: user.username });
+}
+
+/// Whether I moderate the shown room and `userId` (a member, or someone who left) ranks
+/// below me there: then I may delete their messages, kick and ban them.
+function outranks(userId) {
+  if (!state.room || !state.members || userId === state.me.id) return false;
+  const mine = rankOf(state.room.myRole);
+  if (mine < RANK.ADMIN) return false;
+  const member = state.members.get(userId);
+  return mine > rankOf(member && member.role);
+}
+
+/// Any member may invite to a public room, its owner and admins to a private one; nobody to a
+/// direct room.
+function mayInvite(room) {
+  if (!room || room.isDirect || !room.myRole) return false;
+  return room.visibility === 'PUBLIC' || rankOf(room.myRole) >= RANK.ADMIN;
+}
+
+const MEMBERSHIPS = `memberships(first: 100, after: $after) {
+  edges { node { role user { id username } } } pageInfo { hasNextPage endCursor } }`;
+
+/// The room (null when I may no longer see it) and, unless `room` says I may not list them
+/// (a private room I am not in), its members: at most 1,000, 100 a request.
+async function roomWithMembers(roomId) {
+  let after = null;
+  let room = null;
+  const members = [];
+  for (let page = 0; page < 10; page += 1) {
+    const fields = page === 0 ? `${ROOM_FIELDS} ${MEMBERSHIPS}` : MEMBERSHIPS;
+    let data;
+    try {
+      data = await gql(`query($id: ID!, $after: String) { room(id: $id) { ${fields} } }`, { id: roomId, after });
+    } catch (error) {
+      // Invited, not a member yet: the room may be seen, its members not.
+      if (error.code !== 'FORBIDDEN' || page > 0) throw error;
+      const { room: seen } = await gql(`query($id: ID!) { room(id: $id) { ${ROOM_FIELDS} } }`, { id: roomId });
+      return { room: seen, members: null };
+    }
+    if (!data.room) return { room: null, members: null };
+    if (page === 0) room = data.room;
+    const { edges, pageInfo } = data.room.memberships;
+    members.push(...edges.map((edge) => edge.node));
+    if (!pageInfo.hasNextPage) break;
+    after = pageInfo.endCursor;
+  }
+  delete room.memberships;
+  for (const member of members) meet(member.user);
+  return { room, members };
+}
+
+/// Reads the shown room again: its name, topic, my role, its members.
+async function loadRoomDetails(roomId) {
+  const { room, members } = await roomWithMembers(roomId);
+  if (!state.room || state.room.id !== roomId) return;
+  if (!room || !room.myRole) {
+    closeRoom(`You are no longer in ${state.room.name}.`);
+    return;
+  }
+  state.room = room;
+  state.myRooms.set(room.id, room);
+  state.members = new Map(members.map((member) => [member.user.id, member]));
+  renderRoomHead();
+  renderMembers();
+  redrawMessages();
+}
+
+// One reading at a time; events that arrive meanwhile ask for one more after it.
+let detailsLoading = null;
+let detailsAgain = false;
+function refreshRoom() {
+  if (detailsLoading) {
+    detailsAgain = true;
+    return detailsLoading;
+  }
+  detailsLoading = (async () => {
+    do {
+      detailsAgain = false;
+      if (state.room) await loadRoomDetails(state.room.id);
+    } while (detailsAgain);
+  })().finally(() => { detailsLoading = null; });
+  return detailsLoading;
+}
+
+function renderRoomHead() {
+  const { room } = state;
+  $('room-name').textContent = room ? room.name : 'Pick a room';
+  $('room-name').title = room ? roomTitle(room) : '';
+  $('room-lock').hidden = !room || room.visibility !== 'PRIVATE';
+  $('room-topic').textContent = (room && room.topic) || '';
+  $('room-topic').hidden = !(room && room.topic);
+  $('members').hidden = !room;
+  if (room) $('members').textContent = `${room.memberCount} member${room.memberCount === 1 ? '' : 's'}`;
+  $('invite').hidden = !mayInvite(room);
+}
+
+function renderMembers() {
+  const members = state.members ? [...state.members.values()] : [];
+  $('member-list').replaceChildren(...members.map(memberItem));
+  renderKnownUsers();
+}
+
+/// The usernames offered when inviting: everyone the page knows of who is not here yet.
+function renderKnownUsers() {
+  if (!state.me) return;
+  $('known-users').replaceChildren(...[...state.people.values()]
+    .filter((user) => user.id !== state.me.id && !(state.members && state.members.has(user.id)))
+    .sort((a, b) => a.username.localeCompare(b.username))
+    .map((user) => {
+      const option = document.createElement('option');
+      option.value = user.username;
+      return option;
+    }));
+}
+
+function memberItem({ user, role }) {
+  const li = document.createElement('li');
+  li.dataset.id = user.id;
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = user.username;
+  li.append(name);
+  if (role === 'OWNER' || role === 'ADMIN') {
+    const badge = document.createElement('span');
+    badge.className = `badge role ${role.toLowerCase()}`;
+    badge.textContent = role;
+    li.append(badge);
+  }
+  if (user.id === state.me.id) {
+    const you = document.createElement('span');
+    you.className = 'muted';
+    you.textContent = 'you';
+    li.append(you);
+    return li;
+  }
+  if (!state.room.isDirect) {
+    li.append(action('Message', () => openDirectRoom(user), `Direct messages with ${user.username}`));
+  }
+  if (outranks(user.id)) {
+    li.append(
+      action('Kick', () => kick(user), `Remove ${user.username} from the room (they may come back)`),
+      action('Ban', () => ban(user), `Remove ${user.username} and keep them out`),
+    );
+  }
+  return li;
+}
+
+$('members').addEventListener('click', () => {
+  const open = $('people').hidden;
+  $('people').hidden = !open;
+  $('members').setAttribute('aria-expanded', String(open));
+});
+
+async function openDirectRoom(user) {
+  const { directRoom } = await gql(`mutation($u: ID!) { directRoom(userId: $u) { ${ROOM_FIELDS} } }`, { u: user.id });
+  await loadRooms();
+  await openRoom(directRoom);
+}
+
+async function kick(user) {
+  const roomId = state.room.id;
+  if (!confirm(`Remove ${user.username} from ${state.room.name}? They may come back.`)) return;
+  await gql('mutation($r: ID!, $u: ID!) { kickMember(roomId: $r, userId: $u) }', { r: roomId, u: user.id });
+  if (state.room && state.room.id === roomId) await refreshRoom();
+}
+
+async function ban(user) {
+  const roomId = state.room.id;
+  const reason = prompt(`Ban ${user.username} from ${state.room.name}? They cannot come back until unbanned. Reason (optional):`, '');
+  if (reason === null) return;
+  await gql('mutation($r: ID!, $u: ID!, $why: String) { banMember(roomId: $r, userId: $u, reason: $why) }',
+    { r: roomId, u: user.id, why: reason.trim() || null });
+  if (state.room && state.room.id === roomId) await refreshRoom();
+}
+
+/// Someone to invite, by username: among the people the page has come across, else among the
+/// members of my rooms and of the public rooms listed, read one room at a time (the API finds
+/// users by id only).
+async function findUser(username) {
+  const key = username.trim().toLowerCase();
+  if (state.people.has(key)) return state.people.get(key);
+  const rooms = [...new Set([...state.myRooms.keys(), ...state.directory.keys()])];
+  for (const roomId of rooms) {
+    if (state.scanned.has(roomId)) continue;
+    state.scanned.add(roomId);
+    try {
+      await roomWithMembers(roomId);
+    } catch {
+      continue; // gone, or not listable to me: the next
+    }
+    if (state.people.has(key)) return state.people.get(key);
+  }
+  // Not found: members change, so a later try reads them again.
+  state.scanned.clear();
+  return null;
+}
+
+$('invite').elements.username.addEventListener('focus', renderKnownUsers);
+
+$('invite').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = event.target.elements.username;
+  const room = state.room;
+  $('invite-result').textContent = '';
+  attempt(async () => {
+    const user = await findUser(input.value);
+    if (!user) {
+      throw new Error(`No user named ${input.value.trim()} shares a room with you or is in a public room.`);
+    }
+    await gql('mutation($r: ID!, $u: ID!) { inviteToRoom(roomId: $r, userId: $u) { createdAt } }', { r: room.id, u: user.id });
+    input.value = '';
+    if (state.room && state.room.id === room.id) $('invite-result').textContent = `Invited ${user.username}.`;
+  });
+});
 
 // ---------------------------------------------------------------------------------------------
 // One room: history, live events, sending
@@ -666,19 +976,26 @@ const ROOM_EVENTS = `subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, 
   __typename
   ... on MessageAdded { message { ${MESSAGE_FIELDS} } }
   ... on MessageEdited { message { ${MESSAGE_FIELDS} } }
-  ... on MessageDeleted { messageId }
-  ... on MemberJoined { user { username } }
-  ... on MemberLeft { user { username } }
+  ... on MessageDeleted { messageId deletedBy { id username } }
+  ... on MemberJoined { user { id username } }
+  ... on MemberLeft { user { id username } }
+  ... on MemberKicked { user { id username } by { id username } }
+  ... on MemberBanned { user { id username } by { id username } reason }
+  ... on MemberRoleChanged { user { id username } role }
+  ... on RoomUpdated { room { ${ROOM_FIELDS} } }
   ... on Typing { user { username } typing }
 } }`;
 
 async function openRoom(room) {
   if (state.subscription) live.unsubscribe(state.subscription);
   state.room = room;
+  state.members = null;
+  state.messages = new Map();
   state.oldest = null;
   $('chat').classList.add('in-room');
-  $('room-name').textContent = room.name;
-  $('members').textContent = '';
+  renderRoomHead();
+  $('member-list').replaceChildren();
+  $('invite-result').textContent = '';
   $('messages').replaceChildren();
   $('typing').textContent = '';
   $('composer').hidden = false;
@@ -686,17 +1003,42 @@ async function openRoom(room) {
   // Live first, then the history: a message sent in between shows once, in its place.
   state.subscription = live.subscribe(ROOM_EVENTS, () => ({ r: room.id, after: state.newest.get(room.id) || null }), {
     next: (payload) => onRoomEvent(room.id, payload),
-    error: (errors) => showError(errors.map((e) => e.message).join('; ')),
+    error: (errors) => onRoomError(room.id, errors),
   });
-  await loadNewest(room.id);
-  await showMemberCount(room.id);
+  await refreshRoom();
+  if (state.room && state.room.id === room.id) await loadNewest(room.id);
 }
 
-async function showMemberCount(roomId) {
-  const { room } = await gql('query($id: ID!) { room(id: $id) { memberCount } }', { id: roomId });
-  if (room && state.room && state.room.id === roomId) {
-    $('members').textContent = `${room.memberCount} member${room.memberCount === 1 ? '' : 's'}`;
+/// Leaves the room view (removed from the room, or it is gone), saying why.
+function closeRoom(why) {
+  if (state.subscription) live.unsubscribe(state.subscription);
+  Object.assign(state, { room: null, members: null, subscription: null, oldest: null, messages: new Map() });
+  for (const timer of state.typing.values()) clearTimeout(timer);
+  state.typing.clear();
+  renderRoomHead();
+  $('people').hidden = true;
+  $('members').setAttribute('aria-expanded', 'false');
+  $('member-list').replaceChildren();
+  $('invite-result').textContent = '';
+  $('messages').replaceChildren();
+  $('typing').textContent = '';
+  $('older').hidden = true;
+  $('composer').hidden = true;
+  $('chat').classList.remove('in-room');
+  for (const li of document.querySelectorAll('.rooms li.current')) li.classList.remove('current');
+  if (why) showError(why);
+  if (state.me) loadRooms().catch(() => {});
+}
+
+/// The server ended the room's subscription: a member removed (in another tab, or while this
+/// page was away) is refused with FORBIDDEN, a room gone with NOT_FOUND.
+function onRoomError(roomId, errors) {
+  const codes = errors.map((e) => e.extensions && e.extensions.code);
+  if (state.room && state.room.id === roomId && (codes.includes('FORBIDDEN') || codes.includes('NOT_FOUND'))) {
+    closeRoom(`You are no longer in ${state.room.name}.`);
+    return;
   }
+  showError(errors.map((e) => e.message).join('; '));
 }
 
 async function loadNewest(roomId) {
@@ -720,7 +1062,7 @@ $('older').addEventListener('click', () => attempt(async () => {
     `query($r: ID!, $before: String) { messages(roomId: $r, last: 50, before: $before) { edges { node { ${MESSAGE_FIELDS} } } pageInfo { hasPreviousPage startCursor } } }`,
     { r: roomId, before: state.oldest },
   );
-  if (state.room.id !== roomId) return;
+  if (!state.room || state.room.id !== roomId) return;
   const list = $('messages');
   const height = list.scrollHeight;
   for (const { node } of messages.edges) upsertMessage(node);
@@ -737,6 +1079,7 @@ function onRoomEvent(roomId, payload) {
   if (!state.room || state.room.id !== roomId) return;
   const event = payload.data.roomEvents;
   const atBottom = isScrolledDown();
+  const me = state.me.id;
   switch (event.__typename) {
     case 'MessageAdded':
     case 'MessageEdited':
@@ -746,15 +1089,46 @@ function onRoomEvent(roomId, payload) {
     case 'MessageDeleted': {
       const li = messageElement(event.messageId);
       if (li) li.remove();
+      const message = state.messages.get(event.messageId);
+      state.messages.delete(event.messageId);
+      if (event.deletedBy) {
+        const whose = message ? `A message by ${message.sender.username}` : 'A message';
+        notice(`${whose} was deleted by ${event.deletedBy.username}`);
+      }
       break;
     }
     case 'MemberJoined':
+      meet(event.user);
       notice(`${event.user.username} joined`);
-      attempt(() => showMemberCount(roomId));
+      attempt(refreshRoom);
       break;
     case 'MemberLeft':
       notice(`${event.user.username} left`);
-      attempt(() => showMemberCount(roomId));
+      attempt(refreshRoom);
+      break;
+    case 'MemberKicked':
+    case 'MemberBanned': {
+      const banned = event.__typename === 'MemberBanned';
+      const why = banned && event.reason ? `: ${event.reason}` : '';
+      if (event.user.id === me) {
+        closeRoom(`You were removed from ${state.room.name} by ${event.by.username}${banned ? ` (banned${why})` : ''}.`);
+        return;
+      }
+      notice(`${event.user.username} was ${banned ? 'banned' : 'removed'} by ${event.by.username}${why}`);
+      attempt(refreshRoom);
+      break;
+    }
+    case 'MemberRoleChanged':
+      notice(`${event.user.id === me ? 'You are' : `${event.user.username} is`} now ${event.role.toLowerCase()}`);
+      attempt(refreshRoom);
+      break;
+    case 'RoomUpdated':
+      // The room as its members see it; my role, members and the room lists are read again.
+      state.room = { ...state.room, ...event.room, myRole: state.room.myRole };
+      renderRoomHead();
+      notice('The room was updated');
+      attempt(refreshRoom);
+      attempt(loadRooms);
       break;
     case 'Typing':
       if (event.user.username !== state.me.username) showTyping(event.user.username, event.typing);
@@ -769,10 +1143,20 @@ function messageElement(id) {
   return document.querySelector(`#messages li[data-id="${id}"]`);
 }
 
+/// Draws the shown messages again: what I may do with each depends on my role and theirs.
+function redrawMessages() {
+  for (const li of document.querySelectorAll('#messages li[data-id]')) {
+    const message = state.messages.get(li.dataset.id);
+    if (message) upsertMessage(message);
+  }
+}
+
 /// Shows a message in id order (ids are chronological), or updates it where it stands.
 function upsertMessage(message) {
   const newest = state.newest.get(state.room.id);
   if (!newest || message.id > newest) state.newest.set(state.room.id, message.id);
+  state.messages.set(message.id, message);
+  meet(message.sender);
   let li = messageElement(message.id);
   if (!li) {
     li = document.createElement('li');
@@ -790,6 +1174,8 @@ function upsertMessage(message) {
   meta.append(author, `${time}${message.editedAt ? ' · edited' : ''}`);
   if (state.me && message.sender.id === state.me.id) {
     meta.append(action('Edit', () => editMessage(message)), action('Delete', () => deleteMessage(message.id)));
+  } else if (outranks(message.sender.id)) {
+    meta.append(action('Delete', () => deleteMessage(message.id), 'Delete as a moderator'));
   }
   const body = document.createElement('div');
   body.className = 'body';
@@ -797,11 +1183,12 @@ function upsertMessage(message) {
   li.replaceChildren(meta, body);
 }
 
-function action(label, run) {
+function action(label, run, title = '') {
   const button = document.createElement('button');
   button.type = 'button';
   button.className = 'link';
   button.textContent = label;
+  button.title = title;
   button.addEventListener('click', () => attempt(run));
   return button;
 }

@@ -239,7 +239,6 @@ async fn team(app: &TestApp, visibility: &str) -> Team {
 /// A room event in a few words: `kicked bob by ada`, `role cid OWNER`, `added hello`…
 fn describe(payload: &Value) -> String {
     let e = &payload["data"]["roomEvents"];
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let user = s(&e["user"]["username"]);
     match e["__typename"].as_str().unwrap_or("<none>") {
         "MessageAdded" => format!("added {}", s(&e["message"]["body"])),
@@ -278,6 +277,40 @@ async fn watching(app: &TestApp, user: &Session, room: &str) -> WsClient {
 /// The next event of the `events` subscription, described.
 async fn next_event(ws: &mut WsClient) -> String {
     describe(&ws.next_payload("events").await)
+}
+
+/// A graphql-ws client of `user` with two subscriptions to `room` under way, `events`
+/// (`roomEvents`) and `added` (`messageAdded`): each has delivered a message `sender` sent, so
+/// what ends them later ends operations that were running, not ones refused at their start.
+async fn under_way(app: &TestApp, user: &Session, room: &str, sender: &Session) -> WsClient {
+    let mut ws = app.ws_as(user).await;
+    ws.subscribe("events", EVENTS, json!({"r": room})).await;
+    ws.subscribe("added", ADDED, json!({"r": room})).await;
+    assert!(ws.ping_pong().await.is_empty());
+    app.send(sender, room, "before").await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let frame = ws.recv().await;
+        assert_eq!(frame["type"], "next", "{frame}");
+        let payload = &frame["payload"];
+        heard.push(match frame["id"].as_str() {
+            Some("events") => ("events", describe(payload)),
+            _ => ("added", s(&payload["data"]["messageAdded"]["body"])),
+        });
+    }
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            ("added", "before".to_owned()),
+            ("events", "added before".to_owned())
+        ]
+    );
+    ws
+}
+
+fn s(value: &Value) -> String {
+    value.as_str().unwrap_or("-").to_owned()
 }
 
 /// Expects `error` frames ending each of `ids` with `FORBIDDEN` (in any order, after whatever
@@ -1285,10 +1318,7 @@ async fn mutations_that_change_who_is_in_a_room_cost_100_each() {
 async fn a_kicked_members_subscriptions_hear_the_kick_then_end_forbidden() {
     let app = TestApp::spawn().await;
     let t = team(&app, "PUBLIC").await;
-    let mut dans = app.ws_as(&t.dan).await;
-    dans.subscribe("events", EVENTS, json!({"r": t.room})).await;
-    dans.subscribe("added", ADDED, json!({"r": t.room})).await;
-    assert!(dans.ping_pong().await.is_empty());
+    let mut dans = under_way(&app, &t.dan, &t.room, &t.ada).await;
     let mut eves = watching(&app, &t.eve, &t.room).await;
 
     assert!(moderate(&app, &t.bob, KICK, &t.room, &t.dan).await);
@@ -1307,10 +1337,7 @@ async fn a_kicked_members_subscriptions_hear_the_kick_then_end_forbidden() {
 async fn a_banned_members_subscriptions_hear_the_ban_then_end_forbidden() {
     let app = TestApp::spawn().await;
     let t = team(&app, "PRIVATE").await;
-    let mut dans = app.ws_as(&t.dan).await;
-    dans.subscribe("events", EVENTS, json!({"r": t.room})).await;
-    dans.subscribe("added", ADDED, json!({"r": t.room})).await;
-    assert!(dans.ping_pong().await.is_empty());
+    let mut dans = under_way(&app, &t.dan, &t.room, &t.ada).await;
     let mut eves = watching(&app, &t.eve, &t.room).await;
 
     app.data(
@@ -1714,10 +1741,7 @@ async fn a_ban_through_one_instance_ends_a_subscription_held_on_another() {
     let room = create(&a, &ada, "shared", "PUBLIC").await;
     a.join(&dan, &room).await;
     a.join(&eve, &room).await;
-    let mut dans = b.ws_as(&dan).await;
-    dans.subscribe("events", EVENTS, json!({"r": room})).await;
-    dans.subscribe("added", ADDED, json!({"r": room})).await;
-    assert!(dans.ping_pong().await.is_empty());
+    let mut dans = under_way(&b, &dan, &room, &ada).await;
     let mut eves = watching(&b, &eve, &room).await;
 
     a.data(

@@ -421,8 +421,9 @@ async fn delete_message(
         .map(|r| parse_id("roomID", r))
         .transpose()?;
     if let Some(room_id) = room_id {
-        // Named a room: the message must be in it.
-        let message = service.own_message(&caller.0, message_id).await?;
+        // Named a room: the message must be in it. Whether the caller may delete it (its
+        // author, or a moderator of the room) is for `delete_message` to say.
+        let message = service.message_seen(&caller.0, message_id).await?;
         if message.room_id != room_id {
             return Err(Error::not_found("no such message in that room").into());
         }

@@ -83,7 +83,7 @@ impl ChatService {
     }
 
     /// A message of a room the caller may see; `NOT_FOUND` otherwise, as for no message.
-    async fn message_seen(&self, caller: &Caller, id: MessageId) -> Result<Message> {
+    pub async fn message_seen(&self, caller: &Caller, id: MessageId) -> Result<Message> {
         let not_found = || Error::not_found("message not found");
         let message = self.store.message(id).await?.ok_or_else(not_found)?;
         match self.seen_room(caller, message.room_id).await {

@@ -1,6 +1,6 @@
 //! A real Confab server on a free port with a fresh in-memory store, and typed clients for it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration};
 
 use confab::{config::Config, server::Application};
 use futures_util::{SinkExt, StreamExt};
@@ -371,6 +371,124 @@ impl WsClient {
                 return before;
             }
             before.push(message);
+        }
+    }
+}
+
+/// A Socket.IO client as the original service's clients speak it: Engine.IO 4 straight over a
+/// WebSocket, Socket.IO 5 packets in the default namespace, signed in with `auth.token`.
+pub struct SocketIo {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Events that arrived while an acknowledgement was awaited, in order.
+    events: VecDeque<(String, Value)>,
+    next_ack: u64,
+}
+
+impl TestApp {
+    /// A Socket.IO client signed in as `user`, connected.
+    pub async fn socketio(&self, user: &Session) -> SocketIo {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", self.addr);
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the Socket.IO upgrade succeeds");
+        let mut socket = SocketIo {
+            stream,
+            events: VecDeque::new(),
+            next_ack: 0,
+        };
+        let open = socket.engine_packet().await;
+        assert!(open.starts_with('0'), "expected Engine.IO open, got {open}");
+        socket
+            .send_text(&format!("40{}", json!({"token": user.token})))
+            .await;
+        let connect = socket.engine_packet().await;
+        assert!(connect.starts_with("40"), "not connected: {connect}");
+        socket
+    }
+}
+
+impl SocketIo {
+    async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text))
+            .await
+            .expect("send a Socket.IO packet");
+    }
+
+    /// The next Engine.IO packet other than a ping (which is answered).
+    async fn engine_packet(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("the server answers in time");
+            match frame {
+                Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                    self.send_text("3").await;
+                }
+                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("the Socket.IO connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// The next Socket.IO packet: its type, acknowledgement id and data.
+    async fn packet(&mut self) -> (u8, Option<u64>, Value) {
+        let text = self.engine_packet().await;
+        let packet = text
+            .strip_prefix('4')
+            .unwrap_or_else(|| panic!("expected an Engine.IO message, got {text}"));
+        let kind = packet.as_bytes()[0];
+        let rest = &packet[1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let id = rest[..digits].parse().ok();
+        let data = match &rest[digits..] {
+            "" => Value::Null,
+            json => serde_json::from_str(json).expect("Socket.IO data is JSON"),
+        };
+        (kind, id, data)
+    }
+
+    /// Emits `event` and returns its acknowledgement; events arriving meanwhile are kept.
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        self.next_ack += 1;
+        let id = self.next_ack;
+        self.send_text(&format!("42{id}{}", json!([event, data])))
+            .await;
+        loop {
+            match self.packet().await {
+                (b'3', Some(ack), data) if ack == id => return data[0].clone(),
+                (b'2', _, data) => self.keep(data),
+                other => panic!("expected the acknowledgement of {event}, got {other:?}"),
+            }
+        }
+    }
+
+    fn keep(&mut self, data: Value) {
+        let name = data[0].as_str().expect("an event name").to_owned();
+        self.events.push_back((name, data[1].clone()));
+    }
+
+    /// The next event the server sent, whatever it is.
+    pub async fn next_event(&mut self) -> (String, Value) {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            match self.packet().await {
+                (b'2', _, data) => self.keep(data),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+    }
+
+    /// The payload of the next `name` event, skipping others.
+    pub async fn next_named(&mut self, name: &str) -> Value {
+        loop {
+            let (event, payload) = self.next_event().await;
+            if event == name {
+                return payload;
+            }
         }
     }
 }

@@ -14,13 +14,15 @@ use crate::{
     support::{mongo, redis::RedisServer},
 };
 
-struct Cluster {
-    a: TestApp,
-    b: TestApp,
-    redis: RedisServer,
+pub struct Cluster {
+    pub a: TestApp,
+    pub b: TestApp,
+    pub redis: RedisServer,
 }
 
-async fn cluster() -> Option<Cluster> {
+/// Two instances sharing a fresh MongoDB database and one Redis; `None` when either is missing
+/// (said loudly; `CONFAB_REQUIRE_REDIS=1` and `CONFAB_REQUIRE_MONGODB=1` make that a failure).
+pub async fn cluster() -> Option<Cluster> {
     let redis = RedisServer::start()?;
     let uri = mongo::server_uri()?;
     let database = format!("{uri}/{}", mongo::fresh_database());

@@ -18,4 +18,5 @@ mod sessions;
 mod subscriptions;
 #[path = "../support/mod.rs"]
 mod support;
+mod teams;
 mod web;

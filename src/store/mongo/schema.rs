@@ -91,6 +91,9 @@ pub(super) struct MessageDoc {
     pub(super) edited_at: Option<bson::DateTime>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(super) deleted_at: Option<bson::DateTime>,
+    /// The moderator who deleted it, when its author did not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) deleted_by: Option<UserId>,
     /// The room change number of this message's latest change.
     #[serde(default)]
     pub(super) seq: i64,
@@ -169,7 +172,7 @@ impl From<MessageDoc> for Message {
             edited_at: d.edited_at.map(to_chrono),
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
-            deleted_by: None,
+            deleted_by: d.deleted_by,
         }
     }
 }

@@ -1803,6 +1803,88 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
     assert_eq!(keys().await, upgraded, "a second startup changes nothing");
 }
 
+/// Two instances without transactions: a join on one and a ban on the other end with the
+/// user out, whichever writes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_join_and_a_ban_on_two_instances_end_with_the_user_out() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let instances = [
+        mongo_instance(&uri, &db).await,
+        mongo_instance(&uri, &db).await,
+    ];
+    let ada = user(&*instances[0], "ada").await;
+    let lobby = room(&*instances[0], "lobby", &ada).await;
+    for i in 0..20 {
+        let someone = user(&*instances[0], &format!("user{i}")).await;
+        let join = {
+            let store = instances[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .add_member(lobby.id, someone.id, RoomRole::Member)
+                    .await
+            })
+        };
+        let ban = {
+            let store = instances[(i + 1) % 2].clone();
+            tokio::spawn(async move { store.ban(lobby.id, someone.id, ada.id, None).await })
+        };
+        let _ = join.await.unwrap();
+        ban.await.unwrap().unwrap();
+        for instance in &instances {
+            assert!(
+                !instance.is_member(lobby.id, someone.id).await.unwrap(),
+                "round {i}: a banned user stayed a member"
+            );
+        }
+    }
+}
+
+/// Two instances asked for one pair's direct room at once store one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_direct_rooms_asked_on_two_instances_are_one() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let instances = [
+        mongo_instance(&uri, &db).await,
+        mongo_instance(&uri, &db).await,
+    ];
+    let ada = user(&*instances[0], "ada").await;
+    let bob = user(&*instances[0], "bob").await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let store = instances[i % 2].clone();
+            let (a, b) = if i % 4 < 2 {
+                (ada.id, bob.id)
+            } else {
+                (bob.id, ada.id)
+            };
+            tokio::spawn(async move { store.direct_room(a, b).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for call in calls {
+        let written = call.await.unwrap().expect("every call gets the room");
+        ids.insert(written.value.id);
+        created += usize::from(written.changed);
+    }
+    assert_eq!((ids.len(), created), (1, 1), "one room, created once");
+    let dm = ids.into_iter().next().expect("the room");
+    assert_eq!(instances[1].member_count(dm).await.unwrap(), 2);
+    assert_eq!(
+        instances[1].room_count_of(ada.id).await.unwrap(),
+        1,
+        "a room that gave way left no membership behind"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 // ---------------------------------------------------------------------------------------------

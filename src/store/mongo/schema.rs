@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::{MongoStore, is_duplicate_key, to_chrono};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Room, RoomId, Session, SessionId, User, UserId},
+    model::{
+        Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
+        ModerationId, Room, RoomId, RoomRole, RoomVisibility, Session, SessionId, User, UserId,
+    },
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
@@ -59,6 +62,16 @@ pub(super) struct RoomDoc {
     /// Who holds the room's write lease, and until when (see [`Lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) lease: Option<LeaseDoc>,
+    /// `"public"` or `"private"` (`RoomVisibility::as_str`); rooms from before visibilities
+    /// are public.
+    #[serde(default = "public_visibility")]
+    pub(super) visibility: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) topic: Option<String>,
+    /// The two people of a direct room, the smaller id first (`store::direct_pair`); absent for
+    /// any other room. A direct room's `name_key` is `store::direct_key` of the pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) direct: Option<[UserId; 2]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +88,96 @@ pub(super) struct MembershipDoc {
     pub(super) room_id: RoomId,
     pub(super) user_id: UserId,
     pub(super) joined_at: bson::DateTime,
+    /// `"owner"`, `"admin"` or `"member"` (`RoomRole::as_str`). Memberships from before roles
+    /// read as members.
+    #[serde(default = "member_role")]
+    pub(super) role: String,
+}
+
+impl MembershipDoc {
+    pub(super) fn role(&self) -> RoomRole {
+        RoomRole::parse(&self.role).unwrap_or(RoomRole::Member)
+    }
+
+    /// The membership of `user` as the API shows it.
+    pub(super) fn with_user(self, user: User) -> Membership {
+        Membership {
+            room_id: self.room_id,
+            role: self.role(),
+            joined_at: to_chrono(self.joined_at),
+            user,
+        }
+    }
+}
+
+/// A ban of one user from one room; unique per `(room_id, user_id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct BanDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: RoomId,
+    pub(super) user_id: UserId,
+    pub(super) banned_by: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    pub(super) created_at: bson::DateTime,
+}
+
+/// An invitation of `user_id` to a room; unique per `(room_id, user_id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct InvitationDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: RoomId,
+    pub(super) user_id: UserId,
+    pub(super) invited_by: UserId,
+    pub(super) created_at: bson::DateTime,
+}
+
+impl From<InvitationDoc> for Invitation {
+    fn from(d: InvitationDoc) -> Self {
+        Invitation {
+            room_id: d.room_id,
+            invitee: d.user_id,
+            inviter: d.invited_by,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+/// An entry of a room's moderation log; `_id` is minted in time order, so the log is read by
+/// `(room_id, _id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ModerationDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ModerationId,
+    pub(super) room_id: RoomId,
+    /// `ModerationAction::as_str`.
+    pub(super) action: String,
+    pub(super) actor: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) target: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) message: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    pub(super) created_at: bson::DateTime,
+}
+
+impl From<ModerationDoc> for ModerationEntry {
+    fn from(d: ModerationDoc) -> Self {
+        ModerationEntry {
+            id: d.id,
+            room_id: d.room_id,
+            // As the SQLite driver reads an action it does not know.
+            action: ModerationAction::parse(&d.action).unwrap_or(ModerationAction::RoomUpdate),
+            actor: d.actor,
+            target: d.target,
+            message: d.message,
+            reason: d.reason,
+            created_at: to_chrono(d.created_at),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,6 +239,14 @@ pub(super) fn first_key_version() -> i64 {
     1
 }
 
+fn public_visibility() -> String {
+    RoomVisibility::Public.as_str().to_owned()
+}
+
+fn member_role() -> String {
+    RoomRole::Member.as_str().to_owned()
+}
+
 impl From<UserDoc> for User {
     fn from(d: UserDoc) -> Self {
         User {
@@ -153,9 +264,10 @@ impl From<RoomDoc> for Room {
             name: d.name,
             created_by: d.created_by,
             created_at: to_chrono(d.created_at),
-            visibility: crate::model::RoomVisibility::Public,
-            topic: None,
-            direct: None,
+            // As the SQLite driver reads a visibility it does not know: the safer one.
+            visibility: RoomVisibility::parse(&d.visibility).unwrap_or(RoomVisibility::Private),
+            topic: d.topic,
+            direct: d.direct,
         }
     }
 }
@@ -230,6 +342,21 @@ impl MongoStore {
             unique_where_present("client_id"),
         )
         .await?;
+        // One ban and one invitation per user and room, whoever writes them.
+        index(&self.bans, doc! {"room_id": 1, "user_id": 1}, unique()).await?;
+        index(
+            &self.invitations,
+            doc! {"room_id": 1, "user_id": 1},
+            unique(),
+        )
+        .await?;
+        index(
+            &self.invitations,
+            doc! {"user_id": 1, "created_at": -1},
+            None,
+        )
+        .await?;
+        index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
         Ok(())
     }
 
@@ -245,10 +372,16 @@ impl MongoStore {
             ("rooms", "name", "name_key", "room name"),
         ] {
             let docs = self.db.collection::<Document>(collection);
+            let mut stale_filter = doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}};
+            if collection == "rooms" {
+                // Direct rooms keep their pair's key (`store::direct_key`), which no name
+                // rule makes.
+                stale_filter.insert("direct", Bson::Null);
+            }
             // A further pass only for documents that an older instance wrote meanwhile.
             for _ in 0..3 {
                 let stale: Vec<Document> = docs
-                    .find(doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}})
+                    .find(stale_filter.clone())
                     .sort(doc! {"_id": 1})
                     .await?
                     .try_collect()

@@ -1,4 +1,7 @@
-//! The documents as stored, their indexes, and the upgrade of keys stored by an earlier Confab.
+//! The documents as stored, their indexes, and the upgrades of keys and roles stored by an
+//! earlier Confab.
+
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::{
@@ -89,7 +92,7 @@ pub(super) struct MembershipDoc {
     pub(super) user_id: UserId,
     pub(super) joined_at: bson::DateTime,
     /// `"owner"`, `"admin"` or `"member"` (`RoomRole::as_str`). Memberships from before roles
-    /// read as members.
+    /// get theirs at startup (see `upgrade_roles`); until then they read as members.
     #[serde(default = "member_role")]
     pub(super) role: String,
 }
@@ -357,6 +360,92 @@ impl MongoStore {
         )
         .await?;
         index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
+        Ok(())
+    }
+
+    /// Gives memberships from before roles their role, as the SQLite migration to schema v5
+    /// does: a room's creator owns it, everyone else is a member. Then every room with members
+    /// and no owner (its creator had left; or a hand-over that two instances raced on lost
+    /// its heir) gets its longest-standing member as owner, direct rooms excepted: nobody owns
+    /// those. Plain conditional updates, so rerunning it changes nothing and instances
+    /// starting together agree. The second step reads two fields of every membership at each
+    /// startup, as the key upgrade reads every name.
+    pub(super) async fn upgrade_roles(&self) -> Result<()> {
+        let memberships = self.db.collection::<Document>("memberships");
+        let roleless = doc! {"role": {"$exists": false}};
+        let mut stale_rooms = HashSet::new();
+        let mut stale = memberships
+            .find(roleless.clone())
+            .projection(doc! {"room_id": 1})
+            .await?;
+        while let Some(m) = stale.try_next().await? {
+            if let Ok(room) = m.get_object_id("room_id") {
+                stale_rooms.insert(room);
+            }
+        }
+        let stale_rooms: Vec<ObjectId> = stale_rooms.into_iter().collect();
+        for rooms in stale_rooms.chunks(500) {
+            let mut found = self.rooms.find(doc! {"_id": {"$in": rooms}}).await?;
+            while let Some(room) = found.try_next().await? {
+                let mut creator = roleless.clone();
+                creator.insert("room_id", room.id);
+                creator.insert("user_id", room.created_by);
+                memberships
+                    .update_many(creator, doc! {"$set": {"role": RoomRole::Owner.as_str()}})
+                    .await?;
+            }
+        }
+        if !stale_rooms.is_empty() {
+            memberships
+                .update_many(roleless, doc! {"$set": {"role": RoomRole::Member.as_str()}})
+                .await?;
+        }
+
+        // Rooms with members and no owner: one pass over the memberships in join order.
+        let mut owned = HashSet::new();
+        let mut first_member: HashMap<ObjectId, ObjectId> = HashMap::new();
+        let mut all = memberships
+            .find(doc! {})
+            .projection(doc! {"room_id": 1, "role": 1})
+            .sort(doc! {"_id": 1})
+            .await?;
+        while let Some(m) = all.try_next().await? {
+            let (Ok(id), Ok(room)) = (m.get_object_id("_id"), m.get_object_id("room_id")) else {
+                continue;
+            };
+            if m.get_str("role") == Ok(RoomRole::Owner.as_str()) {
+                owned.insert(room);
+            }
+            first_member.entry(room).or_insert(id);
+        }
+        first_member.retain(|room, _| !owned.contains(room));
+        let ownerless: Vec<ObjectId> = first_member.keys().copied().collect();
+        for rooms in ownerless.chunks(500) {
+            // Rooms that exist and are not direct.
+            let mut found = self
+                .rooms
+                .find(doc! {"_id": {"$in": rooms}, "direct": Bson::Null})
+                .await?;
+            while let Some(room) = found.try_next().await? {
+                let Some(&heir) = first_member.get(&room.id.object_id()) else {
+                    continue;
+                };
+                let has_owner = memberships
+                    .find_one(doc! {"room_id": room.id, "role": RoomRole::Owner.as_str()})
+                    .await?
+                    .is_some();
+                if has_owner {
+                    continue;
+                }
+                memberships
+                    .update_one(
+                        doc! {"_id": heir},
+                        doc! {"$set": {"role": RoomRole::Owner.as_str()}},
+                    )
+                    .await?;
+                tracing::info!(room = %room.id, "a room without an owner: its longest-standing member owns it now");
+            }
+        }
         Ok(())
     }
 

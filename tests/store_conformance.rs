@@ -1803,6 +1803,231 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
     assert_eq!(keys().await, upgraded, "a second startup changes nothing");
 }
 
+/// Rooms and memberships written before rooms for teams have no visibility and no roles; the
+/// next startup makes each room's creator its owner (or, when the creator left, its
+/// longest-standing member), leaves direct rooms and their pair keys alone, and changes
+/// nothing when run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_roles_from_an_older_confab_are_set_at_startup() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    drop(mongo_instance(&uri, &db).await);
+    let raw = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("a raw client")
+        .database(&db);
+    let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
+    let now = bson::DateTime::now();
+    let users = raw.collection::<bson::Document>("users");
+    for (n, name) in [(1, "ada"), (2, "bob"), (3, "cid")] {
+        users
+            .insert_one(bson::doc! {
+                "_id": id(n), "username": name, "username_key": name, "key_version": 2_i64,
+                "password_hash": format!("h{n}"), "created_at": now,
+            })
+            .await
+            .expect("an old user");
+    }
+    let rooms = raw.collection::<bson::Document>("rooms");
+    // "lobby" (4) keeps its creator (1); "general" (7) lost its creator, so its
+    // longest-standing member (3, before 2) owns it; so does "den"'s (8, 2 before 3), which
+    // has roles but no owner.
+    for (n, name) in [(4, "lobby"), (7, "general"), (8, "den")] {
+        rooms
+            .insert_one(bson::doc! {
+                "_id": id(n), "name": name, "name_key": name, "key_version": 2_i64,
+                "created_by": id(1), "created_at": now, "seq": 0_i64,
+            })
+            .await
+            .expect("an old room");
+    }
+    // A direct room (9) whose key an older key version made: it keeps its pair's key, and
+    // nobody owns it.
+    let pair = confab::store::direct_pair(id(1).into(), id(2).into());
+    let direct_key = format!("\u{2}direct:{}:{}", pair[0].to_hex(), pair[1].to_hex());
+    rooms
+        .insert_one(bson::doc! {
+            "_id": id(9), "name": "", "name_key": &direct_key, "key_version": 1_i64,
+            "created_by": id(1), "created_at": now, "seq": 0_i64, "visibility": "private",
+            "direct": [pair[0], pair[1]],
+        })
+        .await
+        .expect("a direct room");
+    let memberships = raw.collection::<bson::Document>("memberships");
+    for (n, room, user, role) in [
+        (10, 4, 2, None),
+        (11, 4, 1, None),
+        (12, 7, 3, None),
+        (13, 7, 2, None),
+        (14, 8, 2, Some("member")),
+        (15, 8, 3, Some("admin")),
+        (16, 9, 1, Some("member")),
+        (17, 9, 2, Some("member")),
+    ] {
+        let mut membership = bson::doc! {
+            "_id": id(n), "room_id": id(room), "user_id": id(user), "joined_at": now,
+        };
+        if let Some(role) = role {
+            membership.insert("role", role);
+        }
+        memberships
+            .insert_one(membership)
+            .await
+            .expect("an old membership");
+    }
+
+    let store = mongo_instance(&uri, &db).await;
+    let (owner, admin, member) = (
+        Some(RoomRole::Owner),
+        Some(RoomRole::Admin),
+        Some(RoomRole::Member),
+    );
+    let upgraded = old_roles(&*store).await;
+    assert_eq!(
+        upgraded,
+        [owner, member, owner, member, owner, admin, member, member]
+    );
+    let directory = store.rooms(first(10, NONE)).await.unwrap();
+    assert_eq!(
+        names(&directory).0,
+        ["lobby", "general", "den"],
+        "old rooms are public; the direct room is not listed"
+    );
+    let dm = store
+        .room(id(9).into())
+        .await
+        .unwrap()
+        .expect("the direct room");
+    assert_eq!(dm.direct, Some(pair));
+    let key = rooms
+        .find_one(bson::doc! {"_id": id(9)})
+        .await
+        .unwrap()
+        .expect("the direct room");
+    assert_eq!(key.get_str("name_key"), Ok(direct_key.as_str()));
+    assert_eq!(
+        store
+            .direct_room(id(2).into(), id(1).into())
+            .await
+            .unwrap()
+            .value
+            .id,
+        id(9).into()
+    );
+
+    drop(store);
+    let again = old_roles(&*mongo_instance(&uri, &db).await).await;
+    assert_eq!(again, upgraded, "a second startup changes nothing");
+}
+
+/// The roles of the memberships `mongo_roles_from_an_older_confab_are_set_at_startup` stored.
+async fn old_roles(store: &dyn Store) -> Vec<Option<RoomRole>> {
+    let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
+    let mut roles = Vec::new();
+    for (room, user) in [
+        (4, 1),
+        (4, 2),
+        (7, 3),
+        (7, 2),
+        (8, 2),
+        (8, 3),
+        (9, 1),
+        (9, 2),
+    ] {
+        let membership = store
+            .membership(id(room).into(), id(user).into())
+            .await
+            .unwrap();
+        roles.push(membership.map(|m| m.role));
+    }
+    roles
+}
+
+/// Two instances without transactions: a join on one and a ban on the other end with the
+/// user out, whichever writes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_a_join_and_a_ban_on_two_instances_end_with_the_user_out() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let instances = [
+        mongo_instance(&uri, &db).await,
+        mongo_instance(&uri, &db).await,
+    ];
+    let ada = user(&*instances[0], "ada").await;
+    let lobby = room(&*instances[0], "lobby", &ada).await;
+    for i in 0..20 {
+        let someone = user(&*instances[0], &format!("user{i}")).await;
+        let join = {
+            let store = instances[i % 2].clone();
+            tokio::spawn(async move {
+                store
+                    .add_member(lobby.id, someone.id, RoomRole::Member)
+                    .await
+            })
+        };
+        let ban = {
+            let store = instances[(i + 1) % 2].clone();
+            tokio::spawn(async move { store.ban(lobby.id, someone.id, ada.id, None).await })
+        };
+        let _ = join.await.unwrap();
+        ban.await.unwrap().unwrap();
+        for instance in &instances {
+            assert!(
+                !instance.is_member(lobby.id, someone.id).await.unwrap(),
+                "round {i}: a banned user stayed a member"
+            );
+        }
+    }
+}
+
+/// Two instances asked for one pair's direct room at once store one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_direct_rooms_asked_on_two_instances_are_one() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    let instances = [
+        mongo_instance(&uri, &db).await,
+        mongo_instance(&uri, &db).await,
+    ];
+    let ada = user(&*instances[0], "ada").await;
+    let bob = user(&*instances[0], "bob").await;
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let store = instances[i % 2].clone();
+            let (a, b) = if i % 4 < 2 {
+                (ada.id, bob.id)
+            } else {
+                (bob.id, ada.id)
+            };
+            tokio::spawn(async move { store.direct_room(a, b).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for call in calls {
+        let written = call.await.unwrap().expect("every call gets the room");
+        ids.insert(written.value.id);
+        created += usize::from(written.changed);
+    }
+    assert_eq!((ids.len(), created), (1, 1), "one room, created once");
+    let dm = ids.into_iter().next().expect("the room");
+    assert_eq!(instances[1].member_count(dm).await.unwrap(), 2);
+    assert_eq!(
+        instances[1].room_count_of(ada.id).await.unwrap(),
+        1,
+        "a room that gave way left no membership behind"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 // ---------------------------------------------------------------------------------------------

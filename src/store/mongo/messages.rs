@@ -19,23 +19,29 @@ pub(super) fn live_in_room(room: RoomId) -> Document {
 }
 
 impl MongoStore {
-    /// Sets a live message's new state (`body`, and `edited_at` or `deleted_at`) as the room's
-    /// next change, under the room's lease; `None` for a tombstone. The caller holds the room's
-    /// local lock, which covers announcing the change too.
+    /// Sets a live message's new state (`body`, and `edited_at` or `deleted_at`, and who
+    /// deleted it when a moderator did) as the room's next change, under the room's lease;
+    /// `None` for a tombstone. The caller holds the room's local lock, which covers announcing
+    /// the change too.
     pub(super) async fn change_message(
         &self,
         id: MessageId,
         room: RoomId,
         change: Change,
         body: &str,
+        by: Option<UserId>,
     ) -> Result<Option<Message>> {
         let mut lease = self.lease(room).await?;
         let seq = lease.seq + 1;
+        let mut set = doc! {"body": body, change.stamp(): now(), "seq": seq_i64(seq)};
+        if let Some(by) = by {
+            set.insert("deleted_by", by);
+        }
         let changed = self
             .messages
             .find_one_and_update(
                 doc! {"_id": id, "deleted_at": Bson::Null},
-                doc! {"$set": {"body": body, change.stamp(): now(), "seq": seq_i64(seq)}},
+                doc! {"$set": set},
             )
             .return_document(ReturnDocument::After)
             .await;
@@ -71,6 +77,7 @@ impl MessageStore for MongoStore {
                 created_at: now(),
                 edited_at: None,
                 deleted_at: None,
+                deleted_by: None,
                 seq: seq_i64(seq),
             };
             match db.messages.insert_one(&doc).await {
@@ -222,7 +229,7 @@ impl MessageStore for MongoStore {
                 .room_id;
             let _room = db.room_locks.lock(room).await;
             let edited = db
-                .change_message(id, room, Change::Edit, body)
+                .change_message(id, room, Change::Edit, body, None)
                 .await?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             db.announce(RoomEvent::MessageEdited(edited.clone())).await;
@@ -231,7 +238,7 @@ impl MessageStore for MongoStore {
         .await
     }
 
-    async fn delete_message(&self, id: MessageId, _by: Option<UserId>) -> Result<Written<Message>> {
+    async fn delete_message(&self, id: MessageId, by: Option<UserId>) -> Result<Written<Message>> {
         self.in_task(move |db| async move {
             let room = db
                 .message(id)
@@ -239,7 +246,7 @@ impl MessageStore for MongoStore {
                 .ok_or_else(|| Error::not_found("message not found"))?
                 .room_id;
             let _room = db.room_locks.lock(room).await;
-            let deleted = db.change_message(id, room, Change::Delete, "").await?;
+            let deleted = db.change_message(id, room, Change::Delete, "", by).await?;
             match deleted {
                 Some(message) => {
                     db.announce(RoomEvent::MessageDeleted {

@@ -1,13 +1,22 @@
 //! The production store: MongoDB through the official driver.
 //!
-//! Collections `users`, `rooms`, `memberships` and `messages` (see `schema`).
-//! Uniqueness is the indexes' job (created idempotently at startup): usernames and room names
-//! through a stored key, `store::unique_key` (letter case and look-alikes folded in Rust, so it
-//! works on every MongoDB-compatible server, without collations; keys made under older rules
-//! are recomputed at startup, see `upgrade_name_keys`), `(room_id, user_id)` memberships, and `(room_id, sender_id, client_id)` where a
-//! client id exists (a partial index). A duplicate-key error (11000) becomes `Conflict`, or for
-//! a client id the first message: no read-then-write checks. History pages are keyset queries on
-//! the `(room_id, _id)` index, never `skip`. Nothing needs transactions or change streams.
+//! Collections `users`, `rooms`, `memberships`, `messages`, `sessions`, `bans`,
+//! `room_invitations` and `moderation_log` (see `schema`). Uniqueness is the indexes' job
+//! (created idempotently at startup): usernames and room names through a stored key,
+//! `store::unique_key` (letter case and look-alikes folded in Rust, so it works on every
+//! MongoDB-compatible server, without collations; keys made under older rules are recomputed at
+//! startup, see `upgrade_name_keys`), a direct room's pair through the same room name key
+//! (`store::direct_key`), `(room_id, user_id)` memberships, bans and invitations, and
+//! `(room_id, sender_id, client_id)` where a client id exists (a partial index). A duplicate-key
+//! error (11000) becomes `Conflict`, or for a client id the first message: no read-then-write
+//! checks. History pages are keyset queries on the `(room_id, _id)` index, never `skip`.
+//! Nothing needs transactions or change streams.
+//!
+//! Without transactions, the rules a race could break hold by the order of single-document
+//! writes: a join inserts the membership and then looks for a ban (taking the membership back
+//! when it finds one), a ban inserts the ban and then ends the membership, so a join and a ban
+//! that race end with the user out; a role changes only from the role it was read as (a
+//! conditional update).
 //!
 //! Ordering: writes to one room go one at a time through that room's lock, which mints the
 //! message id, writes, and queues the room event before the next write of the room starts. So
@@ -15,9 +24,10 @@
 //! write runs in a task of its own: a request abandoned midway (a client gone, a timeout) cannot
 //! stop a write between the database and its announcement, or release the room's lock early.
 //! Ids resume above the largest stored one. Across instances, a room's write lease (see
+//! `writer::Lease`) numbers its message changes in commit order.
 //!
 //! The files: this one (the store, connecting, shared helpers), `schema` (the documents and
-//! their indexes, and upgrades of stored keys), `writer` (ids, the per-room locks and write
+//! their indexes, and upgrades of stored keys and roles), `writer` (ids, the per-room locks and write
 //! leases), and one per aggregate in the order of the `Store` traits: `users`, `sessions`,
 //! `rooms`, `messages`. A write runs in a task of its own ([`MongoStore::in_task`]), with the store's
 //! own `Arc`, so each trait method holds its whole write in one place.
@@ -51,7 +61,9 @@ use crate::{
     error::{Error, Result},
     model::{Page, PageRequest, RoomEvent},
 };
-use schema::{MembershipDoc, MessageDoc, RoomDoc, SessionDoc, UserDoc};
+use schema::{
+    BanDoc, InvitationDoc, MembershipDoc, MessageDoc, ModerationDoc, RoomDoc, SessionDoc, UserDoc,
+};
 use writer::{IdGen, RoomLocks};
 
 /// How long startup waits for a server when the URI names no `serverSelectionTimeoutMS`.
@@ -89,6 +101,9 @@ pub struct MongoStore {
     memberships: Collection<MembershipDoc>,
     messages: Collection<MessageDoc>,
     sessions: Collection<SessionDoc>,
+    bans: Collection<BanDoc>,
+    invitations: Collection<InvitationDoc>,
+    moderation: Collection<ModerationDoc>,
     ids: IdGen,
     room_locks: RoomLocks,
     events: EventChannel,
@@ -134,6 +149,9 @@ impl MongoStore {
             memberships: db.collection("memberships"),
             messages: db.collection("messages"),
             sessions: db.collection("sessions"),
+            bans: db.collection("bans"),
+            invitations: db.collection("room_invitations"),
+            moderation: db.collection("moderation_log"),
             db,
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),
@@ -141,6 +159,7 @@ impl MongoStore {
         };
         store.create_indexes().await?;
         store.upgrade_name_keys().await?;
+        store.upgrade_roles().await?;
         store.resume_ids().await?;
         Ok(Arc::new_cyclic(|me| MongoStore {
             me: me.clone(),

@@ -1,4 +1,7 @@
-//! The documents as stored, their indexes, and the upgrade of keys stored by an earlier Confab.
+//! The documents as stored, their indexes, and the upgrades of keys and roles stored by an
+//! earlier Confab.
+
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::{
@@ -11,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::{MongoStore, is_duplicate_key, to_chrono};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Room, RoomId, Session, SessionId, User, UserId},
+    model::{
+        Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
+        ModerationId, Room, RoomId, RoomRole, RoomVisibility, Session, SessionId, User, UserId,
+    },
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
@@ -59,6 +65,16 @@ pub(super) struct RoomDoc {
     /// Who holds the room's write lease, and until when (see [`Lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) lease: Option<LeaseDoc>,
+    /// `"public"` or `"private"` (`RoomVisibility::as_str`); rooms from before visibilities
+    /// are public.
+    #[serde(default = "public_visibility")]
+    pub(super) visibility: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) topic: Option<String>,
+    /// The two people of a direct room, the smaller id first (`store::direct_pair`); absent for
+    /// any other room. A direct room's `name_key` is `store::direct_key` of the pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) direct: Option<[UserId; 2]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +91,96 @@ pub(super) struct MembershipDoc {
     pub(super) room_id: RoomId,
     pub(super) user_id: UserId,
     pub(super) joined_at: bson::DateTime,
+    /// `"owner"`, `"admin"` or `"member"` (`RoomRole::as_str`). Memberships from before roles
+    /// get theirs at startup (see `upgrade_roles`); until then they read as members.
+    #[serde(default = "member_role")]
+    pub(super) role: String,
+}
+
+impl MembershipDoc {
+    pub(super) fn role(&self) -> RoomRole {
+        RoomRole::parse(&self.role).unwrap_or(RoomRole::Member)
+    }
+
+    /// The membership of `user` as the API shows it.
+    pub(super) fn with_user(self, user: User) -> Membership {
+        Membership {
+            room_id: self.room_id,
+            role: self.role(),
+            joined_at: to_chrono(self.joined_at),
+            user,
+        }
+    }
+}
+
+/// A ban of one user from one room; unique per `(room_id, user_id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct BanDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: RoomId,
+    pub(super) user_id: UserId,
+    pub(super) banned_by: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    pub(super) created_at: bson::DateTime,
+}
+
+/// An invitation of `user_id` to a room; unique per `(room_id, user_id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct InvitationDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ObjectId,
+    pub(super) room_id: RoomId,
+    pub(super) user_id: UserId,
+    pub(super) invited_by: UserId,
+    pub(super) created_at: bson::DateTime,
+}
+
+impl From<InvitationDoc> for Invitation {
+    fn from(d: InvitationDoc) -> Self {
+        Invitation {
+            room_id: d.room_id,
+            invitee: d.user_id,
+            inviter: d.invited_by,
+            created_at: to_chrono(d.created_at),
+        }
+    }
+}
+
+/// An entry of a room's moderation log; `_id` is minted in time order, so the log is read by
+/// `(room_id, _id)`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ModerationDoc {
+    #[serde(rename = "_id")]
+    pub(super) id: ModerationId,
+    pub(super) room_id: RoomId,
+    /// `ModerationAction::as_str`.
+    pub(super) action: String,
+    pub(super) actor: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) target: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) message: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) reason: Option<String>,
+    pub(super) created_at: bson::DateTime,
+}
+
+impl From<ModerationDoc> for ModerationEntry {
+    fn from(d: ModerationDoc) -> Self {
+        ModerationEntry {
+            id: d.id,
+            room_id: d.room_id,
+            // As the SQLite driver reads an action it does not know.
+            action: ModerationAction::parse(&d.action).unwrap_or(ModerationAction::RoomUpdate),
+            actor: d.actor,
+            target: d.target,
+            message: d.message,
+            reason: d.reason,
+            created_at: to_chrono(d.created_at),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +197,9 @@ pub(super) struct MessageDoc {
     pub(super) edited_at: Option<bson::DateTime>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(super) deleted_at: Option<bson::DateTime>,
+    /// The moderator who deleted it, when its author did not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(super) deleted_by: Option<UserId>,
     /// The room change number of this message's latest change.
     #[serde(default)]
     pub(super) seq: i64,
@@ -133,6 +242,14 @@ pub(super) fn first_key_version() -> i64 {
     1
 }
 
+fn public_visibility() -> String {
+    RoomVisibility::Public.as_str().to_owned()
+}
+
+fn member_role() -> String {
+    RoomRole::Member.as_str().to_owned()
+}
+
 impl From<UserDoc> for User {
     fn from(d: UserDoc) -> Self {
         User {
@@ -150,9 +267,10 @@ impl From<RoomDoc> for Room {
             name: d.name,
             created_by: d.created_by,
             created_at: to_chrono(d.created_at),
-            visibility: crate::model::RoomVisibility::Public,
-            topic: None,
-            direct: None,
+            // As the SQLite driver reads a visibility it does not know: the safer one.
+            visibility: RoomVisibility::parse(&d.visibility).unwrap_or(RoomVisibility::Private),
+            topic: d.topic,
+            direct: d.direct,
         }
     }
 }
@@ -169,7 +287,7 @@ impl From<MessageDoc> for Message {
             edited_at: d.edited_at.map(to_chrono),
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
-            deleted_by: None,
+            deleted_by: d.deleted_by,
         }
     }
 }
@@ -227,6 +345,107 @@ impl MongoStore {
             unique_where_present("client_id"),
         )
         .await?;
+        // One ban and one invitation per user and room, whoever writes them.
+        index(&self.bans, doc! {"room_id": 1, "user_id": 1}, unique()).await?;
+        index(
+            &self.invitations,
+            doc! {"room_id": 1, "user_id": 1},
+            unique(),
+        )
+        .await?;
+        index(
+            &self.invitations,
+            doc! {"user_id": 1, "created_at": -1},
+            None,
+        )
+        .await?;
+        index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
+        Ok(())
+    }
+
+    /// Gives memberships from before roles their role, as the SQLite migration to schema v5
+    /// does: a room's creator owns it, everyone else is a member. Then every room with members
+    /// and no owner (its creator had left; or a hand-over that two instances raced on lost
+    /// its heir) gets its longest-standing member as owner, direct rooms excepted: nobody owns
+    /// those. Plain conditional updates, so rerunning it changes nothing and instances
+    /// starting together agree. The second step reads two fields of every membership at each
+    /// startup, as the key upgrade reads every name.
+    pub(super) async fn upgrade_roles(&self) -> Result<()> {
+        let memberships = self.db.collection::<Document>("memberships");
+        let roleless = doc! {"role": {"$exists": false}};
+        let mut stale_rooms = HashSet::new();
+        let mut stale = memberships
+            .find(roleless.clone())
+            .projection(doc! {"room_id": 1})
+            .await?;
+        while let Some(m) = stale.try_next().await? {
+            if let Ok(room) = m.get_object_id("room_id") {
+                stale_rooms.insert(room);
+            }
+        }
+        let stale_rooms: Vec<ObjectId> = stale_rooms.into_iter().collect();
+        for rooms in stale_rooms.chunks(500) {
+            let mut found = self.rooms.find(doc! {"_id": {"$in": rooms}}).await?;
+            while let Some(room) = found.try_next().await? {
+                let mut creator = roleless.clone();
+                creator.insert("room_id", room.id);
+                creator.insert("user_id", room.created_by);
+                memberships
+                    .update_many(creator, doc! {"$set": {"role": RoomRole::Owner.as_str()}})
+                    .await?;
+            }
+        }
+        if !stale_rooms.is_empty() {
+            memberships
+                .update_many(roleless, doc! {"$set": {"role": RoomRole::Member.as_str()}})
+                .await?;
+        }
+
+        // Rooms with members and no owner: one pass over the memberships in join order.
+        let mut owned = HashSet::new();
+        let mut first_member: HashMap<ObjectId, ObjectId> = HashMap::new();
+        let mut all = memberships
+            .find(doc! {})
+            .projection(doc! {"room_id": 1, "role": 1})
+            .sort(doc! {"_id": 1})
+            .await?;
+        while let Some(m) = all.try_next().await? {
+            let (Ok(id), Ok(room)) = (m.get_object_id("_id"), m.get_object_id("room_id")) else {
+                continue;
+            };
+            if m.get_str("role") == Ok(RoomRole::Owner.as_str()) {
+                owned.insert(room);
+            }
+            first_member.entry(room).or_insert(id);
+        }
+        first_member.retain(|room, _| !owned.contains(room));
+        let ownerless: Vec<ObjectId> = first_member.keys().copied().collect();
+        for rooms in ownerless.chunks(500) {
+            // Rooms that exist and are not direct.
+            let mut found = self
+                .rooms
+                .find(doc! {"_id": {"$in": rooms}, "direct": Bson::Null})
+                .await?;
+            while let Some(room) = found.try_next().await? {
+                let Some(&heir) = first_member.get(&room.id.object_id()) else {
+                    continue;
+                };
+                let has_owner = memberships
+                    .find_one(doc! {"room_id": room.id, "role": RoomRole::Owner.as_str()})
+                    .await?
+                    .is_some();
+                if has_owner {
+                    continue;
+                }
+                memberships
+                    .update_one(
+                        doc! {"_id": heir},
+                        doc! {"$set": {"role": RoomRole::Owner.as_str()}},
+                    )
+                    .await?;
+                tracing::info!(room = %room.id, "a room without an owner: its longest-standing member owns it now");
+            }
+        }
         Ok(())
     }
 
@@ -242,10 +461,16 @@ impl MongoStore {
             ("rooms", "name", "name_key", "room name"),
         ] {
             let docs = self.db.collection::<Document>(collection);
+            let mut stale_filter = doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}};
+            if collection == "rooms" {
+                // Direct rooms keep their pair's key (`store::direct_key`), which no name
+                // rule makes.
+                stale_filter.insert("direct", Bson::Null);
+            }
             // A further pass only for documents that an older instance wrote meanwhile.
             for _ in 0..3 {
                 let stale: Vec<Document> = docs
-                    .find(doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}})
+                    .find(stale_filter.clone())
                     .sort(doc! {"_id": 1})
                     .await?
                     .try_collect()

@@ -144,6 +144,7 @@ impl UserStore for MongoStore {
             )
             .await?;
             db.memberships.delete_many(doc! {"user_id": id}).await?;
+            db.invitations.delete_many(doc! {"user_id": id}).await?;
             db.sessions.delete_many(doc! {"user_id": id}).await?;
             if release_name_at.timestamp_millis() <= at.timestamp_millis() {
                 db.release_names(release_name_at).await?;

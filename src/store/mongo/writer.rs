@@ -135,6 +135,21 @@ impl MongoStore {
                 .map(|d| d.id.object_id()),
             self.sessions
                 .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id.object_id()),
+            self.bans
+                .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id),
+            self.invitations
+                .find_one(doc! {})
+                .sort(newest.clone())
+                .await?
+                .map(|d| d.id),
+            self.moderation
+                .find_one(doc! {})
                 .sort(newest)
                 .await?
                 .map(|d| d.id.object_id()),

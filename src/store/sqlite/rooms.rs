@@ -315,12 +315,15 @@ impl RoomStore for SqliteStore {
                     None,
                 ));
             }
-            let key = match after.direct {
-                Some(pair) => direct_key(pair),
-                None => unique_key(&after.name),
+            // The key changes with the name only: a room whose key an upgrade set aside (see
+            // `schema::recompute_name_keys`) keeps it while its topic or visibility changes.
+            let key = match (after.direct, after.name != before.name) {
+                (None, true) => Some(unique_key(&after.name)),
+                _ => None,
             };
             conn.prepare_cached(
-                "UPDATE rooms SET name = ?2, name_key = ?3, topic = ?4, visibility = ?5
+                "UPDATE rooms SET name = ?2, name_key = coalesce(?3, name_key), topic = ?4,
+                     visibility = ?5
                  WHERE id = ?1",
             )?
             .execute(params![

@@ -271,7 +271,10 @@ mod tests {
     use crate::{
         error::Error,
         model::{MessageId, ObjectId, PageRequest, RoomId, RoomRole, RoomVisibility, UserId},
-        store::{MessageStore, NewMessage, RoomHead, RoomStore, UserStore, sqlite::SqliteStore},
+        store::{
+            MessageStore, NewMessage, RoomHead, RoomStore, RoomUpdate, UserStore,
+            sqlite::SqliteStore,
+        },
     };
 
     #[tokio::test]
@@ -389,6 +392,13 @@ mod tests {
                 (RoomVisibility::Public, None, None)
             );
         }
+        // A room whose look-alike key was set aside keeps it while its topic changes.
+        let topic = RoomUpdate {
+            topic: Some(Some("still here".into())),
+            ..RoomUpdate::default()
+        };
+        let updated = store.update_room(id(5).into(), topic).await.unwrap();
+        assert_eq!(updated.value.topic.as_deref(), Some("still here"));
         // The rules of teams hold on the upgraded file.
         store
             .ban(id(4).into(), id(2).into(), id(1).into(), Some("spam"))

@@ -217,8 +217,19 @@ pub(super) fn room_feed(
                     match position.live(&event) {
                         Verdict::Skip => continue,
                         Verdict::CatchUp => {
-                            // The store holds this change and every one before it.
-                            catch_up = true;
+                            // The store holds this change and every one before it; the
+                            // subscriber's removal may be among those not here yet.
+                            match store.is_member(room, subscriber).await {
+                                Ok(true) => catch_up = true,
+                                Ok(false) => {
+                                    yield Err(removed_error());
+                                    return;
+                                }
+                                Err(e) => {
+                                    yield Err(e);
+                                    return;
+                                }
+                            }
                             continue;
                         }
                         Verdict::Deliver => {}

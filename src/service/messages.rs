@@ -152,6 +152,13 @@ impl ChatService {
         }
         // The feed is taken before anything is read from the store: see `feed`.
         let subscription = self.bus.subscribe(room);
+        // Removed between the check above and the subscription, the caller would never hear
+        // their own removal: check again now that nothing published can be missed.
+        if !self.store.is_member(room, me).await? {
+            return Err(Error::forbidden(
+                "join the room first: only members may do this",
+            ));
+        }
         // Where the feed starts: every change numbered up to `head.seq` is in the store; a
         // subscription without `after` starts after the newest message stored now.
         let head = self.store.room_head(room).await?;

@@ -765,11 +765,11 @@ function outranks(userId) {
   return mine > rankOf(member && member.role);
 }
 
-/// Any member may invite to a public room, its owner and admins to a private one; nobody to a
-/// direct room.
+/// The owner and admins of a private room invite to it; a public room needs no invitation, and
+/// a direct room takes nobody else.
 function mayInvite(room) {
   if (!room || room.isDirect || !room.myRole) return false;
-  return room.visibility === 'PUBLIC' || rankOf(room.myRole) >= RANK.ADMIN;
+  return room.visibility === 'PRIVATE' && rankOf(room.myRole) >= RANK.ADMIN;
 }
 
 const MEMBERSHIPS = `memberships(first: 100, after: $after) {

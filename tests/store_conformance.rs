@@ -94,6 +94,7 @@ macro_rules! conformance_suite {
             a_moderators_deletion_names_the_moderator,
             room_updates_and_role_changes_are_announced,
             delete_room_takes_its_bans_invitations_and_log,
+            only_public_room_names_are_unique,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {

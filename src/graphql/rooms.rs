@@ -119,6 +119,7 @@ impl RoomMutation {
     }
 
     /// Changes a room's name, topic (blank: none) or visibility (its owner and admins).
+    #[graphql(complexity = "MEMBERSHIP_COST + child_complexity")]
     async fn update_room(
         &self,
         ctx: &Context<'_>,
@@ -152,8 +153,9 @@ impl RoomMutation {
             .gql()
     }
 
-    /// Invites a user to a room: any member to a public room, its owner and admins to a
-    /// private one. Inviting again keeps the first invitation.
+    /// Invites a user to a private room (its owner and admins; a public room needs no
+    /// invitation). Inviting again keeps the first invitation.
+    #[graphql(complexity = "MEMBERSHIP_COST + child_complexity")]
     async fn invite_to_room(
         &self,
         ctx: &Context<'_>,
@@ -227,6 +229,7 @@ impl RoomMutation {
     }
 
     /// Lifts a ban (the room's owner and admins); false when there was none.
+    #[graphql(complexity = "MEMBERSHIP_COST")]
     async fn unban_member(&self, ctx: &Context<'_>, room_id: ID, user_id: ID) -> Result<bool> {
         let room = id_arg("roomId", &room_id)?;
         let user = id_arg("userId", &user_id)?;

@@ -113,15 +113,15 @@ pub fn room_name(value: &str) -> Result<String> {
 /// Checks a free text of at most [`TOPIC_CHARS`] (a topic, a reason) and returns it trimmed;
 /// `None` when it is blank.
 pub fn note(field: &'static str, value: &str) -> Result<Option<String>> {
-    let value = value.trim();
+    let value: String = value.trim().nfc().collect();
     if value.is_empty() {
         return Ok(None);
     }
-    length(field, value, 1..=TOPIC_CHARS)?;
+    length(field, &value, 1..=TOPIC_CHARS)?;
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
-    Ok(Some(value.nfc().collect()))
+    Ok(Some(value))
 }
 
 pub fn body(value: &str) -> Result<()> {

@@ -115,9 +115,11 @@ impl ChatService {
             {
                 Ok(written) => written,
                 Err(e) => {
-                    self.store
-                        .set_role(room, mine.user.id, RoomRole::Owner, None)
-                        .await?;
+                    // Back, unless the room was handed on meanwhile (someone left).
+                    let _ = self
+                        .store
+                        .set_role(room, mine.user.id, RoomRole::Owner, Some(RoomRole::Admin))
+                        .await;
                     return Err(e);
                 }
             }

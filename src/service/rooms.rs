@@ -131,8 +131,8 @@ impl ChatService {
             .changed)
     }
 
-    /// The one direct room of the caller and `other`, created when there is none. Both are
-    /// its members again when either had left.
+    /// The one direct room of the caller and `other`, created when there is none. A caller who
+    /// had left it is a member again; someone else who left it is not brought back.
     pub async fn direct_room(&self, caller: &Caller, other: UserId) -> Result<Room> {
         let me = self.me(caller).await?;
         if other == me.id {
@@ -146,15 +146,16 @@ impl ChatService {
             .await?;
         // Counted as a room joined even when it exists already (the store cannot tell before).
         self.room_allowance(me.id).await?;
+        if self.store.room_count_of(other).await? >= self.guards.max_rooms_per_user as u64 {
+            return Err(Error::forbidden(
+                "they are in as many rooms as one account may be",
+            ));
+        }
         let written = self.store.direct_room(me.id, other).await?;
-        if !written.changed {
-            for user in [me.id, other] {
-                if !self.store.is_member(written.value.id, user).await? {
-                    self.store
-                        .add_member(written.value.id, user, RoomRole::Member)
-                        .await?;
-                }
-            }
+        if !written.changed && !self.store.is_member(written.value.id, me.id).await? {
+            self.store
+                .add_member(written.value.id, me.id, RoomRole::Member)
+                .await?;
         }
         Ok(written.value)
     }
@@ -183,8 +184,8 @@ impl ChatService {
         Ok(self.user(other).await?.username)
     }
 
-    /// Invites `user` to a room. Any member may invite to a public room; only its owner and
-    /// admins to a private one; nobody to a direct room. Inviting again keeps the first.
+    /// Invites `user` to a private room (its owner and admins only; a public room needs no
+    /// invitation, and a direct room takes nobody else). Inviting again keeps the first.
     pub async fn invite_to_room(
         &self,
         caller: &Caller,
@@ -202,7 +203,13 @@ impl ChatService {
                 "a direct conversation is for its two people only",
             ));
         }
-        if seen.room.is_private() && !mine.role.moderates() {
+        if !seen.room.is_private() {
+            return Err(Error::invalid(
+                "roomId",
+                "a public room needs no invitation: anyone may join it",
+            ));
+        }
+        if !mine.role.moderates() {
             return Err(Error::forbidden(
                 "only the room's owner and admins may invite to a private room",
             ));
@@ -258,13 +265,18 @@ impl ChatService {
         let admin = self.require_admin(caller).await?;
         self.existing_room(room).await?;
         loop {
-            let members = self.store.members(room, limits::MEMBERS_MAX).await?;
+            let mut members = self
+                .store
+                .memberships(room, None, limits::MEMBERS_MAX)
+                .await?;
             if members.is_empty() {
                 break;
             }
+            // The owner last, so that nobody is handed the room on the way out.
+            members.sort_by_key(|m| m.role == RoomRole::Owner);
             for member in members {
                 self.store
-                    .remove_member(room, member.id, Departure::Left)
+                    .remove_member(room, member.user.id, Departure::Left)
                     .await?;
             }
         }

@@ -347,7 +347,9 @@ pub trait RoomStore: Send + Sync {
     async fn is_banned(&self, room: RoomId, user: UserId) -> Result<bool>;
 
     /// Invites `user` to `room`; inviting again keeps the first invitation (`changed` false).
-    /// `NotFound` for no such room or user.
+    /// `NotFound` for no such room or user, `Forbidden` when the user is banned from it (an
+    /// invitation and a ban that race end with no invitation). A membership that ends takes
+    /// the member's invitation with it.
     async fn invite(&self, room: RoomId, user: UserId, by: UserId) -> Result<Written<Invitation>>;
     /// A user's invitation to a room, if any.
     async fn invitation(&self, room: RoomId, user: UserId) -> Result<Option<Invitation>>;
@@ -588,6 +590,18 @@ pub(crate) fn same_name_in_any_case(stored: &str, asked: &str) -> bool {
 /// index on name keys makes the pair's room one.
 pub(crate) fn direct_key(pair: [UserId; 2]) -> String {
     format!("\u{2}direct:{}:{}", pair[0].to_hex(), pair[1].to_hex())
+}
+
+/// The name key a room is stored under. Only public rooms' names are unique (by
+/// [`unique_key`]): a private room's name would otherwise tell anyone who tries it that the room
+/// exists, so each private room has a key of its own (its id, which no name can produce), as
+/// does each direct room (its pair, [`direct_key`]).
+pub fn room_key(room: &Room) -> String {
+    match (room.direct, room.visibility) {
+        (Some(pair), _) => direct_key(pair),
+        (None, RoomVisibility::Private) => format!("\u{3}private:{}", room.id.to_hex()),
+        (None, RoomVisibility::Public) => unique_key(&room.name),
+    }
 }
 
 /// Two users as a direct room stores them: the smaller id first.

@@ -270,7 +270,12 @@ fn describe(payload: &Value) -> String {
 async fn watching(app: &TestApp, user: &Session, room: &str) -> WsClient {
     let mut ws = app.ws_as(user).await;
     ws.subscribe("events", EVENTS, json!({"r": room})).await;
-    assert!(ws.ping_pong().await.is_empty());
+    // A write answers once committed and is published just after: a join made just before
+    // may still arrive. Nothing else may.
+    for early in ws.ping_pong().await {
+        let kind = &early["payload"]["data"]["roomEvents"]["__typename"];
+        assert_eq!(kind, "MemberJoined", "{early}");
+    }
     ws
 }
 
@@ -286,13 +291,20 @@ async fn under_way(app: &TestApp, user: &Session, room: &str, sender: &Session) 
     let mut ws = app.ws_as(user).await;
     ws.subscribe("events", EVENTS, json!({"r": room})).await;
     ws.subscribe("added", ADDED, json!({"r": room})).await;
-    assert!(ws.ping_pong().await.is_empty());
+    // Both live before the message; a join made just before may still arrive (see `watching`).
+    for early in ws.ping_pong().await {
+        let kind = &early["payload"]["data"]["roomEvents"]["__typename"];
+        assert_eq!(kind, "MemberJoined", "{early}");
+    }
     app.send(sender, room, "before").await;
     let mut heard = Vec::new();
-    for _ in 0..2 {
+    while heard.len() < 2 {
         let frame = ws.recv().await;
         assert_eq!(frame["type"], "next", "{frame}");
         let payload = &frame["payload"];
+        if payload["data"]["roomEvents"]["__typename"] == "MemberJoined" {
+            continue; // a join made just before may still arrive (see `watching`)
+        }
         heard.push(match frame["id"].as_str() {
             Some("events") => ("events", describe(payload)),
             _ => ("added", s(&payload["data"]["messageAdded"]["body"])),
@@ -567,13 +579,16 @@ async fn who_may_invite_whom() {
     invite(&app, &t.bob, &t.room, &fay).await;
     app.join(&fay, &t.room).await;
 
-    // A public room: any member invites; someone who is not a member does not.
+    // A public room needs no invitation: nobody sends one, not even its owner (so none can
+    // outlive its turning private).
     let lobby = create(&app, &t.ada, "lobby", "PUBLIC").await;
-    app.join(&t.dan, &lobby).await;
-    invite(&app, &t.dan, &lobby, &fay).await;
+    let body = app
+        .gql(Some(&t.ada.token), INVITE, json!({"r": lobby, "u": fay.id}))
+        .await;
     assert_eq!(
-        code(&app, &gus, INVITE, json!({"r": lobby, "u": t.eve.id})).await,
-        "FORBIDDEN"
+        (error_code(&body), error_field(&body)),
+        ("BAD_USER_INPUT", "roomId"),
+        "{body}"
     );
 }
 
@@ -678,9 +693,11 @@ async fn a_direct_room_is_one_per_pair_named_for_the_other_and_theirs_alone() {
     create(&app, &bob, "ada", "PUBLIC").await;
     assert_ne!(direct(&app, &ada, &eve).await["id"], id.as_str());
 
-    // Asking again brings back whoever had left.
+    // Asking again brings back the one who asks, never the other.
     app.data(Some(&bob.token), LEAVE, json!({"r": id})).await;
     assert_eq!(direct(&app, &ada, &bob).await["id"], id.as_str());
+    assert!(room(&app, &bob, &id).await.is_null());
+    assert_eq!(direct(&app, &bob, &ada).await["id"], id.as_str());
     assert_eq!(my_role(&app, &bob, &id).await, "MEMBER");
 }
 
@@ -999,11 +1016,6 @@ async fn a_kicked_member_may_come_back_a_banned_one_only_once_unbanned() {
         .gql(Some(&t.eve.token), JOIN, json!({"r": t.room}))
         .await;
     assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
-    // Nor through an invitation.
-    assert_eq!(
-        code(&app, &t.dan, INVITE, json!({"r": t.room, "u": t.eve.id})).await,
-        "FORBIDDEN"
-    );
     // Anyone may be banned ahead of time.
     let fay = app.register("fay").await;
     assert!(moderate(&app, &t.bob, BAN, &t.room, &fay).await);
@@ -1369,7 +1381,11 @@ async fn role_changes_and_room_updates_reach_members() {
         ... on RoomUpdated { room { id } }
     } }";
     rooms.subscribe("ids", events, json!({"r": t.room})).await;
-    assert!(rooms.ping_pong().await.is_empty());
+    // Only a join made just before may still arrive (see `watching`): an event this document
+    // selects nothing of.
+    for early in rooms.ping_pong().await {
+        assert_eq!(early["payload"]["data"]["roomEvents"], json!({}), "{early}");
+    }
 
     set_role(&app, &t.ada, &t.room, &t.dan, "ADMIN").await;
     assert_eq!(next_event(&mut ws).await, "role dan ADMIN");
@@ -1392,6 +1408,9 @@ async fn role_changes_and_room_updates_reach_members() {
     while named.len() < 4 {
         let payload = rooms.next_payload("ids").await;
         let event = &payload["data"]["roomEvents"];
+        if *event == json!({}) {
+            continue; // a late join (see above)
+        }
         named.push(
             event["roomId"]
                 .as_str()
@@ -1757,4 +1776,51 @@ async fn a_ban_through_one_instance_ends_a_subscription_held_on_another() {
     assert_eq!(next_event(&mut eves).await, "banned dan by ada: spam");
     let refused = b.gql(Some(&dan.token), JOIN, json!({"r": room})).await;
     assert_eq!(error_code(&refused), "FORBIDDEN", "{refused}");
+}
+
+#[tokio::test]
+async fn a_private_rooms_name_tells_nobody_it_exists() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = (app.register("ada").await, app.register("bob").await);
+    let secret = create(&app, &ada, "layoffs", "PRIVATE").await;
+    // Bob may name rooms as he likes: no conflict says that a private room is called so.
+    let public = create(&app, &bob, "Layoffs", "PUBLIC").await;
+    create(&app, &bob, "LAYOFFS", "PRIVATE").await;
+    let body = app
+        .gql(
+            Some(&bob.token),
+            UPDATE,
+            json!({"r": public, "n": "layoffs", "t": null, "v": null}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    // A private room made public needs a name no public room has.
+    let body = app
+        .gql(
+            Some(&ada.token),
+            UPDATE,
+            json!({"r": secret, "n": null, "t": null, "v": "PUBLIC"}),
+        )
+        .await;
+    assert_eq!(
+        (error_code(&body), error_field(&body)),
+        ("CONFLICT", "name"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn asking_for_a_direct_room_again_brings_back_only_the_one_who_asks() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = (app.register("ada").await, app.register("bob").await);
+    let dm = s(&direct(&app, &ada, &bob).await["id"]);
+    app.data(Some(&bob.token), LEAVE, json!({"r": dm})).await;
+    app.data(Some(&ada.token), LEAVE, json!({"r": dm})).await;
+    assert_eq!(s(&direct(&app, &ada, &bob).await["id"]), dm);
+    let members = app.data(Some(&ada.token), MEMBERS, json!({"r": dm})).await;
+    assert_eq!(members["room"]["members"], json!([{"username": "ada"}]));
+    assert!(
+        room(&app, &bob, &dm).await.is_null(),
+        "bob left and stays out"
+    );
 }

@@ -187,6 +187,24 @@ pub async fn update_room_changes_what_it_is_given(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(cleared.value.topic, None);
+    // Public again, its new name is taken and its old one free.
+    store
+        .update_room(
+            lobby.id,
+            RoomUpdate {
+                visibility: Some(RoomVisibility::Public),
+                ..RoomUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    room(&*store, "lobby", &ada).await;
+    assert!(
+        store
+            .create_room(NewRoom::public("hall", ada.id))
+            .await
+            .is_err()
+    );
     let taken = store
         .update_room(
             lobby.id,
@@ -200,14 +218,6 @@ pub async fn update_room_changes_what_it_is_given(store: Arc<dyn Store>) {
     assert!(
         matches!(taken, Error::Conflict { field: "name", .. }),
         "{taken:?}"
-    );
-    // The old name is free again; the new one is taken.
-    room(&*store, "lobby", &ada).await;
-    assert!(
-        store
-            .create_room(NewRoom::public("hall", ada.id))
-            .await
-            .is_err()
     );
     let missing = store
         .update_room(confab::model::ObjectId::new().into(), RoomUpdate::default())
@@ -404,6 +414,9 @@ pub async fn a_ban_removes_the_member_and_refuses_them_until_lifted(store: Arc<d
     assert!(!store.is_member(lobby.id, bob.id).await.unwrap());
     let again = store.ban(lobby.id, bob.id, ada.id, None).await.unwrap();
     assert!(!again.changed, "banned already");
+    let uninvited = store.invite(lobby.id, bob.id, ada.id).await.unwrap_err();
+    assert!(matches!(uninvited, Error::Forbidden(_)), "{uninvited:?}");
+    assert!(store.invitation(lobby.id, bob.id).await.unwrap().is_none());
     // A ban ahead of time, of someone not a member; it takes their invitation away.
     store.invite(lobby.id, cid.id, ada.id).await.unwrap();
     assert!(
@@ -712,5 +725,47 @@ pub async fn delete_room_takes_its_bans_invitations_and_log(store: Arc<dyn Store
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn only_public_room_names_are_unique(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let plans = store
+        .create_room(private("plans", &ada, None))
+        .await
+        .unwrap();
+    // Nobody learns a private room exists by trying its name.
+    let theirs = store
+        .create_room(private("Plans", &bob, None))
+        .await
+        .expect("private rooms' names are their own");
+    let public = room(&*store, "PLANS", &bob).await;
+    let to_public = RoomUpdate {
+        visibility: Some(RoomVisibility::Public),
+        ..RoomUpdate::default()
+    };
+    let taken = store
+        .update_room(plans.id, to_public.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(taken, Error::Conflict { field: "name", .. }),
+        "{taken:?}"
+    );
+    // A public room gone private frees its name for a public one.
+    let to_private = RoomUpdate {
+        visibility: Some(RoomVisibility::Private),
+        ..RoomUpdate::default()
+    };
+    store.update_room(public.id, to_private).await.unwrap();
+    store
+        .update_room(plans.id, to_public.clone())
+        .await
+        .unwrap();
+    let again = store.update_room(theirs.id, to_public).await.unwrap_err();
+    assert!(
+        matches!(again, Error::Conflict { field: "name", .. }),
+        "{again:?}"
     );
 }

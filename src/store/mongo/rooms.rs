@@ -20,7 +20,7 @@ use crate::{
     },
     store::{
         Departure, NewModerationEntry, NewRoom, RoomStore, RoomUpdate, Taken, UNIQUE_KEY_VERSION,
-        Written, direct_key, direct_pair, keyset_page, unique_key,
+        Written, direct_key, direct_pair, keyset_page, room_key,
     },
 };
 
@@ -105,6 +105,9 @@ impl MongoStore {
             None => None,
         };
         let removed = self.memberships.delete_one(member(room, user)).await?;
+        // An invitation that raced the membership goes with it: nobody comes back without a
+        // new one.
+        self.invitations.delete_one(member(room, user)).await?;
         if removed.deleted_count == 0 {
             return Ok(false);
         }
@@ -205,9 +208,19 @@ impl RoomStore for MongoStore {
             if db.user_by_id(new.creator).await?.is_none() {
                 return Err(Error::not_found("user not found"));
             }
+            let id: RoomId = db.ids.next().into();
+            let key = room_key(&Room {
+                id,
+                name: new.name.clone(),
+                created_by: new.creator,
+                created_at: chrono::DateTime::default(),
+                visibility: new.visibility,
+                topic: None,
+                direct: None,
+            });
             let room = RoomDoc {
-                id: db.ids.next().into(),
-                name_key: unique_key(&new.name),
+                id,
+                name_key: key,
                 name: new.name,
                 key_version: UNIQUE_KEY_VERSION,
                 created_by: new.creator,
@@ -328,15 +341,12 @@ impl RoomStore for MongoStore {
                 });
             }
             let mut set = doc! {"visibility": after.visibility.as_str()};
-            // The key only with a new name: a name an older Confab let in beside a look-alike
-            // keeps its displaced key (see `upgrade_name_keys`) while only its topic changes.
-            if after.name != before.name {
-                let key = match after.direct {
-                    Some(pair) => direct_key(pair),
-                    None => unique_key(&after.name),
-                };
+            // The key only with a new name or visibility: a name an older Confab let in beside
+            // a look-alike keeps its displaced key (see `upgrade_name_keys`) while only its
+            // topic changes.
+            if after.name != before.name || after.visibility != before.visibility {
                 set.insert("name", &after.name);
-                set.insert("name_key", key);
+                set.insert("name_key", room_key(&after));
                 set.insert("key_version", UNIQUE_KEY_VERSION);
             }
             let mut change = doc! {};
@@ -742,6 +752,16 @@ impl RoomStore for MongoStore {
                 };
                 match db.invitations.insert_one(&invitation).await {
                     Ok(_) => {
+                        // A ban that raced the invitation wins: it deletes the invitation after
+                        // storing itself, or it is seen here.
+                        if db.bans.find_one(member(room, user)).await?.is_some() {
+                            db.invitations
+                                .delete_one(doc! {"_id": invitation.id})
+                                .await?;
+                            return Err(Error::forbidden(
+                                "they are banned from this room: unban them first",
+                            ));
+                        }
                         return Ok(Written {
                             value: invitation.into(),
                             changed: true,

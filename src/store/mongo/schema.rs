@@ -463,9 +463,10 @@ impl MongoStore {
             let docs = self.db.collection::<Document>(collection);
             let mut stale_filter = doc! {"key_version": {"$ne": UNIQUE_KEY_VERSION}};
             if collection == "rooms" {
-                // Direct rooms keep their pair's key (`store::direct_key`), which no name
-                // rule makes.
+                // Direct and private rooms keep keys of their own (`store::room_key`), which
+                // no name rule makes.
                 stale_filter.insert("direct", Bson::Null);
+                stale_filter.insert("visibility", doc! {"$ne": "private"});
             }
             // A further pass only for documents that an older instance wrote meanwhile.
             for _ in 0..3 {

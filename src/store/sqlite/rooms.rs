@@ -15,7 +15,7 @@ use crate::{
     },
     store::{
         Departure, NewModerationEntry, NewRoom, RoomStore, RoomUpdate, Taken, Written, direct_key,
-        direct_pair, keyset_page, unique_key,
+        direct_pair, keyset_page, room_key,
     },
 };
 
@@ -175,6 +175,9 @@ fn end_membership(
     let removed = conn
         .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
         .execute([room.bytes(), user.bytes()])?;
+    // An invitation that raced the membership goes with it: nobody comes back without a new
+    // one.
+    remove_invitation(conn, room, user)?;
     if removed == 0 {
         return Ok((false, Vec::new()));
     }
@@ -236,7 +239,7 @@ impl RoomStore for SqliteStore {
                 topic: new.topic,
                 direct: None,
             };
-            insert_room(conn, &room, &unique_key(&room.name))?;
+            insert_room(conn, &room, &room_key(&room))?;
             insert_membership(conn, room.id, new.creator, RoomRole::Owner)?;
             Ok(room)
         })
@@ -315,12 +318,10 @@ impl RoomStore for SqliteStore {
                     None,
                 ));
             }
-            // The key changes with the name only: a room whose key an upgrade set aside (see
-            // `schema::recompute_name_keys`) keeps it while its topic or visibility changes.
-            let key = match (after.direct, after.name != before.name) {
-                (None, true) => Some(unique_key(&after.name)),
-                _ => None,
-            };
+            // The key changes with the name or the visibility only: a room whose key an upgrade
+            // set aside (see `schema::recompute_name_keys`) keeps it while its topic changes.
+            let key = (after.name != before.name || after.visibility != before.visibility)
+                .then(|| room_key(&after));
             conn.prepare_cached(
                 "UPDATE rooms SET name = ?2, name_key = coalesce(?3, name_key), topic = ?4,
                      visibility = ?5
@@ -683,6 +684,16 @@ impl RoomStore for SqliteStore {
 
     async fn invite(&self, room: RoomId, user: UserId, by: UserId) -> Result<Written<Invitation>> {
         self.write(move |conn, _| {
+            let banned: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS(SELECT 1 FROM bans WHERE room_id = ?1 AND user_id = ?2)",
+                )?
+                .query_row([room.bytes(), user.bytes()], |r| r.get(0))?;
+            if banned {
+                return Err(Error::forbidden(
+                    "they are banned from this room: unban them first",
+                ));
+            }
             let invitation = Invitation {
                 room_id: room,
                 invitee: user,

@@ -209,10 +209,17 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
 /// finds its account by name among the keys), and a warning names both so that an operator can
 /// rename one.
 pub(super) fn recompute_name_keys(conn: &Connection) -> rusqlite::Result<()> {
-    // Direct rooms keep their pair's key (`store::direct_key`), which no name rule makes.
+    // Direct and private rooms keep keys of their own (`store::room_key`), which no name rule
+    // makes.
     for (table, name_col, key_col, what, named) in [
         ("users", "username", "username_key", "username", "1"),
-        ("rooms", "name", "name_key", "room name", "direct_a IS NULL"),
+        (
+            "rooms",
+            "name",
+            "name_key",
+            "room name",
+            "direct_a IS NULL AND visibility = 'public'",
+        ),
     ] {
         // Every key becomes a placeholder no key equals (a NUL and the id in capitals), so new
         // keys meet only new keys, given to the oldest first.

@@ -14,8 +14,8 @@
 //! instance and not here yet, or lost while Redis was down. So do a lag (`Lagged`, a bus
 //! resync). Either way the feed catches up from the store: first the edits and deletions, among
 //! the changes after `last_seq`, of messages the subscriber has; then the messages after
-//! `last_id`, in id order, as they are now. A lag checks membership again too, since the
-//! subscriber's own departure may be among the events lost. Joins and typing are not
+//! `last_id`, in id order, as they are now. Every catch-up checks membership again first, since
+//! the subscriber's own departure may be among the events lost or not here yet. Joins and typing are not
 //! replayed.
 //!
 //! The feed ends after the subscriber's own departure: quietly when they left, with a
@@ -164,6 +164,18 @@ pub(super) fn room_feed(
         loop {
             let mut read_up_to = position.last_seq;
             if catch_up {
+                // Still a member? Their removal may be among the events not seen.
+                match store.is_member(room, subscriber).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        yield Err(removed_error());
+                        return;
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                }
                 // First the edits and deletions of messages the subscriber has, up to the
                 // newest change number read, which then covers everything before it.
                 let known = position.last_id;
@@ -217,19 +229,8 @@ pub(super) fn room_feed(
                     match position.live(&event) {
                         Verdict::Skip => continue,
                         Verdict::CatchUp => {
-                            // The store holds this change and every one before it; the
-                            // subscriber's removal may be among those not here yet.
-                            match store.is_member(room, subscriber).await {
-                                Ok(true) => catch_up = true,
-                                Ok(false) => {
-                                    yield Err(removed_error());
-                                    return;
-                                }
-                                Err(e) => {
-                                    yield Err(e);
-                                    return;
-                                }
-                            }
+                            // The store holds this change and every one before it.
+                            catch_up = true;
                             continue;
                         }
                         Verdict::Deliver => {}
@@ -247,17 +248,7 @@ pub(super) fn room_feed(
                 }
                 Received::Lagged(missed) => {
                     tracing::warn!(%room, missed, "subscriber fell behind; catching up from the store");
-                    match store.is_member(room, subscriber).await {
-                        Ok(true) => catch_up = true,
-                        Ok(false) => {
-                            yield Err(removed_error());
-                            return;
-                        }
-                        Err(e) => {
-                            yield Err(e);
-                            return;
-                        }
-                    }
+                    catch_up = true;
                 }
                 Received::Closed => {
                     yield Err(Error::internal("the event bus closed"));

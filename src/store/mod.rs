@@ -218,6 +218,18 @@ pub struct NewRoom {
     pub topic: Option<String>,
 }
 
+impl RoomUpdate {
+    /// `room` as this update leaves it.
+    pub fn applied_to(self, room: &Room) -> Room {
+        Room {
+            name: self.name.unwrap_or_else(|| room.name.clone()),
+            topic: self.topic.unwrap_or_else(|| room.topic.clone()),
+            visibility: self.visibility.unwrap_or(room.visibility),
+            ..room.clone()
+        }
+    }
+}
+
 impl NewRoom {
     /// A public room without a topic.
     pub fn public(name: impl Into<String>, creator: UserId) -> Self {

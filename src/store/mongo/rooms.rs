@@ -324,16 +324,7 @@ impl RoomStore for MongoStore {
                     .await?
                     .ok_or_else(|| Error::not_found("room not found"))?,
             );
-            let mut after = before.clone();
-            if let Some(name) = update.name {
-                after.name = name;
-            }
-            if let Some(topic) = update.topic {
-                after.topic = topic;
-            }
-            if let Some(visibility) = update.visibility {
-                after.visibility = visibility;
-            }
+            let after = update.applied_to(&before);
             if after == before {
                 return Ok(Written {
                     value: after,

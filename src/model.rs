@@ -282,6 +282,8 @@ pub struct Message {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Who deleted it, when someone other than its author did (a moderator).
     pub deleted_by: Option<UserId>,
+    /// The members it mentions by `@username` (never its sender), as of its latest edit.
+    pub mentions: Vec<UserId>,
     /// The room's change sequence number of this message's latest change (its creation, edit
     /// or deletion): every message change in a room takes the next number, in commit order,
     /// across every instance. Internal: a subscriber that misses events reads the changes
@@ -293,6 +295,17 @@ impl Message {
     pub fn is_deleted(&self) -> bool {
         self.deleted_at.is_some()
     }
+}
+
+/// Where one member stands in a room: their read marker and what lies after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    /// The newest message they have read (everything up to it counts as read).
+    pub last_read: Option<MessageId>,
+    /// Live messages after the marker that others sent.
+    pub unread: u64,
+    /// Those of them that mention the member.
+    pub mentions: u64,
 }
 
 /// Something that happened in a room, as published on the event bus after it was stored.

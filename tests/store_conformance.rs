@@ -24,8 +24,11 @@ use confab::{
     },
 };
 
+#[path = "store_conformance/read_state.rs"]
+mod read_state;
 #[path = "store_conformance/teams.rs"]
 mod teams;
+use read_state::*;
 use teams::*;
 
 /// Instantiates every check as a test in module `$module`, each with a store from `$factory`.
@@ -95,6 +98,9 @@ macro_rules! conformance_suite {
             room_updates_and_role_changes_are_announced,
             delete_room_takes_its_bans_invitations_and_log,
             only_public_room_names_are_unique,
+            a_new_member_has_read_everything_before_joining,
+            unread_counts_others_live_messages_after_the_marker,
+            mentions_are_kept_with_the_message_and_counted_after_the_marker,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {
@@ -174,6 +180,7 @@ async fn send(
             sender_id: sender.id,
             body: body.to_owned(),
             client_id: client_id.map(str::to_owned),
+            mentions: Vec::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("insert message {body:?}: {e:?}"))
@@ -1001,7 +1008,10 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     let store = &*store;
     let (_, general, m) = room_with_messages(store, 3).await;
 
-    let edited = store.edit_message(m[1].id, "m1, edited").await.unwrap();
+    let edited = store
+        .edit_message(m[1].id, "m1, edited", &[])
+        .await
+        .unwrap();
     assert_eq!(edited.body, "m1, edited");
     let edited_at = edited.edited_at.expect("edited_at is set");
     assert!(edited_at >= m[1].created_at, "edited after creation");
@@ -1017,7 +1027,7 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     assert_eq!(store.message(m[1].id).await.unwrap(), Some(edited.clone()));
 
     let again = store
-        .edit_message(m[1].id, "m1, edited twice")
+        .edit_message(m[1].id, "m1, edited twice", &[])
         .await
         .unwrap();
     assert_eq!(again.body, "m1, edited twice");
@@ -1031,7 +1041,10 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     );
 
     store.delete_message(m[2].id, None).await.unwrap();
-    let err = store.edit_message(m[2].id, "zombie").await.unwrap_err();
+    let err = store
+        .edit_message(m[2].id, "zombie", &[])
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::NotFound(_)),
         "editing a tombstone: {err:?}"
@@ -1040,7 +1053,7 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
     assert_eq!((tombstone.body.as_str(), tombstone.edited_at), ("", None));
 
     let err = store
-        .edit_message(ObjectId::new().into(), "ghost")
+        .edit_message(ObjectId::new().into(), "ghost", &[])
         .await
         .unwrap_err();
     assert!(
@@ -1052,7 +1065,10 @@ async fn edit_message_replaces_the_body_of_live_messages_only(store: Arc<dyn Sto
 async fn delete_message_leaves_a_tombstone_once(store: Arc<dyn Store>) {
     let store = &*store;
     let (_, general, m) = room_with_messages(store, 3).await;
-    store.edit_message(m[1].id, "edited first").await.unwrap();
+    store
+        .edit_message(m[1].id, "edited first", &[])
+        .await
+        .unwrap();
 
     let deleted = store.delete_message(m[1].id, None).await.unwrap();
     assert!(deleted.changed);
@@ -1217,6 +1233,7 @@ async fn concurrent_inserts_all_succeed_exactly_once(store: Arc<dyn Store>) {
                         sender_id: sender,
                         body: format!("msg {i}"),
                         client_id,
+                        mentions: Vec::new(),
                     })
                     .await
             })
@@ -1271,6 +1288,7 @@ async fn concurrent_retries_with_one_client_id_store_one_message(store: Arc<dyn 
                         sender_id: alice.id,
                         body: format!("attempt {i}"),
                         client_id: Some("retry-me".to_owned()),
+                        mentions: Vec::new(),
                     })
                     .await
             })
@@ -1391,7 +1409,7 @@ async fn committed_writes_are_announced_once_in_commit_order(store: Arc<dyn Stor
         .unwrap(); // no change, no event
     let message = send(&*store, &lobby, &ada, "hi", Some("k")).await.value;
     send(&*store, &lobby, &ada, "hi again", Some("k")).await; // a retry, no event
-    let edited = store.edit_message(message.id, "hello").await.unwrap();
+    let edited = store.edit_message(message.id, "hello", &[]).await.unwrap();
     store.delete_message(message.id, None).await.unwrap();
     store.delete_message(message.id, None).await.unwrap(); // already a tombstone, no event
     store
@@ -1503,7 +1521,7 @@ async fn changes_after_lists_each_message_once_at_its_latest_change(store: Arc<d
         [1, 2, 3],
         "each new message takes the room's next number"
     );
-    let edited = store.edit_message(sent[0].id, "edited").await.unwrap();
+    let edited = store.edit_message(sent[0].id, "edited", &[]).await.unwrap();
     assert_eq!(edited.seq, 4);
     let deleted = store.delete_message(sent[1].id, None).await.unwrap().value;
     assert_eq!(deleted.seq, 5);
@@ -1511,7 +1529,7 @@ async fn changes_after_lists_each_message_once_at_its_latest_change(store: Arc<d
     send(&*store, &general, &alice, "k", Some("k1")).await;
     send(&*store, &general, &alice, "k again", Some("k1")).await;
     store.delete_message(sent[1].id, None).await.unwrap();
-    assert!(store.edit_message(sent[1].id, "zombie").await.is_err());
+    assert!(store.edit_message(sent[1].id, "zombie", &[]).await.is_err());
     let retried = store.changes_after(general.id, 5, 10).await.unwrap();
     assert_eq!(retried.iter().map(|m| m.seq).collect::<Vec<_>>(), [6]);
 
@@ -1561,7 +1579,10 @@ async fn concurrent_changes_take_consecutive_numbers_in_id_order(store: Arc<dyn 
                 if i % 2 == 0 {
                     send(&*store, &general, &alice, &format!("c{i}"), None).await;
                 } else {
-                    store.edit_message(target, &format!("e{i}")).await.unwrap();
+                    store
+                        .edit_message(target, &format!("e{i}"), &[])
+                        .await
+                        .unwrap();
                 }
             })
         })

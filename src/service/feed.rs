@@ -286,6 +286,7 @@ mod tests {
             sender_id: sender,
             body: body.into(),
             client_id: None,
+            mentions: Vec::new(),
         };
         store.insert_message(message).await.unwrap().value
     }
@@ -439,7 +440,10 @@ mod tests {
         let doomed = send(&store, room.id, user.id, "doomed").await;
         let mut events = feed_at_head(&store, &bus, room.id, user.id).await;
         // Changes whose events never reach this instance (Redis was down), then a resync.
-        let edited = store.edit_message(kept.id, "kept, edited").await.unwrap();
+        let edited = store
+            .edit_message(kept.id, "kept, edited", &[])
+            .await
+            .unwrap();
         let deleted = store.delete_message(doomed.id, None).await.unwrap().value;
         let new = send(&store, room.id, user.id, "new").await;
         bus.resync_all();
@@ -470,7 +474,10 @@ mod tests {
         for i in 0..CATCH_UP_BATCH + 10 {
             sent.push(send(&store, room.id, user.id, &format!("m{i}")).await.id);
         }
-        store.edit_message(first.id, "first, edited").await.unwrap();
+        store
+            .edit_message(first.id, "first, edited", &[])
+            .await
+            .unwrap();
         bus.resync_all();
         match next_event(&mut events).await {
             RoomEvent::MessageAdded(m) => {

@@ -12,6 +12,8 @@ pub const BODY_CHARS: std::ops::RangeInclusive<usize> = 1..=4000;
 pub const CLIENT_ID_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 /// A room's topic, and the reason of a ban.
 pub const TOPIC_CHARS: usize = 500;
+/// Most people one message mentions; further `@names` are plain text.
+pub const MENTIONS_MAX: usize = 20;
 /// Most pending invitations one user may have; more are refused until some are answered.
 pub const INVITATIONS_MAX: usize = 200;
 /// Largest page of rooms or messages one request may ask for.
@@ -122,6 +124,35 @@ pub fn note(field: &'static str, value: &str) -> Result<Option<String>> {
         return Err(Error::invalid(field, "must not contain control characters"));
     }
     Ok(Some(value))
+}
+
+/// The distinct usernames a body mentions as `@name` (a name's characters, after an `@` that
+/// starts the body or follows a character no name has), at most [`MENTIONS_MAX`]. A name's
+/// trailing `.` or `-` is taken as punctuation ("thanks @ada.").
+pub fn mentioned_names(body: &str) -> Vec<String> {
+    let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let mut names: Vec<String> = Vec::new();
+    let mut previous = None;
+    let mut chars = body.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let starts = c == '@' && !previous.is_some_and(in_name);
+        previous = Some(c);
+        if !starts {
+            continue;
+        }
+        let rest = &body[i + 1..];
+        let end = rest.find(|c: char| !in_name(c)).unwrap_or(rest.len());
+        let name = rest[..end].trim_end_matches(['.', '-']);
+        if USERNAME_CHARS.contains(&name.len())
+            && !names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            names.push(name.to_owned());
+            if names.len() == MENTIONS_MAX {
+                break;
+            }
+        }
+    }
+    names
 }
 
 pub fn body(value: &str) -> Result<()> {
@@ -283,5 +314,19 @@ mod tests {
         // Usernames stay ASCII: a precomposed letter is still refused, naming the field.
         let err = username("caf\u{E9}").unwrap_err();
         assert_eq!(err.field(), Some("username"));
+    }
+
+    #[test]
+    fn mentions_are_names_after_an_at_sign() {
+        assert_eq!(
+            mentioned_names("@ada hi @bob, and thanks @cid. Mail me at eve@example.org @ADA @x"),
+            ["ada", "bob", "cid"]
+        );
+        assert_eq!(
+            mentioned_names("(@dan_1) @e.f-g- @@hal"),
+            ["dan_1", "e.f-g", "hal"]
+        );
+        let many: String = (0..30).map(|i| format!("@user{i} ")).collect();
+        assert_eq!(mentioned_names(&many).len(), MENTIONS_MAX);
     }
 }

@@ -42,6 +42,7 @@ impl ChatService {
         }
         self.take_message(caller).await?;
         let sender = self.require_member(caller, room).await?;
+        let mentions = self.mentioned(room, sender, body).await?;
         let written = self
             .store
             .insert_message(NewMessage {
@@ -49,6 +50,7 @@ impl ChatService {
                 sender_id: sender,
                 body: body.to_owned(),
                 client_id: client_id.map(str::to_owned),
+                mentions,
             })
             .await?;
         Ok(written.value)
@@ -62,8 +64,11 @@ impl ChatService {
     ) -> Result<Message> {
         limits::body(body)?;
         self.take_message(caller).await?;
-        self.own_message(caller, id).await?;
-        self.store.edit_message(id, body).await
+        let message = self.own_message(caller, id).await?;
+        let mentions = self
+            .mentioned(message.room_id, message.sender_id, body)
+            .await?;
+        self.store.edit_message(id, body, &mentions).await
     }
 
     /// Deletes a message, leaving a tombstone: one of the caller's own, or as an owner or admin
@@ -80,6 +85,63 @@ impl ChatService {
         self.take_message(caller).await?;
         self.own_message(caller, id).await?;
         Ok(self.store.delete_message(id, None).await?.value)
+    }
+
+    /// The members of `room` that `body` mentions by `@username` (at most
+    /// [`limits::MENTIONS_MAX`]), never its sender. A name that is nobody's, or someone's who
+    /// is not a member, mentions nobody.
+    async fn mentioned(&self, room: RoomId, sender: UserId, body: &str) -> Result<Vec<UserId>> {
+        let mut found = Vec::new();
+        for name in limits::mentioned_names(body) {
+            let Some(user) = self.store.credentials(&name).await? else {
+                continue;
+            };
+            let id = user.user.id;
+            if id != sender && !found.contains(&id) && self.store.is_member(room, id).await? {
+                found.push(id);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Moves the caller's read marker in `room` forward to `message` (a message of that room;
+    /// an older one than their marker changes nothing).
+    pub async fn mark_read(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+        message: MessageId,
+    ) -> Result<crate::model::ReadState> {
+        let me = self.require_member(caller, room).await?;
+        match self.store.message(message).await? {
+            Some(found) if found.room_id == room => {}
+            _ => {
+                return Err(Error::invalid(
+                    "messageId",
+                    "no message with this id in this room",
+                ));
+            }
+        }
+        Ok(self.store.mark_read(room, me, message).await?.value)
+    }
+
+    /// The caller's read state in a room; `None` when not a member.
+    pub async fn read_state(
+        &self,
+        caller: &Caller,
+        room: RoomId,
+    ) -> Result<Option<crate::model::ReadState>> {
+        let me = caller.user_id()?;
+        self.store.read_state(room, me).await
+    }
+
+    /// A room's newest live message, for its members.
+    pub async fn last_message(&self, caller: &Caller, room: RoomId) -> Result<Option<Message>> {
+        let me = caller.user_id()?;
+        if !self.store.is_member(room, me).await? {
+            return Ok(None);
+        }
+        self.store.last_message(room).await
     }
 
     /// A message of a room the caller may see; `NOT_FOUND` otherwise, as for no message.

@@ -26,8 +26,8 @@ use crate::{
     error::Result,
     model::{
         Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
-        ModerationId, Page, PageRequest, Room, RoomEvent, RoomId, RoomRole, RoomVisibility,
-        Session, SessionId, User, UserId,
+        ModerationId, Page, PageRequest, ReadState, Room, RoomEvent, RoomId, RoomRole,
+        RoomVisibility, Session, SessionId, User, UserId,
     },
 };
 
@@ -48,6 +48,8 @@ pub struct NewMessage {
     pub sender_id: UserId,
     pub body: String,
     pub client_id: Option<String>,
+    /// The members it mentions (see [`Message::mentions`]).
+    pub mentions: Vec<UserId>,
 }
 
 /// Whether a write changed anything, with the resulting value.
@@ -409,8 +411,23 @@ pub trait MessageStore: Send + Sync {
         after: MessageId,
         limit: usize,
     ) -> Result<Vec<Message>>;
-    /// Replaces a live message's body and sets `edited_at`; `NotFound` for a tombstone.
-    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message>;
+    /// Replaces a live message's body and mentions and sets `edited_at`; `NotFound` for a
+    /// tombstone.
+    async fn edit_message(&self, id: MessageId, body: &str, mentions: &[UserId])
+    -> Result<Message>;
+    /// A member's read state in a room (see [`ReadState`]); `None` when not a member. A new
+    /// member has read everything sent before they joined.
+    async fn read_state(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>>;
+    /// Moves a member's read marker forward to `message` (an older one changes nothing:
+    /// `changed` false); `NotFound` when they are not a member.
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: UserId,
+        message: MessageId,
+    ) -> Result<Written<ReadState>>;
+    /// A room's newest live message.
+    async fn last_message(&self, room: RoomId) -> Result<Option<Message>>;
     /// Up to `limit` messages sent by `user`, tombstones excluded, in id order after `after`.
     async fn messages_by(
         &self,

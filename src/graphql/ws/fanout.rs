@@ -399,6 +399,7 @@ mod tests {
             edited_at: None,
             deleted_at: None,
             deleted_by: None,
+            mentions: Vec::new(),
             seq: 1,
         }))
     }

@@ -10,7 +10,7 @@ use mongodb::{
 use super::{MongoStore, is_duplicate_key, now, schema::MessageDoc, writer::seq_i64};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId, UserId},
+    model::{Message, MessageId, Page, PageRequest, ReadState, RoomEvent, RoomId, UserId},
     store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
@@ -218,7 +218,29 @@ impl MessageStore for MongoStore {
         Ok(found.into_iter().map(Message::from).collect())
     }
 
-    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
+    async fn read_state(&self, _room: RoomId, _user: UserId) -> Result<Option<ReadState>> {
+        Err(Error::internal("read state is not on MongoDB yet"))
+    }
+
+    async fn mark_read(
+        &self,
+        _room: RoomId,
+        _user: UserId,
+        _message: MessageId,
+    ) -> Result<Written<ReadState>> {
+        Err(Error::internal("read state is not on MongoDB yet"))
+    }
+
+    async fn last_message(&self, _room: RoomId) -> Result<Option<Message>> {
+        Err(Error::internal("read state is not on MongoDB yet"))
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        body: &str,
+        _mentions: &[UserId],
+    ) -> Result<Message> {
         let body = body.to_owned();
         self.in_task(move |db| async move {
             let body = body.as_str();

@@ -288,6 +288,7 @@ impl From<MessageDoc> for Message {
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
             deleted_by: d.deleted_by,
+            mentions: Vec::new(),
         }
     }
 }

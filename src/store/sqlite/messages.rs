@@ -6,12 +6,72 @@ use rusqlite::{Connection, OptionalExtension, Row, ffi, params};
 use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_at};
 use crate::{
     error::{Error, Result},
-    model::{Message, MessageId, Page, PageRequest, RoomEvent, RoomId, UserId},
+    model::{Message, MessageId, Page, PageRequest, ReadState, RoomEvent, RoomId, UserId},
     store::{Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
-pub(super) const MESSAGE_COLS: &str =
-    "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq, deleted_by";
+pub(super) const MESSAGE_COLS: &str = "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq, deleted_by, mentions";
+
+/// Ids as one column: their 12 bytes each, one after another.
+pub(super) fn ids_blob(ids: &[UserId]) -> Option<Vec<u8>> {
+    (!ids.is_empty()).then(|| ids.iter().flat_map(|id| id.bytes()).collect())
+}
+
+fn ids_from_blob(blob: Option<Vec<u8>>) -> Vec<UserId> {
+    blob.unwrap_or_default()
+        .chunks_exact(12)
+        .filter_map(|chunk| <[u8; 12]>::try_from(chunk).ok())
+        .map(UserId::from_bytes)
+        .collect()
+}
+
+/// Records whom a live message mentions, for counting (replacing what it mentioned before).
+fn store_mentions(conn: &Connection, message: &Message) -> Result<()> {
+    conn.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
+        .execute([message.id.bytes()])?;
+    if message.is_deleted() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO mentions (user_id, room_id, message_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+    )?;
+    for user in &message.mentions {
+        insert.execute([user.bytes(), message.room_id.bytes(), message.id.bytes()])?;
+    }
+    Ok(())
+}
+
+/// A member's read state: their marker, and the live messages of others after it (one range of
+/// `messages_by_room`), and the mentions of them after it (one range of `mentions`).
+fn read_state_of(conn: &Connection, room: RoomId, user: UserId) -> Result<Option<ReadState>> {
+    let Some(marker) = conn
+        .prepare_cached("SELECT last_read FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row([room.bytes(), user.bytes()], |r| {
+            r.get::<_, Option<[u8; 12]>>(0)
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let after = marker.unwrap_or([0; 12]);
+    let unread: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM messages
+             WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3 AND deleted_at IS NULL",
+        )?
+        .query_row(params![room.bytes(), after, user.bytes()], |r| r.get(0))?;
+    let mentions: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM mentions WHERE user_id = ?1 AND room_id = ?2 AND message_id > ?3",
+        )?
+        .query_row(params![user.bytes(), room.bytes(), after], |r| r.get(0))?;
+    Ok(Some(ReadState {
+        last_read: marker.map(MessageId::from_bytes),
+        unread: u64::try_from(unread).unwrap_or(0),
+        mentions: u64::try_from(mentions).unwrap_or(0),
+    }))
+}
 
 /// A live (not deleted) message of one room: the filter every history read uses.
 pub(super) const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
@@ -28,6 +88,7 @@ pub(super) fn message_row(row: &Row) -> rusqlite::Result<Message> {
         deleted_at: opt_time_at(row, 7)?,
         seq: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
         deleted_by: row.get::<_, Option<[u8; 12]>>(9)?.map(UserId::from_bytes),
+        mentions: ids_from_blob(row.get(10)?),
     })
 }
 
@@ -60,6 +121,7 @@ pub(super) fn change_message(
     change: Change,
     body: &str,
     by: Option<UserId>,
+    mentions: &[UserId],
 ) -> Result<Option<Message>> {
     let Some(room) = conn
         .prepare_cached("SELECT room_id FROM messages WHERE id = ?1 AND deleted_at IS NULL")?
@@ -71,7 +133,7 @@ pub(super) fn change_message(
     let seq = next_seq(conn, room)?;
     let changed = conn
         .prepare_cached(&format!(
-            "UPDATE messages SET body = ?1, {} = ?2, seq = ?3, deleted_by = ?5
+            "UPDATE messages SET body = ?1, {} = ?2, seq = ?3, deleted_by = ?5, mentions = ?6
              WHERE id = ?4 RETURNING {MESSAGE_COLS}",
             change.stamp()
         ))?
@@ -81,11 +143,13 @@ pub(super) fn change_message(
                 now().timestamp_millis(),
                 sql_seq(seq),
                 id.bytes(),
-                by.map(|b| b.bytes())
+                by.map(|b| b.bytes()),
+                ids_blob(mentions)
             ],
             message_row,
         )?;
     take_seq(conn, room, seq)?;
+    store_mentions(conn, &changed)?;
     Ok(Some(changed))
 }
 
@@ -113,13 +177,15 @@ impl MessageStore for SqliteStore {
                 edited_at: None,
                 deleted_at: None,
                 deleted_by: None,
+                mentions: message.mentions,
                 seq,
             };
             // The partial unique index decides idempotency: a repeated clientId inserts nothing.
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at, seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO messages (id, room_id, sender_id, body, client_id, created_at, seq,
+                                           mentions)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (room_id, sender_id, client_id) WHERE client_id IS NOT NULL
                      DO NOTHING",
                 )?
@@ -130,7 +196,8 @@ impl MessageStore for SqliteStore {
                     stored.body,
                     stored.client_id,
                     stored.created_at.timestamp_millis(),
-                    sql_seq(seq)
+                    sql_seq(seq),
+                    ids_blob(&stored.mentions)
                 ])
                 .map_err(|e| match constraint(&e) {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => Error::not_found("room not found"),
@@ -138,6 +205,7 @@ impl MessageStore for SqliteStore {
                 })?;
             if inserted == 1 {
                 take_seq(conn, stored.room_id, seq)?;
+                store_mentions(conn, &stored)?;
                 let event = RoomEvent::MessageAdded(stored.clone());
                 return Ok((
                     Written {
@@ -242,10 +310,15 @@ impl MessageStore for SqliteStore {
         .await
     }
 
-    async fn edit_message(&self, id: MessageId, body: &str) -> Result<Message> {
-        let body = body.to_owned();
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        body: &str,
+        mentions: &[UserId],
+    ) -> Result<Message> {
+        let (body, mentions) = (body.to_owned(), mentions.to_vec());
         self.write_announcing(move |conn, _| {
-            let edited = change_message(conn, id, Change::Edit, &body, None)?
+            let edited = change_message(conn, id, Change::Edit, &body, None, &mentions)?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             let event = RoomEvent::MessageEdited(edited.clone());
             Ok((edited, Some(event)))
@@ -282,7 +355,7 @@ impl MessageStore for SqliteStore {
 
     async fn delete_message(&self, id: MessageId, by: Option<UserId>) -> Result<Written<Message>> {
         self.write_announcing(move |conn, _| {
-            let deleted = change_message(conn, id, Change::Delete, "", by)?;
+            let deleted = change_message(conn, id, Change::Delete, "", by, &[])?;
             match deleted {
                 Some(message) => {
                     let event = RoomEvent::MessageDeleted {
@@ -310,6 +383,46 @@ impl MessageStore for SqliteStore {
                     None => Err(Error::not_found("message not found")),
                 },
             }
+        })
+        .await
+    }
+
+    async fn read_state(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>> {
+        self.read(move |conn| read_state_of(conn, room, user)).await
+    }
+
+    async fn mark_read(
+        &self,
+        room: RoomId,
+        user: UserId,
+        message: MessageId,
+    ) -> Result<Written<ReadState>> {
+        self.write(move |conn, _| {
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE memberships SET last_read = ?3
+                     WHERE room_id = ?1 AND user_id = ?2 AND (last_read IS NULL OR last_read < ?3)",
+                )?
+                .execute([room.bytes(), user.bytes(), message.bytes()])?;
+            let state = read_state_of(conn, room, user)?
+                .ok_or_else(|| Error::not_found("not a member of this room"))?;
+            Ok(Written {
+                value: state,
+                changed: moved == 1,
+            })
+        })
+        .await
+    }
+
+    async fn last_message(&self, room: RoomId) -> Result<Option<Message>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLS} FROM messages
+                     WHERE room_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
+                ))?
+                .query_row([room.bytes()], message_row)
+                .optional()?)
         })
         .await
     }

@@ -509,6 +509,7 @@ mod tests {
             sender_id: ada.id,
             body: "x".repeat(4000),
             client_id: None,
+            mentions: Vec::new(),
         };
         let mut failed = None;
         for _ in 0..100 {

@@ -84,7 +84,8 @@ fn insert_membership(
 ) -> Result<bool> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO memberships (room_id, user_id, joined_at, role) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO memberships (room_id, user_id, joined_at, role, last_read)
+             VALUES (?1, ?2, ?3, ?4, (SELECT max(id) FROM messages WHERE room_id = ?1))
              ON CONFLICT (room_id, user_id) DO NOTHING",
         )?
         .execute(params![
@@ -415,7 +416,13 @@ impl RoomStore for SqliteStore {
                 .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 RETURNING user_id")?
                 .query_map([room.bytes()], |r| id_at(r, 0))?
                 .collect::<rusqlite::Result<Vec<UserId>>>()?;
-            for table in ["messages", "bans", "room_invitations", "moderation_log"] {
+            for table in [
+                "messages",
+                "mentions",
+                "bans",
+                "room_invitations",
+                "moderation_log",
+            ] {
                 conn.prepare_cached(&format!("DELETE FROM {table} WHERE room_id = ?1"))?
                     .execute([room.bytes()])?;
             }

@@ -9,7 +9,7 @@ use crate::{
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -151,6 +151,23 @@ CREATE TABLE moderation_log (
 CREATE INDEX moderation_log_by_room ON moderation_log(room_id, id);
 ";
 
+/// Version 6: read state. A membership's read marker (members of an upgraded database have read
+/// everything so far); the members a message mentions, on the message (to show) and one row
+/// each in `mentions` (to count), kept for live messages only.
+pub(super) const SCHEMA_V6: &str = "
+ALTER TABLE memberships ADD COLUMN last_read BLOB;
+UPDATE memberships SET last_read =
+    (SELECT max(id) FROM messages WHERE messages.room_id = memberships.room_id);
+ALTER TABLE messages ADD COLUMN mentions BLOB;
+CREATE TABLE mentions (
+    user_id    BLOB NOT NULL,
+    room_id    BLOB NOT NULL,
+    message_id BLOB NOT NULL,
+    PRIMARY KEY (user_id, room_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX mentions_by_message ON mentions(message_id);
+";
+
 pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     anyhow::ensure!(
@@ -160,11 +177,14 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     // One transaction: a failed upgrade leaves the file as it was.
     let tx = conn.unchecked_transaction()?;
     let steps: &[&str] = match version {
-        0 => &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
-        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
-        2 => &[SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
-        3 => &[SCHEMA_V4, SCHEMA_V5],
-        4 => &[SCHEMA_V5],
+        0 => &[
+            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+        ],
+        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
+        2 => &[SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
+        3 => &[SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
+        4 => &[SCHEMA_V5, SCHEMA_V6],
+        5 => &[SCHEMA_V6],
         _ => &[],
     };
     for step in steps {
@@ -318,12 +338,13 @@ mod tests {
                 sender_id: UserId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
                 body: "new".into(),
                 client_id: None,
+                mentions: Vec::new(),
             })
             .await
             .unwrap()
             .value;
         assert_eq!(message.seq, 1);
-        let edited = store.edit_message(old, "old, edited").await.unwrap();
+        let edited = store.edit_message(old, "old, edited", &[]).await.unwrap();
         assert_eq!(edited.seq, 2);
         let changes = store.changes_after(room, 0, 10).await.unwrap();
         assert_eq!(changes, [message, edited]);

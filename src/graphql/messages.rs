@@ -76,6 +76,22 @@ impl MessageMutation {
             .gql()
     }
 
+    /// Moves the caller's read marker in a room forward to `messageId` (an older message than
+    /// their marker changes nothing) and returns the room with its new counts.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        room_id: ID,
+        message_id: ID,
+    ) -> Result<super::types::Room> {
+        let room = id_arg("roomId", &room_id)?;
+        let message = id_arg("messageId", &message_id)?;
+        let service = service(ctx)?;
+        service.mark_read(caller(ctx), room, message).await.gql()?;
+        let seen = service.seen_room(caller(ctx), room).await.gql()?;
+        Ok(super::types::Room(seen.room))
+    }
+
     /// Replaces the body of one of the caller's own messages.
     async fn edit_message(
         &self,

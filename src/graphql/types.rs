@@ -89,6 +89,39 @@ impl Room {
     async fn created_by(&self, ctx: &Context<'_>) -> Result<User> {
         service(ctx)?.user(self.0.created_by).await.map(User).gql()
     }
+    /// Messages after the caller's read marker that others sent and that are not deleted (0
+    /// for a non-member).
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let state = service(ctx)?
+            .read_state(caller(ctx), self.0.id)
+            .await
+            .gql()?;
+        Ok(state.map_or(0, |s| i32::try_from(s.unread).unwrap_or(i32::MAX)))
+    }
+    /// Those of the unread messages that mention the caller.
+    async fn mention_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let state = service(ctx)?
+            .read_state(caller(ctx), self.0.id)
+            .await
+            .gql()?;
+        Ok(state.map_or(0, |s| i32::try_from(s.mentions).unwrap_or(i32::MAX)))
+    }
+    /// The newest message the caller has read (null for a non-member, or before any).
+    async fn last_read_message_id(&self, ctx: &Context<'_>) -> Result<Option<ID>> {
+        let state = service(ctx)?
+            .read_state(caller(ctx), self.0.id)
+            .await
+            .gql()?;
+        Ok(state.and_then(|s| s.last_read).map(|id| ID(id.to_hex())))
+    }
+    /// The room's newest message that is not deleted (members only; null otherwise).
+    async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let last = service(ctx)?
+            .last_message(caller(ctx), self.0.id)
+            .await
+            .gql()?;
+        Ok(last.map(Message))
+    }
     /// Members in the order they joined, at most `first` (up to 1000). Those of a private room
     /// are listed to its members only.
     #[graphql(complexity = "page_complexity(
@@ -249,6 +282,15 @@ impl Message {
     }
     async fn edited_at(&self) -> Option<DateTime<Utc>> {
         self.0.edited_at
+    }
+    /// The members it mentions by `@username` (never its sender).
+    async fn mentions(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        let service = service(ctx)?;
+        let mut users = Vec::with_capacity(self.0.mentions.len());
+        for id in &self.0.mentions {
+            users.push(User(service.user(*id).await.gql()?));
+        }
+        Ok(users)
     }
     /// The sender's idempotency key, when they gave one.
     async fn client_id(&self) -> Option<&str> {

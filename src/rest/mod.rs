@@ -48,6 +48,7 @@ where
         .route("/delete_message", post(delete_message))
         .route("/get_messages/{roomID}", get(get_messages))
         .route("/get_rooms", get(get_rooms))
+        .route("/mark_read", post(mark_read))
         .route("/openapi.json", get(openapi))
 }
 
@@ -502,8 +503,47 @@ async fn get_rooms(
         ..PageArgs::default()
     };
     let page = service.rooms(&caller.0, &args).await?;
-    Ok(Json(RoomsResponse {
-        rooms: page.items.iter().map(RoomView::from).collect(),
+    let mut rooms = Vec::with_capacity(page.items.len());
+    for room in &page.items {
+        let mut view = RoomView::from(room);
+        if let Some(state) = service.read_state(&caller.0, room.id).await? {
+            view.unread_count = Some(state.unread);
+            view.mention_count = Some(state.mentions);
+        }
+        rooms.push(view);
+    }
+    Ok(Json(RoomsResponse { rooms }))
+}
+
+/// Mark a room read up to a message: the caller's read marker moves forward (never back).
+#[utoipa::path(
+    post, path = "/mark_read", tag = "rooms",
+    request_body = MarkRead,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Where the marker stands now", body = ReadStateResponse),
+        (status = 400, description = "Malformed body, or no such message in that room", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a member of the room", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as JSON", body = ErrorBody),
+    )
+)]
+async fn mark_read(
+    State(service): State<Arc<ChatService>>,
+    caller: SignedIn,
+    JsonBody(body): JsonBody<MarkRead>,
+) -> RestResult<Json<ReadStateResponse>> {
+    let room_id = parse_id("roomID", &body.room_id)?;
+    let message_id = parse_id("messageID", &body.message_id)?;
+    let state = service.mark_read(&caller.0, room_id, message_id).await?;
+    Ok(Json(ReadStateResponse {
+        message: "marked read".into(),
+        room_id: room_id.to_hex(),
+        last_read_message_id: state.last_read.map(|id| id.to_hex()),
+        unread_count: state.unread,
+        mention_count: state.mentions,
     }))
 }
 
@@ -513,7 +553,7 @@ async fn get_rooms(
         title = "Confab REST compatibility API",
         description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one."
     ),
-    paths(register, login, refresh, logout, export, create_room, join_room, send_message, delete_message, get_messages, get_rooms),
+    paths(register, login, refresh, logout, export, create_room, join_room, send_message, delete_message, get_messages, get_rooms, mark_read),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;

@@ -46,6 +46,32 @@ pub struct JoinRoom {
     pub user_id: Option<String>,
 }
 
+/// `POST /mark_read`.
+#[derive(Deserialize, ToSchema)]
+pub struct MarkRead {
+    #[serde(rename = "roomID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
+    pub room_id: String,
+    /// The newest message read; an older one than the marker changes nothing.
+    #[serde(rename = "messageID")]
+    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
+    pub message_id: String,
+}
+
+/// What `POST /mark_read` answers: where the caller's marker now stands.
+#[derive(Serialize, ToSchema)]
+pub struct ReadStateResponse {
+    pub message: String,
+    #[serde(rename = "roomID")]
+    pub room_id: String,
+    #[serde(rename = "lastReadMessageID")]
+    pub last_read_message_id: Option<String>,
+    #[serde(rename = "unreadCount")]
+    pub unread_count: u64,
+    #[serde(rename = "mentionCount")]
+    pub mention_count: u64,
+}
+
 /// `POST /send_message`. The text may come as `message` or, as some clients send it, `content`.
 #[derive(Deserialize, ToSchema)]
 pub struct SendMessage {
@@ -110,6 +136,12 @@ pub struct RoomView {
     pub created_by: String,
     #[serde(rename = "createdAt")]
     pub created_at: String,
+    /// For a member: messages after their read marker that others sent.
+    #[serde(rename = "unreadCount", skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<u64>,
+    /// For a member: those of them that mention them.
+    #[serde(rename = "mentionCount", skip_serializing_if = "Option::is_none")]
+    pub mention_count: Option<u64>,
 }
 
 impl From<&model::Room> for RoomView {
@@ -119,6 +151,8 @@ impl From<&model::Room> for RoomView {
             name: room.name.clone(),
             created_by: room.created_by.to_hex(),
             created_at: time(&room.created_at),
+            unread_count: None,
+            mention_count: None,
         }
     }
 }

@@ -224,6 +224,7 @@ async fn register_handlers(socket: SocketRef) -> Result<(), std::convert::Infall
     socket.on("leave", on_leave);
     socket.on("message", on_message);
     socket.on("delete_message", on_delete);
+    socket.on("mark_read", on_mark_read);
     socket.on_disconnect(async |Extension(session): Extension<Session>| session.stop_all().await);
     Ok(())
 }
@@ -362,6 +363,29 @@ async fn on_delete(
         let id = parse_id("messageID", field(&data, &["messageID"])?)?;
         let deleted = service.delete_message(&session.caller, id).await?;
         Ok(json!({"messageID": deleted.id.to_hex(), "roomID": deleted.room_id.to_hex()}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+async fn on_mark_read(
+    socket: SocketRef,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+    Extension(session): Extension<Session>,
+    State(service): State<Arc<ChatService>>,
+) {
+    let result = async {
+        let _permit = session.admit(&socket)?;
+        let room = parse_id("roomID", field(&data, &["roomID"])?)?;
+        let message = parse_id("messageID", field(&data, &["messageID"])?)?;
+        let state = service.mark_read(&session.caller, room, message).await?;
+        Ok(json!({
+            "roomID": room.to_hex(),
+            "lastReadMessageID": state.last_read.map(|id| id.to_hex()),
+            "unreadCount": state.unread,
+            "mentionCount": state.mentions,
+        }))
     }
     .await;
     answer(ack, result);

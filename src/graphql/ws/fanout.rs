@@ -48,10 +48,16 @@ const RECENT_BYTES: usize = 256 * 1024;
 /// rendered for each subscriber, uncached, until room is made.
 const ALL_BYTES: usize = 64 * 1024 * 1024;
 
-/// Fields an event may carry whose value depends on who asks (`Room.myRole`). A document that
+/// Fields an event may carry whose value depends on who asks (`Room.myRole`, the read state). A document that
 /// names one anywhere (its text holds every field name it selects, through fragments and
 /// aliases alike) is rendered for each caller apart.
-const CALLER_DEPENDENT: &[&str] = &["myRole"];
+const CALLER_DEPENDENT: &[&str] = &[
+    "myRole",
+    "unreadCount",
+    "mentionCount",
+    "lastReadMessageId",
+    "lastMessage",
+];
 
 /// What renders a subscription's events: its request, minus where it starts.
 #[derive(Clone)]

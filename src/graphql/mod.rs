@@ -68,7 +68,8 @@ pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
     .limit_depth(16)
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
-    .limit_directives(16);
+    .limit_directives(16)
+    .extension(ValidationCodes);
     if let Some(service) = service {
         builder = builder.data(service);
     }
@@ -164,4 +165,44 @@ pub(crate) fn id_arg<T: From<ObjectId>>(
     id: &async_graphql::ID,
 ) -> async_graphql::Result<T> {
     parse_id(field, id.as_str()).gql()
+}
+
+/// Gives the errors async-graphql's own validation makes (which carry no code) the code every
+/// other refusal has: `QUERY_TOO_COMPLEX` for its complexity and depth limits,
+/// `GRAPHQL_VALIDATION_FAILED` for the rest (an unknown field, a wrong argument type).
+struct ValidationCodes;
+
+impl async_graphql::extensions::ExtensionFactory for ValidationCodes {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(ValidationCodes)
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for ValidationCodes {
+    async fn validation(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|mut error| {
+                    let extensions = error.extensions.get_or_insert_with(Default::default);
+                    if extensions.get("code").is_none() {
+                        let code = if error.message.starts_with("Query is too complex")
+                            || error.message.starts_with("Query is nested too deep")
+                        {
+                            crate::error::Code::QueryTooComplex
+                        } else {
+                            crate::error::Code::GraphqlValidationFailed
+                        };
+                        extensions.set("code", code.as_str());
+                    }
+                    error
+                })
+                .collect()
+        })
+    }
 }

@@ -45,6 +45,26 @@ fn assert_too_complex(body: &Value) {
     assert!(body["data"].is_null(), "nothing may run: {shown}");
     let message = errors[0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("too complex"), "{shown}");
+    assert_eq!(
+        errors[0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_document_the_schema_refuses_says_so_with_a_code() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    for (query, code) in [
+        ("{ me { id nonsense } }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "mutation { createRoom(name: \"x\", visibility: SECRET) { id } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ] {
+        let body = app.gql(Some(&ada.token), query, json!({})).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+    }
 }
 
 #[tokio::test]

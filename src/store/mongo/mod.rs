@@ -16,7 +16,7 @@
 //! writes: a join inserts the membership and then looks for a ban (taking the membership back
 //! when it finds one), a ban inserts the ban and then ends the membership, so a join and a ban
 //! that race end with the user out; a role changes only from the role it was read as (a
-//! conditional update).
+//! conditional update); a read marker moves only forward (a conditional update too).
 //!
 //! Ordering: writes to one room go one at a time through that room's lock, which mints the
 //! message id, writes, and queues the room event before the next write of the room starts. So

@@ -95,6 +95,12 @@ pub(super) struct MembershipDoc {
     /// get theirs at startup (see `upgrade_roles`); until then they read as members.
     #[serde(default = "member_role")]
     pub(super) role: String,
+    /// The newest message the member has read (see `MessageStore::read_state`): at joining,
+    /// the room's newest message. Stored even when null (a room without messages), so that
+    /// memberships from before read markers, which lack the field, are told apart and get
+    /// theirs at startup (see `upgrade_read_markers`).
+    #[serde(default)]
+    pub(super) last_read: Option<MessageId>,
 }
 
 impl MembershipDoc {
@@ -203,6 +209,10 @@ pub(super) struct MessageDoc {
     /// The room change number of this message's latest change.
     #[serde(default)]
     pub(super) seq: i64,
+    /// The members it mentions, as of its latest edit; a tombstone mentions nobody, so only
+    /// live messages count towards a member's mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) mentions: Vec<UserId>,
 }
 
 /// A session: its refresh token's hash, and the hashes of the last ones spent (newest first).
@@ -288,7 +298,7 @@ impl From<MessageDoc> for Message {
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
             deleted_by: d.deleted_by,
-            mentions: Vec::new(),
+            mentions: d.mentions,
         }
     }
 }
@@ -361,6 +371,18 @@ impl MongoStore {
         )
         .await?;
         index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
+        // A member's mentions after their read marker: one range of this (multikey) index.
+        // Partial: only messages that mention someone are in it.
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "mentions": 1, "_id": 1},
+            Some(
+                IndexOptions::builder()
+                    .partial_filter_expression(doc! {"mentions": {"$exists": true}})
+                    .build(),
+            ),
+        )
+        .await?;
         Ok(())
     }
 

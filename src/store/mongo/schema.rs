@@ -1,5 +1,5 @@
-//! The documents as stored, their indexes, and the upgrades of keys and roles stored by an
-//! earlier Confab.
+//! The documents as stored, their indexes, and the upgrades of keys, roles and read markers
+//! stored by an earlier Confab.
 
 use std::collections::{HashMap, HashSet};
 
@@ -468,6 +468,41 @@ impl MongoStore {
                     .await?;
                 tracing::info!(room = %room.id, "a room without an owner: its longest-standing member owns it now");
             }
+        }
+        Ok(())
+    }
+
+    /// Gives memberships from before read markers (no `last_read` field) the newest message
+    /// of their room, tombstones included, as the SQLite migration to schema v6 does: members
+    /// of an upgraded database have read everything so far. A room without messages gives a
+    /// null marker, which is stored, so the field exists afterwards either way. One
+    /// conditional update per room, only where the field is still missing: rerunning it
+    /// changes nothing, and instances starting together agree.
+    pub(super) async fn upgrade_read_markers(&self) -> Result<()> {
+        let memberships = self.db.collection::<Document>("memberships");
+        let unmarked = doc! {"last_read": {"$exists": false}};
+        let mut stale_rooms = HashSet::new();
+        let mut stale = memberships
+            .find(unmarked.clone())
+            .projection(doc! {"room_id": 1})
+            .await?;
+        while let Some(m) = stale.try_next().await? {
+            if let Ok(room) = m.get_object_id("room_id") {
+                stale_rooms.insert(room);
+            }
+        }
+        for room in stale_rooms {
+            let newest = self
+                .messages
+                .find_one(doc! {"room_id": room})
+                .sort(doc! {"_id": -1})
+                .await?
+                .map(|m| m.id);
+            let mut filter = unmarked.clone();
+            filter.insert("room_id", room);
+            memberships
+                .update_many(filter, doc! {"$set": {"last_read": newest}})
+                .await?;
         }
         Ok(())
     }

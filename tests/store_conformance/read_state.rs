@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use confab::{
     error::Error,
-    model::{ReadState, RoomRole, User},
+    model::{ObjectId, ReadState, RoomId, RoomRole, User, UserId},
     store::{NewMessage, Store},
 };
 
-use super::{room, send, user};
+use super::{mongo_instance, room, send, support, user};
 
 async fn mention(
     store: &dyn Store,
@@ -150,4 +150,139 @@ pub async fn mentions_are_kept_with_the_message_and_counted_after_the_marker(
     store.mark_read(lobby.id, bob.id, newest.id).await.unwrap();
     assert_eq!(state(&*store, &lobby, &bob).await.mentions, 0);
     assert_eq!(state(&*store, &den, &bob).await.mentions, 1);
+}
+
+/// Memberships written before read markers have no `last_read`; the next startup gives each
+/// its room's newest message (a tombstone too: members of an upgraded database have read
+/// everything so far), keeps a marker already set, and changes nothing when run again. A
+/// member of a room without messages keeps a null marker across startups, so what is sent
+/// later stays unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_read_markers_from_an_older_confab_are_set_at_startup() {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return;
+    };
+    let db = support::mongo::fresh_database();
+    drop(mongo_instance(&uri, &db).await);
+    let raw = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("a raw client")
+        .database(&db);
+    let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
+    let now = bson::DateTime::now();
+    let users = raw.collection::<bson::Document>("users");
+    for (n, name) in [(1, "ada"), (2, "bob"), (3, "cid")] {
+        users
+            .insert_one(bson::doc! {
+                "_id": id(n), "username": name, "username_key": name, "key_version": 2_i64,
+                "password_hash": format!("h{n}"), "created_at": now,
+            })
+            .await
+            .expect("an old user");
+    }
+    // "lobby" (4) has messages, the newest a tombstone; "quiet" (5) has none.
+    let rooms = raw.collection::<bson::Document>("rooms");
+    for (n, name, seq) in [(4, "lobby", 3_i64), (5, "quiet", 0)] {
+        rooms
+            .insert_one(bson::doc! {
+                "_id": id(n), "name": name, "name_key": name, "key_version": 2_i64,
+                "created_by": id(1), "created_at": now, "seq": seq, "visibility": "public",
+            })
+            .await
+            .expect("an old room");
+    }
+    let messages = raw.collection::<bson::Document>("messages");
+    for (n, sender, seq) in [(20, 1, 1_i64), (21, 2, 2), (22, 1, 3)] {
+        let mut message = bson::doc! {
+            "_id": id(n), "room_id": id(4), "sender_id": id(sender), "body": format!("m{n}"),
+            "created_at": now, "seq": seq,
+        };
+        if n == 22 {
+            message.insert("body", "");
+            message.insert("deleted_at", now);
+        }
+        messages.insert_one(message).await.expect("an old message");
+    }
+    let memberships = raw.collection::<bson::Document>("memberships");
+    for (n, room, user, role) in [
+        (10, 4, 1, "owner"),
+        (11, 4, 2, "member"),
+        (12, 5, 1, "owner"),
+        (13, 5, 2, "member"),
+        (14, 4, 3, "member"),
+    ] {
+        let mut membership = bson::doc! {
+            "_id": id(n), "room_id": id(room), "user_id": id(user), "joined_at": now,
+            "role": role,
+        };
+        if n == 14 {
+            // Already marked (by an instance that knows read markers): kept.
+            membership.insert("last_read", id(20));
+        }
+        memberships
+            .insert_one(membership)
+            .await
+            .expect("an old membership");
+    }
+
+    let store = mongo_instance(&uri, &db).await;
+    let [lobby, quiet] = [id(4).into(), id(5).into()];
+    let [ada, bob, cid] = [id(1).into(), id(2).into(), id(3).into()];
+    let read_all = ReadState {
+        last_read: Some(id(22).into()),
+        unread: 0,
+        mentions: 0,
+    };
+    async fn state(store: &dyn Store, room: RoomId, user: UserId) -> ReadState {
+        store
+            .read_state(room, user)
+            .await
+            .unwrap()
+            .expect("a member")
+    }
+    assert_eq!(state(&*store, lobby, ada).await, read_all);
+    assert_eq!(state(&*store, lobby, bob).await, read_all);
+    assert_eq!(
+        state(&*store, lobby, cid).await,
+        ReadState {
+            last_read: Some(id(20).into()),
+            unread: 1,
+            mentions: 0
+        },
+        "a marker already set is kept; the tombstone is not unread"
+    );
+    assert_eq!(state(&*store, quiet, bob).await, ReadState::default());
+
+    // Sent after the upgrade: unread, in the old empty room and in a new empty one alike.
+    let ada_user = store.user(ada).await.unwrap().expect("ada");
+    let quiet_room = store.room(quiet).await.unwrap().expect("quiet");
+    send(&*store, &quiet_room, &ada_user, "after", None).await;
+    let fresh = room(&*store, "fresh", &ada_user).await;
+    store
+        .add_member(fresh.id, bob, RoomRole::Member)
+        .await
+        .unwrap();
+    send(&*store, &fresh, &ada_user, "after", None).await;
+    let unread_one = ReadState {
+        last_read: None,
+        unread: 1,
+        mentions: 0,
+    };
+    assert_eq!(state(&*store, quiet, bob).await, unread_one);
+    assert_eq!(state(&*store, fresh.id, bob).await, unread_one);
+
+    drop(store);
+    let store = mongo_instance(&uri, &db).await;
+    assert_eq!(
+        state(&*store, quiet, bob).await,
+        unread_one,
+        "a second startup changes nothing"
+    );
+    assert_eq!(state(&*store, fresh.id, bob).await, unread_one);
+    assert_eq!(state(&*store, lobby, bob).await, read_all);
+    assert_eq!(
+        state(&*store, lobby, cid).await.last_read,
+        Some(id(20).into())
+    );
 }

@@ -7,7 +7,12 @@ use mongodb::{
     options::ReturnDocument,
 };
 
-use super::{MongoStore, is_duplicate_key, now, schema::MessageDoc, writer::seq_i64};
+use super::{
+    MongoStore, is_duplicate_key, now,
+    rooms::member,
+    schema::{MessageDoc, RoomDoc},
+    writer::seq_i64,
+};
 use crate::{
     error::{Error, Result},
     model::{Message, MessageId, Page, PageRequest, ReadState, RoomEvent, RoomId, UserId},
@@ -19,8 +24,45 @@ pub(super) fn live_in_room(room: RoomId) -> Document {
 }
 
 impl MongoStore {
-    /// Sets a live message's new state (`body`, and `edited_at` or `deleted_at`, and who
-    /// deleted it when a moderator did) as the room's next change, under the room's lease;
+    /// The id of `room`'s newest message, tombstones included: the one the room keeps with its
+    /// change number, else (a room none of whose messages was written since rooms kept it)
+    /// the newest stored.
+    pub(super) async fn newest_message(&self, room: &RoomDoc) -> Result<Option<MessageId>> {
+        if let Some(id) = room.last_message {
+            return Ok(Some(id));
+        }
+        Ok(self
+            .messages
+            .find_one(doc! {"room_id": room.id})
+            .sort(doc! {"_id": -1})
+            .await?
+            .map(|m| m.id))
+    }
+
+    /// A member's read state (see `MessageStore::read_state`): their marker, and two counts
+    /// after it: others' live messages (the `(room_id, _id)` index), and live messages that
+    /// mention them (the `(room_id, mentions, _id)` index).
+    async fn read_state_of(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>> {
+        let Some(membership) = self.memberships.find_one(member(room, user)).await? else {
+            return Ok(None);
+        };
+        let marker = membership.last_read;
+        let mut unread =
+            doc! {"room_id": room, "sender_id": {"$ne": user}, "deleted_at": Bson::Null};
+        let mut mentions = doc! {"room_id": room, "mentions": user, "deleted_at": Bson::Null};
+        if let Some(marker) = marker {
+            unread.insert("_id", doc! {"$gt": marker});
+            mentions.insert("_id", doc! {"$gt": marker});
+        }
+        Ok(Some(ReadState {
+            last_read: marker,
+            unread: self.messages.count_documents(unread).await?,
+            mentions: self.messages.count_documents(mentions).await?,
+        }))
+    }
+
+    /// Sets a live message's new state (`body`, `mentions`, and `edited_at` or `deleted_at`,
+    /// and who deleted it when a moderator did) as the room's next change, under the room's lease;
     /// `None` for a tombstone. The caller holds the room's local lock, which covers announcing
     /// the change too.
     pub(super) async fn change_message(
@@ -30,6 +72,7 @@ impl MongoStore {
         change: Change,
         body: &str,
         by: Option<UserId>,
+        mentions: &[UserId],
     ) -> Result<Option<Message>> {
         let mut lease = self.lease(room).await?;
         let seq = lease.seq + 1;
@@ -37,12 +80,17 @@ impl MongoStore {
         if let Some(by) = by {
             set.insert("deleted_by", by);
         }
+        // As stored on insert: the field only when someone is mentioned.
+        let mut update = doc! {};
+        if mentions.is_empty() {
+            update.insert("$unset", doc! {"mentions": ""});
+        } else {
+            set.insert("mentions", mentions);
+        }
+        update.insert("$set", set);
         let changed = self
             .messages
-            .find_one_and_update(
-                doc! {"_id": id, "deleted_at": Bson::Null},
-                doc! {"$set": set},
-            )
+            .find_one_and_update(doc! {"_id": id, "deleted_at": Bson::Null}, update)
             .return_document(ReturnDocument::After)
             .await;
         match changed {
@@ -79,6 +127,7 @@ impl MessageStore for MongoStore {
                 deleted_at: None,
                 deleted_by: None,
                 seq: seq_i64(seq),
+                mentions: message.mentions,
             };
             match db.messages.insert_one(&doc).await {
                 Ok(_) => {
@@ -137,18 +186,8 @@ impl MessageStore for MongoStore {
             .find_one(doc! {"_id": room})
             .await?
             .ok_or_else(|| Error::not_found("room not found"))?;
-        let last_message = match room.last_message {
-            Some(id) => Some(id),
-            // A room none of whose messages was written since rooms kept their newest id.
-            None => self
-                .messages
-                .find_one(doc! {"room_id": room.id})
-                .sort(doc! {"_id": -1})
-                .await?
-                .map(|m| m.id),
-        };
         Ok(RoomHead {
-            last_message,
+            last_message: self.newest_message(&room).await?,
             seq: u64::try_from(room.seq).unwrap_or(0),
         })
     }
@@ -218,30 +257,56 @@ impl MessageStore for MongoStore {
         Ok(found.into_iter().map(Message::from).collect())
     }
 
-    async fn read_state(&self, _room: RoomId, _user: UserId) -> Result<Option<ReadState>> {
-        Err(Error::internal("read state is not on MongoDB yet"))
+    async fn read_state(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>> {
+        self.read_state_of(room, user).await
     }
 
     async fn mark_read(
         &self,
-        _room: RoomId,
-        _user: UserId,
-        _message: MessageId,
+        room: RoomId,
+        user: UserId,
+        message: MessageId,
     ) -> Result<Written<ReadState>> {
-        Err(Error::internal("read state is not on MongoDB yet"))
+        // Forward only, in one conditional update: a marker is null (absent only before the
+        // startup upgrade) or an id, and `$lt` compares ids with ids only.
+        let mut behind = member(room, user);
+        behind.insert(
+            "$or",
+            vec![
+                doc! {"last_read": Bson::Null},
+                doc! {"last_read": {"$lt": message}},
+            ],
+        );
+        let moved = self
+            .memberships
+            .update_one(behind, doc! {"$set": {"last_read": message}})
+            .await?;
+        let state = self
+            .read_state_of(room, user)
+            .await?
+            .ok_or_else(|| Error::not_found("not a member of this room"))?;
+        Ok(Written {
+            value: state,
+            changed: moved.modified_count == 1,
+        })
     }
 
-    async fn last_message(&self, _room: RoomId) -> Result<Option<Message>> {
-        Err(Error::internal("read state is not on MongoDB yet"))
+    async fn last_message(&self, room: RoomId) -> Result<Option<Message>> {
+        Ok(self
+            .messages
+            .find_one(live_in_room(room))
+            .sort(doc! {"_id": -1})
+            .await?
+            .map(Message::from))
     }
 
     async fn edit_message(
         &self,
         id: MessageId,
         body: &str,
-        _mentions: &[UserId],
+        mentions: &[UserId],
     ) -> Result<Message> {
-        let body = body.to_owned();
+        let (body, mentions) = (body.to_owned(), mentions.to_vec());
         self.in_task(move |db| async move {
             let body = body.as_str();
             let room = db
@@ -251,7 +316,7 @@ impl MessageStore for MongoStore {
                 .room_id;
             let _room = db.room_locks.lock(room).await;
             let edited = db
-                .change_message(id, room, Change::Edit, body, None)
+                .change_message(id, room, Change::Edit, body, None, &mentions)
                 .await?
                 .ok_or_else(|| Error::not_found("message not found"))?;
             db.announce(RoomEvent::MessageEdited(edited.clone())).await;
@@ -268,7 +333,9 @@ impl MessageStore for MongoStore {
                 .ok_or_else(|| Error::not_found("message not found"))?
                 .room_id;
             let _room = db.room_locks.lock(room).await;
-            let deleted = db.change_message(id, room, Change::Delete, "", by).await?;
+            let deleted = db
+                .change_message(id, room, Change::Delete, "", by, &[])
+                .await?;
             match deleted {
                 Some(message) => {
                     db.announce(RoomEvent::MessageDeleted {

@@ -16,7 +16,7 @@
 //! writes: a join inserts the membership and then looks for a ban (taking the membership back
 //! when it finds one), a ban inserts the ban and then ends the membership, so a join and a ban
 //! that race end with the user out; a role changes only from the role it was read as (a
-//! conditional update).
+//! conditional update); a read marker moves only forward (a conditional update too).
 //!
 //! Ordering: writes to one room go one at a time through that room's lock, which mints the
 //! message id, writes, and queues the room event before the next write of the room starts. So
@@ -27,7 +27,7 @@
 //! `writer::Lease`) numbers its message changes in commit order.
 //!
 //! The files: this one (the store, connecting, shared helpers), `schema` (the documents and
-//! their indexes, and upgrades of stored keys and roles), `writer` (ids, the per-room locks and write
+//! their indexes, and upgrades of stored keys, roles and read markers), `writer` (ids, the per-room locks and write
 //! leases), and one per aggregate in the order of the `Store` traits: `users`, `sessions`,
 //! `rooms`, `messages`. A write runs in a task of its own ([`MongoStore::in_task`]), with the store's
 //! own `Arc`, so each trait method holds its whole write in one place.
@@ -160,6 +160,7 @@ impl MongoStore {
         store.create_indexes().await?;
         store.upgrade_name_keys().await?;
         store.upgrade_roles().await?;
+        store.upgrade_read_markers().await?;
         store.resume_ids().await?;
         Ok(Arc::new_cyclic(|me| MongoStore {
             me: me.clone(),

@@ -29,7 +29,7 @@ use crate::{
 const RETRIES: usize = 5;
 
 /// One membership of `user` in `room`.
-fn member(room: RoomId, user: UserId) -> Document {
+pub(super) fn member(room: RoomId, user: UserId) -> Document {
     doc! {"room_id": room, "user_id": user}
 }
 
@@ -57,6 +57,8 @@ impl MongoStore {
                 user_id: user,
                 joined_at: room.created_at,
                 role: role.as_str().to_owned(),
+                // A new room has no messages yet.
+                last_read: room.last_message,
             };
             if let Err(e) = self.memberships.insert_one(&membership).await {
                 self.take_back(&inserted).await;
@@ -381,9 +383,9 @@ impl RoomStore for MongoStore {
     async fn add_member(&self, room: RoomId, user: UserId, role: RoomRole) -> Result<Written<()>> {
         self.in_task(move |db| async move {
             let _room = db.room_locks.lock(room).await;
-            if db.room_doc(room).await?.is_none() {
+            let Some(room_doc) = db.room_doc(room).await? else {
                 return Err(Error::not_found("room not found"));
-            }
+            };
             let banned =
                 || async { Ok::<_, Error>(db.bans.find_one(member(room, user)).await?.is_some()) };
             if banned().await? {
@@ -395,6 +397,9 @@ impl RoomStore for MongoStore {
                 user_id: user,
                 joined_at: now(),
                 role: role.as_str().to_owned(),
+                // A new member has read everything sent before joining. The room's lock keeps
+                // this instance's messages from landing in between.
+                last_read: db.newest_message(&room_doc).await?,
             };
             let changed = match db.memberships.insert_one(&membership).await {
                 Ok(_) => true,

@@ -1,5 +1,5 @@
-//! The documents as stored, their indexes, and the upgrades of keys and roles stored by an
-//! earlier Confab.
+//! The documents as stored, their indexes, and the upgrades of keys, roles and read markers
+//! stored by an earlier Confab.
 
 use std::collections::{HashMap, HashSet};
 
@@ -95,6 +95,12 @@ pub(super) struct MembershipDoc {
     /// get theirs at startup (see `upgrade_roles`); until then they read as members.
     #[serde(default = "member_role")]
     pub(super) role: String,
+    /// The newest message the member has read (see `MessageStore::read_state`): at joining,
+    /// the room's newest message. Stored even when null (a room without messages), so that
+    /// memberships from before read markers, which lack the field, are told apart and get
+    /// theirs at startup (see `upgrade_read_markers`).
+    #[serde(default)]
+    pub(super) last_read: Option<MessageId>,
 }
 
 impl MembershipDoc {
@@ -203,6 +209,10 @@ pub(super) struct MessageDoc {
     /// The room change number of this message's latest change.
     #[serde(default)]
     pub(super) seq: i64,
+    /// The members it mentions, as of its latest edit; a tombstone mentions nobody, so only
+    /// live messages count towards a member's mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) mentions: Vec<UserId>,
 }
 
 /// A session: its refresh token's hash, and the hashes of the last ones spent (newest first).
@@ -288,7 +298,7 @@ impl From<MessageDoc> for Message {
             deleted_at: d.deleted_at.map(to_chrono),
             seq: u64::try_from(d.seq).unwrap_or(0),
             deleted_by: d.deleted_by,
-            mentions: Vec::new(),
+            mentions: d.mentions,
         }
     }
 }
@@ -361,6 +371,18 @@ impl MongoStore {
         )
         .await?;
         index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
+        // A member's mentions after their read marker: one range of this (multikey) index.
+        // Partial: only messages that mention someone are in it.
+        index(
+            &self.messages,
+            doc! {"room_id": 1, "mentions": 1, "_id": 1},
+            Some(
+                IndexOptions::builder()
+                    .partial_filter_expression(doc! {"mentions": {"$exists": true}})
+                    .build(),
+            ),
+        )
+        .await?;
         Ok(())
     }
 
@@ -446,6 +468,41 @@ impl MongoStore {
                     .await?;
                 tracing::info!(room = %room.id, "a room without an owner: its longest-standing member owns it now");
             }
+        }
+        Ok(())
+    }
+
+    /// Gives memberships from before read markers (no `last_read` field) the newest message
+    /// of their room, tombstones included, as the SQLite migration to schema v6 does: members
+    /// of an upgraded database have read everything so far. A room without messages gives a
+    /// null marker, which is stored, so the field exists afterwards either way. One
+    /// conditional update per room, only where the field is still missing: rerunning it
+    /// changes nothing, and instances starting together agree.
+    pub(super) async fn upgrade_read_markers(&self) -> Result<()> {
+        let memberships = self.db.collection::<Document>("memberships");
+        let unmarked = doc! {"last_read": {"$exists": false}};
+        let mut stale_rooms = HashSet::new();
+        let mut stale = memberships
+            .find(unmarked.clone())
+            .projection(doc! {"room_id": 1})
+            .await?;
+        while let Some(m) = stale.try_next().await? {
+            if let Ok(room) = m.get_object_id("room_id") {
+                stale_rooms.insert(room);
+            }
+        }
+        for room in stale_rooms {
+            let newest = self
+                .messages
+                .find_one(doc! {"room_id": room})
+                .sort(doc! {"_id": -1})
+                .await?
+                .map(|m| m.id);
+            let mut filter = unmarked.clone();
+            filter.insert("room_id", room);
+            memberships
+                .update_many(filter, doc! {"$set": {"last_read": newest}})
+                .await?;
         }
         Ok(())
     }

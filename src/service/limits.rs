@@ -133,8 +133,7 @@ pub fn mentioned_names(body: &str) -> Vec<String> {
     let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let mut names: Vec<String> = Vec::new();
     let mut previous = None;
-    let mut chars = body.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in body.char_indices() {
         let starts = c == '@' && !previous.is_some_and(in_name);
         previous = Some(c);
         if !starts {

@@ -12,6 +12,7 @@ mod limits;
 mod messages;
 mod process;
 mod rate_limits;
+mod read_state;
 mod rest;
 mod rooms;
 mod sessions;

@@ -6,6 +6,12 @@
 // once (each renewal hands out the next; a spent one presented again revokes the session). The
 // page renews the access token shortly before it expires, and again when the server refuses it;
 // when renewal is refused the session was ended elsewhere, and the page says so.
+//
+// The room list shows what is unread in each of my rooms and whether someone mentioned me
+// there. The server tells of neither live yet, so the counts are read with the list, and again
+// when the page comes back into view or gets the focus, after I send a message, and once a
+// minute while the page is shown. In the open room the newest message that has come into view
+// is marked read (at most about once a second), which clears that room's counts.
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,6 +31,7 @@ const state = {
   scanned: new Set(), // rooms whose members were read to find someone to invite
   oldest: null, // cursor of the oldest message shown
   newest: new Map(), // room id -> newest message id seen
+  read: new Map(), // room id -> my read marker there, as far as this page knows (or has asked for)
   subscription: null,
   typing: new Map(), // username -> timer
 };
@@ -469,6 +476,7 @@ function signOut(reason, { keepSession = false } = {}) {
   closeRoom('');
   state.people.clear();
   state.scanned.clear();
+  state.read.clear();
   $('invitations').replaceChildren();
   $('invitations-box').hidden = true;
   if ($('sessions').open) $('sessions').close();
@@ -599,6 +607,8 @@ $('logout-everywhere').addEventListener('click', () => {
 // Rooms
 
 const ROOM_FIELDS = 'id name memberCount visibility topic isDirect myRole';
+/// A room of mine as the room list shows it: with what I have not read there.
+const MY_ROOM_FIELDS = `${ROOM_FIELDS} unreadCount mentionCount lastReadMessageId`;
 
 /// The lock shown beside a private room's name (direct rooms are private too).
 function lockIcon() {
@@ -622,11 +632,13 @@ function roomItem(room, joined) {
   if (state.room && state.room.id === room.id) li.classList.add('current');
   if (room.visibility === 'PRIVATE') li.append(lockIcon());
   const name = document.createElement('span');
+  name.className = 'name';
   name.textContent = `${room.name}`;
   name.title = roomTitle(room);
   li.append(name);
   if (joined) {
     name.addEventListener('click', () => attempt(() => openRoom(room)));
+    renderCounts(li, room);
   } else {
     const join = document.createElement('button');
     join.type = 'button';
@@ -644,19 +656,40 @@ async function joinAndOpen(room) {
   await openRoom(state.myRooms.get(room.id) || room);
 }
 
-async function loadRooms() {
-  // Every room of mine, a page of 100 at a time (one may be in at most 1,000).
+/// Every room of mine with its counts, a page of 100 at a time (one may be in at most 1,000).
+async function readMyRooms() {
   const mine = [];
   let after = null;
   for (;;) {
     const data = await gql(
-      `query($after: String) { myRooms(first: 100, after: $after) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`,
+      `query($after: String) { myRooms(first: 100, after: $after) { edges { node { ${MY_ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`,
       { after },
     );
     mine.push(...data.myRooms.edges.map((edge) => edge.node));
     if (!data.myRooms.pageInfo.hasNextPage) break;
     after = data.myRooms.pageInfo.endCursor;
   }
+  return mine.map(settleCounts);
+}
+
+/// A room of mine as just listed, unless the list was read before a marker this page moved
+/// since (the marker listed is behind it): then the room keeps the counts it has, which the
+/// answer to that `markRead` brought or will bring.
+function settleCounts(listed) {
+  const marked = state.read.get(listed.id);
+  const known = state.myRooms.get(listed.id);
+  if (marked && (!listed.lastReadMessageId || listed.lastReadMessageId < marked)) {
+    return known && 'unreadCount' in known
+      ? { ...listed, unreadCount: known.unreadCount, mentionCount: known.mentionCount, lastReadMessageId: known.lastReadMessageId }
+      : listed;
+  }
+  // The marker may have moved on elsewhere (another tab or device).
+  if (listed.lastReadMessageId) state.read.set(listed.id, listed.lastReadMessageId);
+  return listed;
+}
+
+async function loadRooms() {
+  const mine = await readMyRooms();
   const data = await gql(`{ rooms(first: 50) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`);
   state.myRooms = new Map(mine.map((r) => [r.id, r]));
   state.directory = new Map();
@@ -664,6 +697,58 @@ async function loadRooms() {
   $('all-rooms').replaceChildren();
   appendDirectory(data.rooms);
   await loadInvitations();
+}
+
+/// Reads my rooms' counts again and shows them; when the rooms themselves changed (joined or
+/// left in another tab), the whole list.
+async function refreshCounts() {
+  const mine = await readMyRooms();
+  if (!state.me) return;
+  const shown = [...$('my-rooms').children].map((li) => li.dataset.id);
+  if (shown.join() !== mine.map((r) => r.id).join()) {
+    await loadRooms();
+    return;
+  }
+  for (const room of mine) setCounts(room);
+}
+
+/// Takes a room's counts (from the list, or from `markRead`) and shows them in the room list.
+function setCounts({ id, unreadCount, mentionCount, lastReadMessageId }) {
+  const room = state.myRooms.get(id);
+  if (!room) return;
+  Object.assign(room, { unreadCount, mentionCount, lastReadMessageId });
+  const li = $('my-rooms').querySelector(`li[data-id="${id}"]`);
+  if (li) renderCounts(li, room);
+}
+
+/// The unread count of a room of mine and, apart, how many of those mention me.
+function renderCounts(li, room) {
+  for (const old of li.querySelectorAll('.count')) old.remove();
+  const unread = room.unreadCount || 0;
+  const mentions = room.mentionCount || 0;
+  li.classList.toggle('unread', unread > 0);
+  li.classList.toggle('mentioned', mentions > 0);
+  const badge = (kind, text, label) => {
+    const span = document.createElement('span');
+    span.className = `badge count ${kind}`;
+    span.textContent = text;
+    span.title = label;
+    span.setAttribute('aria-label', label);
+    return span;
+  };
+  if (mentions > 0) li.append(badge('mention', `@${mentions}`, `${mentions} unread mention${mentions === 1 ? '' : 's'} of you`));
+  if (unread > 0) li.append(badge('unread', unread > 99 ? '99+' : String(unread), `${unread} unread message${unread === 1 ? '' : 's'}`));
+}
+
+// One reading at a time: a reason to read that comes up meanwhile (the focus and the
+// visibility change come together) is served by the reading under way.
+let sidebarLoading = null;
+function refreshSidebar() {
+  sidebarLoading ??= (async () => {
+    await refreshCounts();
+    if (state.me) await loadInvitations();
+  })().finally(() => { sidebarLoading = null; });
+  return sidebarLoading;
 }
 
 function appendDirectory(page) {
@@ -701,7 +786,7 @@ $('back').addEventListener('click', () => $('chat').classList.remove('in-room'))
 
 // ---------------------------------------------------------------------------------------------
 // Invitations: the rooms others asked me into. The server tells of new ones only when asked,
-// so the list is read with the rooms and whenever the page comes back into view.
+// so the list is read with the rooms and with their counts (see `refreshSidebar`).
 
 async function loadInvitations() {
   const { invitations } = await gql(
@@ -741,8 +826,16 @@ function invitationItem({ room, inviter, createdAt }) {
 }
 
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible' && state.me) loadInvitations().catch(() => {});
+  if (document.visibilityState !== 'visible' || !state.me) return;
+  refreshSidebar().catch(() => {});
+  markSeenSoon(); // what came in while the page was away, if it is in view
 });
+window.addEventListener('focus', () => {
+  if (state.me) refreshSidebar().catch(() => {});
+});
+setInterval(() => {
+  if (state.me && document.visibilityState === 'visible') refreshSidebar().catch(() => {});
+}, 60_000);
 
 // ---------------------------------------------------------------------------------------------
 // People: who is in the shown room, with their roles; inviting, direct messages, moderation
@@ -813,7 +906,8 @@ async function loadRoomDetails(roomId) {
     return;
   }
   state.room = room;
-  state.myRooms.set(room.id, room);
+  // The room's counts stay: they are not read here.
+  state.myRooms.set(room.id, { ...state.myRooms.get(room.id), ...room });
   state.members = new Map(members.map((member) => [member.user.id, member]));
   renderRoomHead();
   renderMembers();
@@ -971,7 +1065,7 @@ $('invite').addEventListener('submit', (event) => {
 // ---------------------------------------------------------------------------------------------
 // One room: history, live events, sending
 
-const MESSAGE_FIELDS = 'id body createdAt editedAt sender { id username }';
+const MESSAGE_FIELDS = 'id body createdAt editedAt sender { id username } mentions { id username }';
 const ROOM_EVENTS = `subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, after: $after) {
   __typename
   ... on MessageAdded { message { ${MESSAGE_FIELDS} } }
@@ -999,6 +1093,7 @@ async function openRoom(room) {
   $('messages').replaceChildren();
   $('typing').textContent = '';
   $('composer').hidden = false;
+  watchMessages();
   for (const li of document.querySelectorAll('.rooms li')) li.classList.toggle('current', li.dataset.id === room.id);
   // Live first, then the history: a message sent in between shows once, in its place.
   state.subscription = live.subscribe(ROOM_EVENTS, () => ({ r: room.id, after: state.newest.get(room.id) || null }), {
@@ -1013,6 +1108,7 @@ async function openRoom(room) {
 function closeRoom(why) {
   if (state.subscription) live.unsubscribe(state.subscription);
   Object.assign(state, { room: null, members: null, subscription: null, oldest: null, messages: new Map() });
+  watchMessages();
   for (const timer of state.typing.values()) clearTimeout(timer);
   state.typing.clear();
   renderRoomHead();
@@ -1091,6 +1187,7 @@ function onRoomEvent(roomId, payload) {
       if (li) li.remove();
       const message = state.messages.get(event.messageId);
       state.messages.delete(event.messageId);
+      viewing.visible.delete(event.messageId);
       if (event.deletedBy) {
         const whose = message ? `A message by ${message.sender.username}` : 'A message';
         notice(`${whose} was deleted by ${event.deletedBy.username}`);
@@ -1164,7 +1261,9 @@ function upsertMessage(message) {
     const list = $('messages');
     const after = [...list.querySelectorAll('li[data-id]')].find((other) => other.dataset.id > message.id);
     list.insertBefore(li, after || null);
+    if (viewing.observer) viewing.observer.observe(li);
   }
+  li.classList.toggle('mentions-me', mentionsMe(message));
   const time = new Date(message.createdAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   const meta = document.createElement('div');
   meta.className = 'meta';
@@ -1179,8 +1278,129 @@ function upsertMessage(message) {
   }
   const body = document.createElement('div');
   body.className = 'body';
-  body.textContent = message.body;
+  body.replaceChildren(...withMentions(message));
   li.replaceChildren(meta, body);
+}
+
+/// Whether a message mentions me (the server names the members it mentions).
+function mentionsMe(message) {
+  return Boolean(state.me && message.mentions && message.mentions.some((user) => user.id === state.me.id));
+}
+
+/// A message's body as text nodes, with the `@name` of each member it mentions emphasised.
+/// A mention is found as the server finds it: an `@` that starts the body or follows a
+/// character no name has, then a name's characters less a trailing `.` or `-`.
+function withMentions(message) {
+  const { body } = message;
+  const names = new Set((message.mentions || []).map((user) => user.username.toLowerCase()));
+  if (names.size === 0) return [body];
+  const me = state.me ? state.me.username.toLowerCase() : null;
+  const parts = [];
+  let done = 0;
+  for (const found of body.matchAll(/(?<![A-Za-z0-9_.-])@([A-Za-z0-9_.-]+)/g)) {
+    const name = found[1].replace(/[.-]+$/, '');
+    const key = name.toLowerCase();
+    if (!names.has(key)) continue;
+    const mention = document.createElement('strong');
+    mention.className = key === me ? 'mention me' : 'mention';
+    mention.textContent = `@${name}`;
+    parts.push(body.slice(done, found.index), mention);
+    done = found.index + 1 + name.length;
+  }
+  parts.push(body.slice(done));
+  return parts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read markers: the newest message of the open room that has come into view (at least half of
+// it, or half the list's height for a long one) is marked read, once the messages have settled
+// for a moment and at most about once a second, and only while the page is shown.
+
+const MARK_READ_SETTLE = 300;
+const MARK_READ_EVERY = 1_000;
+const viewing = {
+  observer: null,
+  visible: new Set(), // ids of the open room's messages in view
+  timer: null,
+  lastSent: 0,
+};
+
+/// Starts watching the open room's messages come into view (or stops, with no room open).
+function watchMessages() {
+  if (viewing.observer) viewing.observer.disconnect();
+  viewing.visible.clear();
+  clearTimeout(viewing.timer);
+  viewing.timer = null;
+  viewing.observer = state.room
+    ? new IntersectionObserver(onSeen, { root: $('messages'), threshold: [0, 0.5, 1] })
+    : null;
+}
+
+function onSeen(entries) {
+  for (const entry of entries) {
+    const { id } = entry.target.dataset;
+    const half = entry.rootBounds ? entry.rootBounds.height / 2 : Infinity;
+    const inView = entry.isIntersecting && entry.target.isConnected
+      && (entry.intersectionRatio >= 0.5 || entry.intersectionRect.height >= half);
+    if (inView) viewing.visible.add(id);
+    else viewing.visible.delete(id);
+  }
+  markSeenSoon();
+}
+
+/// The newest message in view, when one in view past my marker is someone else's (my own are
+/// never unread): the marker to set.
+function unreadInView() {
+  if (!state.room || document.visibilityState !== 'visible') return null;
+  const marked = state.read.get(state.room.id);
+  let newest = null;
+  let unread = false;
+  for (const id of viewing.visible) {
+    const message = state.messages.get(id);
+    if (!message || (marked && id <= marked)) continue;
+    if (!newest || id > newest) newest = id;
+    if (message.sender.id !== state.me.id) unread = true;
+  }
+  return unread ? newest : null;
+}
+
+function markSeenSoon() {
+  if (viewing.timer || !unreadInView()) return;
+  const wait = Math.max(MARK_READ_SETTLE, viewing.lastSent + MARK_READ_EVERY - Date.now());
+  viewing.timer = setTimeout(markSeen, wait);
+}
+
+async function markSeen() {
+  viewing.timer = null;
+  const room = state.room;
+  const newest = unreadInView();
+  if (!newest) return;
+  const before = state.read.get(room.id);
+  viewing.lastSent = Date.now();
+  state.read.set(room.id, newest);
+  let answer;
+  try {
+    answer = await gql(
+      'mutation($r: ID!, $m: ID!) { markRead(roomId: $r, messageId: $m) { id unreadCount mentionCount lastReadMessageId } }',
+      { r: room.id, m: newest },
+    );
+  } catch {
+    // Not marked (the message was deleted meanwhile, or the server is out of reach): the
+    // next message to come into view tries again.
+    if (state.read.get(room.id) === newest) {
+      if (before) state.read.set(room.id, before);
+      else state.read.delete(room.id);
+    }
+    return;
+  }
+  const marked = answer.markRead;
+  // A later `markRead` of this page, under way, brings newer counts.
+  const asked = state.read.get(room.id);
+  if (!asked || !marked.lastReadMessageId || marked.lastReadMessageId >= asked) {
+    if (marked.lastReadMessageId) state.read.set(room.id, marked.lastReadMessageId);
+    setCounts(marked);
+  }
+  markSeenSoon(); // more came into view meanwhile
 }
 
 function action(label, run, title = '') {
@@ -1208,6 +1428,8 @@ async function deleteMessage(id) {
   await gql('mutation($m: ID!) { deleteMessage(messageId: $m) }', { m: id });
   const li = messageElement(id);
   if (li) li.remove();
+  state.messages.delete(id);
+  viewing.visible.delete(id);
 }
 
 function notice(text) {
@@ -1294,6 +1516,8 @@ composer.addEventListener('submit', (event) => {
     typingSentAt = 0;
     upsertMessage(sendMessage);
     scrollDown();
+    // Other rooms' counts are read only when asked: now is a good moment.
+    refreshSidebar().catch(() => {});
   }).finally(() => { button.disabled = false; input.focus(); });
 });
 

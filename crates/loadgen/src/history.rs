@@ -216,6 +216,7 @@ async fn seed(path: &Path, username: &str, room: &str, size: usize) -> anyhow::R
                 sender_id: sender,
                 body: format!("h{index}"),
                 client_id: None,
+                mentions: Vec::new(),
             };
             let written = store.insert_message(message).await?;
             anyhow::Ok((written.value.id, index))

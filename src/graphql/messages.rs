@@ -89,7 +89,7 @@ impl MessageMutation {
         let service = service(ctx)?;
         service.mark_read(caller(ctx), room, message).await.gql()?;
         let seen = service.seen_room(caller(ctx), room).await.gql()?;
-        Ok(super::types::Room(seen.room))
+        Ok(super::types::Room::from(seen.room))
     }
 
     /// Replaces the body of one of the caller's own messages.

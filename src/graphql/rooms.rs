@@ -24,7 +24,11 @@ impl RoomQuery {
     /// member nor invited).
     async fn room(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Room>> {
         let id = id_arg("id", &id)?;
-        Ok(service(ctx)?.room(caller(ctx), id).await.gql()?.map(Room))
+        Ok(service(ctx)?
+            .room(caller(ctx), id)
+            .await
+            .gql()?
+            .map(Room::from))
     }
 
     /// The directory: every public room, oldest first (at most 100 a page, 50 by default).
@@ -40,7 +44,7 @@ impl RoomQuery {
     ) -> Result<Connection<String, Room>> {
         let args = PageArgs::forward(first, after);
         let page = service(ctx)?.rooms(caller(ctx), &args).await.gql()?;
-        Ok(connection(page, |room| (room.id, Room(room))))
+        Ok(connection(page, |room| (room.id, Room::from(room))))
     }
 
     /// The rooms the signed-in user is a member of, oldest first (at most 100 a page, 50 by
@@ -57,7 +61,7 @@ impl RoomQuery {
     ) -> Result<Connection<String, Room>> {
         let args = PageArgs::forward(first, after);
         let page = service(ctx)?.my_rooms(caller(ctx), &args).await.gql()?;
-        Ok(connection(page, |room| (room.id, Room(room))))
+        Ok(connection(page, |room| (room.id, Room::from(room))))
     }
 
     /// The caller's invitations to rooms, newest first.
@@ -114,7 +118,7 @@ impl RoomMutation {
         service(ctx)?
             .create_room(caller(ctx), &name, visibility.into(), topic.as_deref())
             .await
-            .map(Room)
+            .map(Room::from)
             .gql()
     }
 
@@ -138,7 +142,7 @@ impl RoomMutation {
                 visibility.map(Into::into),
             )
             .await
-            .map(Room)
+            .map(Room::from)
             .gql()
     }
 
@@ -149,7 +153,7 @@ impl RoomMutation {
         service(ctx)?
             .direct_room(caller(ctx), user)
             .await
-            .map(Room)
+            .map(Room::from)
             .gql()
     }
 
@@ -246,7 +250,7 @@ impl RoomMutation {
         service(ctx)?
             .join_room(caller(ctx), room)
             .await
-            .map(Room)
+            .map(Room::from)
             .gql()
     }
 

@@ -54,7 +54,29 @@ pub enum ModerationAction {
     MessageDelete,
 }
 
-pub struct Room(pub model::Room);
+/// A room, with the caller's read state read once however many of its fields are asked for.
+pub struct Room(
+    pub model::Room,
+    tokio::sync::OnceCell<Option<model::ReadState>>,
+);
+
+impl From<model::Room> for Room {
+    fn from(room: model::Room) -> Self {
+        Self(room, tokio::sync::OnceCell::new())
+    }
+}
+
+impl Room {
+    /// The caller's read state here (`None` for a non-member), read on first use.
+    async fn read_state(&self, ctx: &Context<'_>) -> Result<Option<model::ReadState>> {
+        self.1
+            .get_or_try_init(|| async {
+                service(ctx)?.read_state(caller(ctx), self.0.id).await.gql()
+            })
+            .await
+            .copied()
+    }
+}
 
 #[Object]
 impl Room {
@@ -92,26 +114,17 @@ impl Room {
     /// Messages after the caller's read marker that others sent and that are not deleted (0
     /// for a non-member).
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
-        let state = service(ctx)?
-            .read_state(caller(ctx), self.0.id)
-            .await
-            .gql()?;
+        let state = self.read_state(ctx).await?;
         Ok(state.map_or(0, |s| i32::try_from(s.unread).unwrap_or(i32::MAX)))
     }
     /// Those of the unread messages that mention the caller.
     async fn mention_count(&self, ctx: &Context<'_>) -> Result<i32> {
-        let state = service(ctx)?
-            .read_state(caller(ctx), self.0.id)
-            .await
-            .gql()?;
+        let state = self.read_state(ctx).await?;
         Ok(state.map_or(0, |s| i32::try_from(s.mentions).unwrap_or(i32::MAX)))
     }
     /// The newest message the caller has read (null for a non-member, or before any).
     async fn last_read_message_id(&self, ctx: &Context<'_>) -> Result<Option<ID>> {
-        let state = service(ctx)?
-            .read_state(caller(ctx), self.0.id)
-            .await
-            .gql()?;
+        let state = self.read_state(ctx).await?;
         Ok(state.and_then(|s| s.last_read).map(|id| ID(id.to_hex())))
     }
     /// The room's newest message that is not deleted (members only; null otherwise).
@@ -216,7 +229,7 @@ impl Invitation {
             .seen_room(caller(ctx), self.0.room_id)
             .await
             .gql()?;
-        Ok(Room(room.room))
+        Ok(Room::from(room.room))
     }
     async fn inviter(&self, ctx: &Context<'_>) -> Result<User> {
         service(ctx)?.user(self.0.inviter).await.map(User).gql()
@@ -512,7 +525,7 @@ impl From<&model::RoomEvent> for RoomEvent {
                 reason: reason.clone(),
             }),
             E::RoomUpdated(room) => Self::RoomUpdated(RoomUpdated {
-                room: Room(room.clone()),
+                room: Room::from(room.clone()),
             }),
         }
     }

@@ -1516,8 +1516,6 @@ composer.addEventListener('submit', (event) => {
     typingSentAt = 0;
     upsertMessage(sendMessage);
     scrollDown();
-    // Other rooms' counts are read only when asked: now is a good moment.
-    refreshSidebar().catch(() => {});
   }).finally(() => { button.disabled = false; input.focus(); });
 });
 

@@ -101,6 +101,8 @@ macro_rules! conformance_suite {
             a_new_member_has_read_everything_before_joining,
             unread_counts_others_live_messages_after_the_marker,
             mentions_are_kept_with_the_message_and_counted_after_the_marker,
+            a_marker_moves_only_to_a_message_of_its_room,
+            counts_stop_at_the_cap,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {

@@ -87,9 +87,9 @@ impl MessageMutation {
         let room = id_arg("roomId", &room_id)?;
         let message = id_arg("messageId", &message_id)?;
         let service = service(ctx)?;
-        service.mark_read(caller(ctx), room, message).await.gql()?;
+        let state = service.mark_read(caller(ctx), room, message).await.gql()?;
         let seen = service.seen_room(caller(ctx), room).await.gql()?;
-        Ok(super::types::Room::from(seen.room))
+        Ok(super::types::Room::with_read_state(seen.room, state))
     }
 
     /// Replaces the body of one of the caller's own messages.

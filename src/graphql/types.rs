@@ -67,6 +67,11 @@ impl From<model::Room> for Room {
 }
 
 impl Room {
+    /// A room whose read state for the caller is known already.
+    pub fn with_read_state(room: model::Room, state: model::ReadState) -> Self {
+        Self(room, tokio::sync::OnceCell::new_with(Some(Some(state))))
+    }
+
     /// The caller's read state here (`None` for a non-member), read on first use.
     async fn read_state(&self, ctx: &Context<'_>) -> Result<Option<model::ReadState>> {
         self.1

@@ -127,8 +127,9 @@ pub fn note(field: &'static str, value: &str) -> Result<Option<String>> {
 }
 
 /// The distinct usernames a body mentions as `@name` (a name's characters, after an `@` that
-/// starts the body or follows a character no name has), at most [`MENTIONS_MAX`]. A name's
-/// trailing `.` or `-` is taken as punctuation ("thanks @ada.").
+/// starts the body or follows a character no name has), at most [`MENTIONS_MAX`], as written:
+/// a trailing `.` or `-` may be punctuation ("thanks @ada.") or part of a name ("bob-"), which
+/// whoever looks the names up decides ([`without_punctuation`]).
 pub fn mentioned_names(body: &str) -> Vec<String> {
     let in_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let mut names: Vec<String> = Vec::new();
@@ -141,8 +142,8 @@ pub fn mentioned_names(body: &str) -> Vec<String> {
         }
         let rest = &body[i + 1..];
         let end = rest.find(|c: char| !in_name(c)).unwrap_or(rest.len());
-        let name = rest[..end].trim_end_matches(['.', '-']);
-        if USERNAME_CHARS.contains(&name.len())
+        let name = &rest[..end];
+        if USERNAME_CHARS.contains(&without_punctuation(name).len())
             && !names.iter().any(|n| n.eq_ignore_ascii_case(name))
         {
             names.push(name.to_owned());
@@ -152,6 +153,11 @@ pub fn mentioned_names(body: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// A mentioned name without the punctuation that may follow it.
+pub fn without_punctuation(name: &str) -> &str {
+    name.trim_end_matches(['.', '-'])
 }
 
 pub fn body(value: &str) -> Result<()> {
@@ -319,12 +325,13 @@ mod tests {
     fn mentions_are_names_after_an_at_sign() {
         assert_eq!(
             mentioned_names("@ada hi @bob, and thanks @cid. Mail me at eve@example.org @ADA @x"),
-            ["ada", "bob", "cid"]
+            ["ada", "bob", "cid."]
         );
         assert_eq!(
             mentioned_names("(@dan_1) @e.f-g- @@hal"),
-            ["dan_1", "e.f-g", "hal"]
+            ["dan_1", "e.f-g-", "hal"]
         );
+        assert_eq!(without_punctuation("e.f-g-"), "e.f-g");
         let many: String = (0..30).map(|i| format!("@user{i} ")).collect();
         assert_eq!(mentioned_names(&many).len(), MENTIONS_MAX);
     }

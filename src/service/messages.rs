@@ -93,7 +93,16 @@ impl ChatService {
     async fn mentioned(&self, room: RoomId, sender: UserId, body: &str) -> Result<Vec<UserId>> {
         let mut found = Vec::new();
         for name in limits::mentioned_names(body) {
-            let Some(user) = self.store.credentials(&name).await? else {
+            // The name as written ("bob-"), else without what may be punctuation ("ada.").
+            let trimmed = limits::without_punctuation(&name);
+            let mut user = None;
+            if limits::USERNAME_CHARS.contains(&name.len()) {
+                user = self.store.credentials(&name).await?;
+            }
+            if user.is_none() && trimmed != name {
+                user = self.store.credentials(trimmed).await?;
+            }
+            let Some(user) = user else {
                 continue;
             };
             let id = user.user.id;
@@ -113,6 +122,8 @@ impl ChatService {
         message: MessageId,
     ) -> Result<crate::model::ReadState> {
         let me = self.require_member(caller, room).await?;
+        self.take(Kind::MarkRead, self.guards.rates.messages, &me.to_hex())
+            .await?;
         match self.store.message(message).await? {
             Some(found) if found.room_id == room => {}
             _ => {

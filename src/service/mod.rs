@@ -157,6 +157,7 @@ impl ChatService {
                     Kind::Joins => "rooms joined",
                     Kind::Invitations => "invitations sent",
                     Kind::Moderation => "moderation actions",
+                    Kind::MarkRead => "read markers moved",
                     Kind::TypingStarted | Kind::TypingStopped => "typing notices",
                 };
                 Error::rate_limited(format!("too many {what} (at most {rate})"), wait)

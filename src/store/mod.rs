@@ -211,6 +211,10 @@ pub trait SessionStore: Send + Sync {
     async fn purge_sessions(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
 }
 
+/// Where unread and mention counts stop: a room's counts cost at most this many index entries
+/// each, however long the backlog (clients show "999+").
+pub const COUNT_CAP: u64 = 999;
+
 /// A room to store.
 #[derive(Debug, Clone)]
 pub struct NewRoom {
@@ -415,11 +419,13 @@ pub trait MessageStore: Send + Sync {
     /// tombstone.
     async fn edit_message(&self, id: MessageId, body: &str, mentions: &[UserId])
     -> Result<Message>;
-    /// A member's read state in a room (see [`ReadState`]); `None` when not a member. A new
-    /// member has read everything sent before they joined.
+    /// A member's read state in a room (see [`ReadState`]), its counts stopping at
+    /// [`COUNT_CAP`]; `None` when not a member. A new member has read everything sent before
+    /// they joined.
     async fn read_state(&self, room: RoomId, user: UserId) -> Result<Option<ReadState>>;
-    /// Moves a member's read marker forward to `message` (an older one changes nothing:
-    /// `changed` false); `NotFound` when they are not a member.
+    /// Moves a member's read marker forward to `message`, a message of `room` (an older one, or
+    /// one of another room, changes nothing: `changed` false); `NotFound` when they are not a
+    /// member.
     async fn mark_read(
         &self,
         room: RoomId,

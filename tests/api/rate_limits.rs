@@ -509,3 +509,24 @@ async fn the_redis_limiter_counts_as_the_memory_one_does() {
         );
     }
 }
+
+/// Moving a read marker is a write: a client that marks in a loop meets the messages rate,
+/// counted apart from the messages it sends.
+#[tokio::test]
+async fn read_markers_are_moved_at_the_messages_rate() {
+    let app = limited(|c| c.limit_messages = rate("3/1h")).await;
+    let ada = app.register("ada").await;
+    let room = app.create_room(&ada, "lobby").await;
+    let message = app.send(&ada, &room, "hello").await;
+    let mark = "mutation($r: ID!, $m: ID!) { markRead(roomId: $r, messageId: $m) { id } }";
+    for _ in 0..3 {
+        app.data(Some(&ada.token), mark, json!({"r": room, "m": message}))
+            .await;
+    }
+    let refused = app
+        .gql(Some(&ada.token), mark, json!({"r": room, "m": message}))
+        .await;
+    assert_eq!(error_code(&refused), "RATE_LIMITED", "{refused}");
+    // Its own allowance: sending is still allowed.
+    app.send(&ada, &room, "still here").await;
+}

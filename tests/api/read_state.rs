@@ -591,3 +591,16 @@ async fn socketio_mark_read_acknowledges_the_read_state() {
     assert_eq!(ack["ok"], false, "{ack}");
     assert_eq!(ack["error"]["code"], "FORBIDDEN", "{ack}");
 }
+
+#[tokio::test]
+async fn a_name_ending_in_a_dot_or_dash_is_mentioned_whole_when_it_is_someones() {
+    let app = TestApp::spawn().await;
+    let (ada, bob, _, room) = trio(&app).await;
+    let dashed = app.register("bob-").await;
+    app.join(&dashed, &room).await;
+    let (_, mentioned) = send(&app, &ada, &room, "over to @bob- now").await;
+    assert_eq!(mentioned, ["bob-"], "the whole name is someone's");
+    let (_, mentioned) = send(&app, &ada, &room, "thanks @bob.").await;
+    assert_eq!(mentioned, ["bob"], "a trailing dot is punctuation");
+    assert_eq!(counts(&app, &bob, &room).await.1, 1);
+}

@@ -286,3 +286,43 @@ async fn mongo_read_markers_from_an_older_confab_are_set_at_startup() {
         Some(id(20).into())
     );
 }
+
+pub async fn a_marker_moves_only_to_a_message_of_its_room(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+    let den = room(&*store, "den", &bob).await;
+    store
+        .add_member(lobby.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
+    send(&*store, &lobby, &ada, "unread", None).await;
+    let elsewhere = send(&*store, &den, &bob, "newer, elsewhere", None)
+        .await
+        .value;
+    let tried = store
+        .mark_read(lobby.id, bob.id, elsewhere.id)
+        .await
+        .unwrap();
+    assert!(!tried.changed);
+    assert_eq!(tried.value.unread, 1);
+}
+
+pub async fn counts_stop_at_the_cap(store: Arc<dyn Store>) {
+    let ada = user(&*store, "ada").await;
+    let bob = user(&*store, "bob").await;
+    let lobby = room(&*store, "lobby", &ada).await;
+    store
+        .add_member(lobby.id, bob.id, RoomRole::Member)
+        .await
+        .unwrap();
+    let over = usize::try_from(confab::store::COUNT_CAP).unwrap() + 2;
+    for i in 0..over {
+        mention(&*store, &lobby, &ada, &format!("@bob {i}"), &[&bob]).await;
+    }
+    let capped = state(&*store, &lobby, &bob).await;
+    assert_eq!(
+        (capped.unread, capped.mentions),
+        (confab::store::COUNT_CAP, confab::store::COUNT_CAP)
+    );
+}

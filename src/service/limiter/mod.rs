@@ -77,6 +77,8 @@ pub enum Kind {
     Joins,
     /// Room invitations sent, per user (counted against the joins rate).
     Invitations,
+    /// Read markers moved, per user (counted against the messages rate).
+    MarkRead,
     /// Moderation actions (kicks, bans, role changes, room updates), per user (counted against
     /// the messages rate).
     Moderation,
@@ -96,6 +98,7 @@ impl Kind {
             Self::Joins => "joins",
             Self::Invitations => "invitations",
             Self::Moderation => "moderation",
+            Self::MarkRead => "mark-read",
             Self::TypingStarted => "typing-on",
             Self::TypingStopped => "typing-off",
         }

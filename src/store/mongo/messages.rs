@@ -16,7 +16,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     model::{Message, MessageId, Page, PageRequest, ReadState, RoomEvent, RoomId, UserId},
-    store::{Change, MessageStore, NewMessage, RoomHead, Written},
+    store::{COUNT_CAP, Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
 pub(super) fn live_in_room(room: RoomId) -> Document {
@@ -56,8 +56,16 @@ impl MongoStore {
         }
         Ok(Some(ReadState {
             last_read: marker,
-            unread: self.messages.count_documents(unread).await?,
-            mentions: self.messages.count_documents(mentions).await?,
+            unread: self
+                .messages
+                .count_documents(unread)
+                .limit(COUNT_CAP)
+                .await?,
+            mentions: self
+                .messages
+                .count_documents(mentions)
+                .limit(COUNT_CAP)
+                .await?,
         }))
     }
 
@@ -277,17 +285,27 @@ impl MessageStore for MongoStore {
                 doc! {"last_read": {"$lt": message}},
             ],
         );
-        let moved = self
-            .memberships
-            .update_one(behind, doc! {"$set": {"last_read": message}})
-            .await?;
+        let in_room = self
+            .messages
+            .find_one(doc! {"_id": message, "room_id": room})
+            .await?
+            .is_some();
+        let moved = match in_room {
+            true => {
+                self.memberships
+                    .update_one(behind, doc! {"$set": {"last_read": message}})
+                    .await?
+                    .modified_count
+            }
+            false => 0,
+        };
         let state = self
             .read_state_of(room, user)
             .await?
             .ok_or_else(|| Error::not_found("not a member of this room"))?;
         Ok(Written {
             value: state,
-            changed: moved.modified_count == 1,
+            changed: moved == 1,
         })
     }
 

@@ -7,7 +7,7 @@ use super::{SqliteStore, constraint, id_at, now, opt_time_at, page_by_id, time_a
 use crate::{
     error::{Error, Result},
     model::{Message, MessageId, Page, PageRequest, ReadState, RoomEvent, RoomId, UserId},
-    store::{Change, MessageStore, NewMessage, RoomHead, Written},
+    store::{COUNT_CAP, Change, MessageStore, NewMessage, RoomHead, Written},
 };
 
 pub(super) const MESSAGE_COLS: &str = "id, room_id, sender_id, body, client_id, created_at, edited_at, deleted_at, seq, deleted_by, mentions";
@@ -55,17 +55,23 @@ fn read_state_of(conn: &Connection, room: RoomId, user: UserId) -> Result<Option
         return Ok(None);
     };
     let after = marker.unwrap_or([0; 12]);
+    let cap = i64::try_from(COUNT_CAP).unwrap_or(i64::MAX);
     let unread: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM messages
-             WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3 AND deleted_at IS NULL",
+            "SELECT count(*) FROM (SELECT 1 FROM messages
+             WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3 AND deleted_at IS NULL LIMIT ?4)",
         )?
-        .query_row(params![room.bytes(), after, user.bytes()], |r| r.get(0))?;
+        .query_row(params![room.bytes(), after, user.bytes(), cap], |r| {
+            r.get(0)
+        })?;
     let mentions: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM mentions WHERE user_id = ?1 AND room_id = ?2 AND message_id > ?3",
+            "SELECT count(*) FROM (SELECT 1 FROM mentions
+             WHERE room_id = ?1 AND user_id = ?2 AND message_id > ?3 LIMIT ?4)",
         )?
-        .query_row(params![user.bytes(), room.bytes(), after], |r| r.get(0))?;
+        .query_row(params![room.bytes(), user.bytes(), after, cap], |r| {
+            r.get(0)
+        })?;
     Ok(Some(ReadState {
         last_read: marker.map(MessageId::from_bytes),
         unread: u64::try_from(unread).unwrap_or(0),
@@ -397,21 +403,27 @@ impl MessageStore for SqliteStore {
         user: UserId,
         message: MessageId,
     ) -> Result<Written<ReadState>> {
-        self.write(move |conn, _| {
-            let moved = conn
-                .prepare_cached(
-                    "UPDATE memberships SET last_read = ?3
-                     WHERE room_id = ?1 AND user_id = ?2 AND (last_read IS NULL OR last_read < ?3)",
-                )?
-                .execute([room.bytes(), user.bytes(), message.bytes()])?;
-            let state = read_state_of(conn, room, user)?
-                .ok_or_else(|| Error::not_found("not a member of this room"))?;
-            Ok(Written {
-                value: state,
-                changed: moved == 1,
+        // Only the marker is written; the counts are read after, off the writer.
+        let moved = self
+            .write(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE memberships SET last_read = ?3
+                         WHERE room_id = ?1 AND user_id = ?2
+                           AND (last_read IS NULL OR last_read < ?3)
+                           AND EXISTS (SELECT 1 FROM messages WHERE id = ?3 AND room_id = ?1)",
+                    )?
+                    .execute([room.bytes(), user.bytes(), message.bytes()])?)
             })
+            .await?;
+        let state = self
+            .read_state(room, user)
+            .await?
+            .ok_or_else(|| Error::not_found("not a member of this room"))?;
+        Ok(Written {
+            value: state,
+            changed: moved == 1,
         })
-        .await
     }
 
     async fn last_message(&self, room: RoomId) -> Result<Option<Message>> {

@@ -160,10 +160,10 @@ UPDATE memberships SET last_read =
     (SELECT max(id) FROM messages WHERE messages.room_id = memberships.room_id);
 ALTER TABLE messages ADD COLUMN mentions BLOB;
 CREATE TABLE mentions (
-    user_id    BLOB NOT NULL,
     room_id    BLOB NOT NULL,
+    user_id    BLOB NOT NULL,
     message_id BLOB NOT NULL,
-    PRIMARY KEY (user_id, room_id, message_id)
+    PRIMARY KEY (room_id, user_id, message_id)
 ) WITHOUT ROWID;
 CREATE INDEX mentions_by_message ON mentions(message_id);
 ";

@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SESSION_TTL", default_value = "30d", value_parser = parse_ttl)]
     pub session_ttl: Duration,
 
+    /// How long after a user's last socket closes they turn OFFLINE (a reconnect within it
+    /// shows no change). 1s to 1h.
+    #[arg(long, env = "CONFAB_PRESENCE_TIMEOUT", default_value = "30s", value_parser = parse_presence_timeout)]
+    pub presence_timeout: Duration,
+
     /// Most sessions one user may have at once: signing in beyond it ends the least recently
     /// used.
     #[arg(long, env = "CONFAB_MAX_SESSIONS_PER_USER", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=200))]
@@ -282,6 +287,14 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 /// request, so a short lifetime is a choice (a client's test suite, a page's renewal watched
 /// in a browser), not a mistake. Below 10s a token (whose expiry counts whole seconds) could
 /// expire between a client's check and its request.
+fn parse_presence_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(s)?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
+        return Err("the presence timeout must be between 1s and 1h".into());
+    }
+    Ok(timeout)
+}
+
 fn parse_token_ttl(s: &str) -> Result<Duration, String> {
     let ttl = parse_duration(s)?;
     if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(366 * 24 * 3600) {
@@ -348,6 +361,7 @@ impl Config {
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),
             token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            presence_timeout: Duration::from_secs(30),
             max_sessions_per_user: 200,
             registration: Registration::Open,
             username_quarantine: Duration::from_secs(30 * 24 * 3600),

@@ -100,13 +100,23 @@ impl Application {
             limiter,
             max_rooms_per_user: config.max_rooms_per_user,
         };
-        let service = Arc::new(ChatService::new(
-            store,
-            bus,
-            tokens.clone(),
-            guards,
-            crate::service::AccountPolicy::from_config(config),
-        ));
+        let presence: Arc<dyn crate::service::presence::PresenceTracker> = match &config.redis_url {
+            Some(url) => {
+                crate::service::presence::RedisPresence::connect(url, config.presence_timeout)
+                    .await?
+            }
+            None => crate::service::presence::MemoryPresence::new(config.presence_timeout),
+        };
+        let service = Arc::new(
+            ChatService::new(
+                store,
+                bus,
+                tokens.clone(),
+                guards,
+                crate::service::AccountPolicy::from_config(config),
+            )
+            .with_presence(presence),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(WsStats::default());
         let renders = Arc::new(Renders::default());

@@ -4,7 +4,7 @@ use async_graphql::{Context, ID, Object, Result};
 
 use super::{
     GqlResult, caller, client, id_arg, service,
-    types::{AuthPayload, Session, User},
+    types::{AuthPayload, Presence, Session, User},
 };
 use crate::auth::UserAgent;
 
@@ -185,6 +185,16 @@ impl AccountMutation {
     async fn unsuspend_user(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
         let user = id_arg("userId", &user_id)?;
         service(ctx)?.unsuspend_user(caller(ctx), user).await.gql()
+    }
+
+    /// What the caller shows: AWAY or OFFLINE (invisible) while online, or ONLINE to show what
+    /// their sockets say again.
+    async fn set_presence(&self, ctx: &Context<'_>, presence: Presence) -> Result<User> {
+        service(ctx)?
+            .set_presence(caller(ctx), presence.into())
+            .await
+            .map(User)
+            .gql()
     }
 
     /// Replaces the caller's password and ends every other session of theirs.

@@ -21,6 +21,26 @@ impl User {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// ONLINE while a socket of theirs is open (and for `--presence-timeout` after the last
+    /// closes), unless they chose AWAY or OFFLINE; OFFLINE otherwise.
+    async fn presence(&self, ctx: &Context<'_>) -> Result<Presence> {
+        let state = service(ctx)?.presence_of(self.0.id).await.gql()?;
+        Ok(state.shown.into())
+    }
+    /// When a socket of theirs was last open (now, while one is); null if never seen.
+    async fn last_seen_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        let state = service(ctx)?.presence_of(self.0.id).await.gql()?;
+        Ok(state.last_seen)
+    }
+}
+
+/// Whether someone is there.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "crate::service::presence::Shown")]
+pub enum Presence {
+    Online,
+    Away,
+    Offline,
 }
 
 /// Who may see and join a room.

@@ -18,6 +18,7 @@ pub mod limits;
 mod messages;
 mod moderation;
 mod page;
+pub mod presence;
 mod rooms;
 mod sessions;
 
@@ -74,6 +75,7 @@ pub struct ChatService {
     guards: Guards,
     sessions: Arc<sessions::SessionGate>,
     policy: AccountPolicy,
+    presence: Arc<dyn presence::PresenceTracker>,
 }
 
 /// How accounts come and go: session lifetime, who may register, how long a deleted account's
@@ -135,7 +137,35 @@ impl ChatService {
             guards,
             sessions,
             policy,
+            presence: presence::MemoryPresence::new(std::time::Duration::from_secs(30)),
         }
+    }
+
+    /// Keeps presence in `tracker` (Redis, for several instances) instead of this process.
+    pub fn with_presence(mut self, tracker: Arc<dyn presence::PresenceTracker>) -> Self {
+        self.presence = tracker;
+        self
+    }
+
+    /// A socket's hold on its user's presence, for as long as it is open.
+    pub async fn socket_opened(&self, user: UserId) -> presence::Presence {
+        presence::Presence::open(self.presence.clone(), user).await
+    }
+
+    /// Where a user's presence stands.
+    pub async fn presence_of(&self, user: UserId) -> Result<presence::PresenceState> {
+        self.presence.state(user).await
+    }
+
+    /// What the caller shows: `Online` (what their sockets say), `Away`, or `Offline`.
+    pub async fn set_presence(
+        &self,
+        caller: &crate::auth::Caller,
+        shown: presence::Shown,
+    ) -> Result<User> {
+        let me = self.me(caller).await?;
+        self.presence.choose(me.id, shown).await?;
+        Ok(me)
     }
 
     /// Takes one of `key`'s allowance of `kind`, or says how long to wait.

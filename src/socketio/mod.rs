@@ -88,6 +88,8 @@ struct Session {
     /// join, so two joins of one room cannot both start a task.
     rooms: Arc<Mutex<HashMap<RoomId, AbortHandle>>>,
     in_flight: Arc<Semaphore>,
+    /// The user counts as online while this (shared by the socket's handlers) lives.
+    _presence: Arc<crate::service::presence::Presence>,
 }
 
 impl Session {
@@ -159,6 +161,7 @@ async fn authenticate(
         .user()
         .map_err(|e| format!("unauthenticated: {e}"))?
         .clone();
+    let claims_user = claims.user_id;
     let end = match service.session_end(&claims).await {
         Ok(Some(end)) => end,
         Ok(None) => return Err("unauthenticated: this session has ended; sign in again".into()),
@@ -175,12 +178,14 @@ async fn authenticate(
         }
     })
     .abort_handle();
+    let presence = Arc::new(service.socket_opened(claims_user).await);
     socket.extensions.insert(Session {
         caller,
         ended,
         expiry,
         rooms: Arc::default(),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        _presence: presence,
     });
     Ok(())
 }

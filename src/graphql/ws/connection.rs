@@ -67,6 +67,8 @@ pub struct Connection {
     generation: u64,
     out: mpsc::Sender<Message>,
     finished_tx: mpsc::UnboundedSender<(String, u64)>,
+    /// Once signed in: the user counts as online while the socket is open.
+    presence: Option<crate::service::presence::Presence>,
 }
 
 impl Connection {
@@ -100,6 +102,7 @@ impl Connection {
             generation: 0,
             out,
             finished_tx,
+            presence: None,
         };
         let init_deadline = sleep(conn.ctx.init_timeout);
         tokio::pin!(init_deadline);
@@ -297,6 +300,9 @@ impl Connection {
             return Flow::Close(code, reason);
         }
         self.acknowledged = true;
+        if let Ok(user) = self.caller.user_id() {
+            self.presence = Some(self.ctx.service.socket_opened(user).await);
+        }
         self.send(frame::<()>(None, "connection_ack", None)).await;
         if self.protocol == Protocol::Legacy {
             self.send(frame::<()>(None, "ka", None)).await;

@@ -228,7 +228,7 @@ async fn messages_sent_through_both_instances_at_once_reach_everyone_once_in_ord
 
 /// A graphql-transport-ws socket to `base` (an `http://` URL), signed in, subscribed to a
 /// room's events after `after`, live.
-async fn subscribe_at(base: &str, token: &str, room: &str, after: Option<&str>) -> WsClient {
+pub async fn subscribe_at(base: &str, token: &str, room: &str, after: Option<&str>) -> WsClient {
     let url = format!("{}/graphql", base.replacen("http", "ws", 1));
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)

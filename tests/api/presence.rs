@@ -125,3 +125,71 @@ async fn a_socket_on_one_instance_shows_online_on_another() {
     let _ws = cluster.a.ws_as(&bob).await;
     assert_eq!(presence_of(&cluster.b, &ada, &bob).await.0, "ONLINE");
 }
+
+/// Kills its process (SIGKILL) when dropped, should the test fail first.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_turns_offline_when_the_instance_holding_their_socket_is_killed() {
+    let Some(redis) = crate::support::redis::RedisServer::start() else {
+        return;
+    };
+    let Some(uri) = crate::support::mongo::server_uri() else {
+        return;
+    };
+    let database = format!("{uri}/{}", crate::support::mongo::fresh_database());
+    let (child, url_a) = crate::process::start_with(
+        &database,
+        &["--redis-url", &redis.url(), "--presence-timeout", "2s"],
+    );
+    let mut a = Killed(child);
+    let (db, redis_url) = (database.clone(), redis.url());
+    let b = TestApp::spawn_with(move |c| {
+        c.database_url = db;
+        c.redis_url = Some(redis_url);
+        c.presence_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let ada = b.register("ada").await;
+    let room = b.create_room(&ada, "lobby").await;
+    let registered = crate::process::gql(
+        &url_a,
+        None,
+        "mutation { register(username: \"bob\", password: \"correct horse battery\") { token user { id } } }",
+        json!({}),
+    )
+    .await;
+    let bob = Session {
+        token: registered["register"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        id: registered["register"]["user"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    crate::process::gql(
+        &url_a,
+        Some(&bob.token),
+        "mutation($r: ID!) { joinRoom(roomId: $r) { id } }",
+        json!({"r": room}),
+    )
+    .await;
+    let mut ws = crate::instances::subscribe_at(&url_a, &bob.token, &room, None).await;
+    ws.ping_pong().await;
+    assert_eq!(presence_of(&b, &ada, &bob).await.0, "ONLINE", "seen from B");
+
+    // SIGKILL: no socket is closed, nothing is told; A's vouching just runs out.
+    a.0.kill().expect("kill A");
+    a.0.wait().expect("A exits");
+    until_shown(&b, &ada, &bob, "OFFLINE").await;
+    drop(ws);
+}

@@ -1620,6 +1620,37 @@ async fn mongo_instance(uri: &str, db: &str) -> Arc<dyn Store> {
         .expect("connect to the MongoDB test server")
 }
 
+/// A fresh database with the indexes an older Confab left, and a raw handle on it to write
+/// documents as that Confab did: the server's URI, the database's name, and the handle.
+async fn mongo_as_left_by_an_older_confab() -> Option<(String, String, mongodb::Database)> {
+    let Some(uri) = support::mongo::server_uri() else {
+        eprintln!("skipped: the mongo store is not reachable");
+        return None;
+    };
+    let db = support::mongo::fresh_database();
+    drop(mongo_instance(&uri, &db).await);
+    let raw = mongodb::Client::with_uri_str(&uri)
+        .await
+        .expect("a raw client")
+        .database(&db);
+    Some((uri, db, raw))
+}
+
+/// Users `(n, name)` as an older Confab stored them (keys of version 2), ids ending in `n`.
+async fn old_users(raw: &mongodb::Database, users: &[(u8, &str)]) {
+    let collection = raw.collection::<bson::Document>("users");
+    for &(n, name) in users {
+        collection
+            .insert_one(bson::doc! {
+                "_id": ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]),
+                "username": name, "username_key": name, "key_version": 2_i64,
+                "password_hash": format!("h{n}"), "created_at": bson::DateTime::now(),
+            })
+            .await
+            .expect("an old user");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_instances_sharing_a_database_number_changes_in_commit_order() {
     let Some(uri) = support::mongo::server_uri() else {
@@ -1833,28 +1864,12 @@ async fn mongo_keys_from_an_older_confab_are_recomputed_at_startup() {
 /// nothing when run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_roles_from_an_older_confab_are_set_at_startup() {
-    let Some(uri) = support::mongo::server_uri() else {
-        eprintln!("skipped: the mongo store is not reachable");
+    let Some((uri, db, raw)) = mongo_as_left_by_an_older_confab().await else {
         return;
     };
-    let db = support::mongo::fresh_database();
-    drop(mongo_instance(&uri, &db).await);
-    let raw = mongodb::Client::with_uri_str(&uri)
-        .await
-        .expect("a raw client")
-        .database(&db);
     let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
     let now = bson::DateTime::now();
-    let users = raw.collection::<bson::Document>("users");
-    for (n, name) in [(1, "ada"), (2, "bob"), (3, "cid")] {
-        users
-            .insert_one(bson::doc! {
-                "_id": id(n), "username": name, "username_key": name, "key_version": 2_i64,
-                "password_hash": format!("h{n}"), "created_at": now,
-            })
-            .await
-            .expect("an old user");
-    }
+    old_users(&raw, &[(1, "ada"), (2, "bob"), (3, "cid")]).await;
     let rooms = raw.collection::<bson::Document>("rooms");
     // "lobby" (4) keeps its creator (1); "general" (7) lost its creator, so its
     // longest-standing member (3, before 2) owns it; so does "den"'s (8, 2 before 3), which

@@ -8,7 +8,7 @@ use confab::{
     store::{NewMessage, Store},
 };
 
-use super::{mongo_instance, room, send, support, user};
+use super::{mongo_as_left_by_an_older_confab, mongo_instance, old_users, room, send, user};
 
 async fn mention(
     store: &dyn Store,
@@ -159,28 +159,12 @@ pub async fn mentions_are_kept_with_the_message_and_counted_after_the_marker(
 /// later stays unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_read_markers_from_an_older_confab_are_set_at_startup() {
-    let Some(uri) = support::mongo::server_uri() else {
-        eprintln!("skipped: the mongo store is not reachable");
+    let Some((uri, db, raw)) = mongo_as_left_by_an_older_confab().await else {
         return;
     };
-    let db = support::mongo::fresh_database();
-    drop(mongo_instance(&uri, &db).await);
-    let raw = mongodb::Client::with_uri_str(&uri)
-        .await
-        .expect("a raw client")
-        .database(&db);
     let id = |n: u8| ObjectId::from_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n]);
     let now = bson::DateTime::now();
-    let users = raw.collection::<bson::Document>("users");
-    for (n, name) in [(1, "ada"), (2, "bob"), (3, "cid")] {
-        users
-            .insert_one(bson::doc! {
-                "_id": id(n), "username": name, "username_key": name, "key_version": 2_i64,
-                "password_hash": format!("h{n}"), "created_at": now,
-            })
-            .await
-            .expect("an old user");
-    }
+    old_users(&raw, &[(1, "ada"), (2, "bob"), (3, "cid")]).await;
     // "lobby" (4) has messages, the newest a tombstone; "quiet" (5) has none.
     let rooms = raw.collection::<bson::Document>("rooms");
     for (n, name, seq) in [(4, "lobby", 3_i64), (5, "quiet", 0)] {

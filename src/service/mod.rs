@@ -164,6 +164,8 @@ impl ChatService {
         shown: presence::Shown,
     ) -> Result<User> {
         let me = self.me(caller).await?;
+        self.take(Kind::Presence, self.guards.rates.messages, &me.id.to_hex())
+            .await?;
         self.presence.choose(me.id, shown).await?;
         Ok(me)
     }
@@ -188,6 +190,7 @@ impl ChatService {
                     Kind::Invitations => "invitations sent",
                     Kind::Moderation => "moderation actions",
                     Kind::MarkRead => "read markers moved",
+                    Kind::Presence => "presence changes",
                     Kind::TypingStarted | Kind::TypingStopped => "typing notices",
                 };
                 Error::rate_limited(format!("too many {what} (at most {rate})"), wait)

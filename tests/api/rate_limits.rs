@@ -530,3 +530,19 @@ async fn read_markers_are_moved_at_the_messages_rate() {
     // Its own allowance: sending is still allowed.
     app.send(&ada, &room, "still here").await;
 }
+
+/// Choosing a presence is a write (to Redis, with several instances): a client that flips it in
+/// a loop meets the messages rate, in an allowance of its own.
+#[tokio::test]
+async fn presence_is_chosen_at_the_messages_rate() {
+    let app = limited(|c| c.limit_messages = rate("3/1h")).await;
+    let ada = app.register("ada").await;
+    let set = "mutation { setPresence(presence: AWAY) { id } }";
+    for _ in 0..3 {
+        app.data(Some(&ada.token), set, json!({})).await;
+    }
+    let refused = app.gql(Some(&ada.token), set, json!({})).await;
+    assert_eq!(error_code(&refused), "RATE_LIMITED", "{refused}");
+    let room = app.create_room(&ada, "lobby").await;
+    app.send(&ada, &room, "still here").await;
+}

@@ -79,6 +79,8 @@ pub enum Kind {
     Invitations,
     /// Read markers moved, per user (counted against the messages rate).
     MarkRead,
+    /// Presence chosen (`setPresence`), per user (counted against the messages rate).
+    Presence,
     /// Moderation actions (kicks, bans, role changes, room updates), per user (counted against
     /// the messages rate).
     Moderation,
@@ -99,6 +101,7 @@ impl Kind {
             Self::Invitations => "invitations",
             Self::Moderation => "moderation",
             Self::MarkRead => "mark-read",
+            Self::Presence => "presence",
             Self::TypingStarted => "typing-on",
             Self::TypingStopped => "typing-off",
         }

@@ -75,6 +75,8 @@ id_types! {
     SessionId;
     /// An entry of a room's moderation log.
     ModerationId;
+    /// A `myEvents` stream's saved positions (see [`UserEventKind`]).
+    CheckpointId;
 }
 
 /// Parses a client-supplied id of the kind `T` wants, naming the field when it is not 24 hex
@@ -354,7 +356,74 @@ pub enum RoomEvent {
     },
     /// The room's name, topic or visibility changed.
     RoomUpdated(Room),
+    /// An entry of one user's own log, on that user's channel (see [`user_channel`]).
+    ForUser(UserEvent),
 }
+
+/// The bus channel of one user's own events: keyed like a room, by the user's id (ids are
+/// ObjectIds minted by one generator, so no room has a user's id).
+pub fn user_channel(user: UserId) -> RoomId {
+    RoomId::from_bytes(user.bytes())
+}
+
+/// Why a user's membership ended, as `RemovedFromRoom.reason` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemovalReason {
+    Left,
+    Kicked,
+    Banned,
+    /// The room was deleted.
+    Deleted,
+    /// Found out of the room with no record of how (a stream resuming sees it).
+    Unknown,
+}
+
+impl RemovalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Left => "left",
+            Self::Kicked => "kicked",
+            Self::Banned => "banned",
+            Self::Deleted => "deleted",
+            Self::Unknown => "removed",
+        }
+    }
+}
+
+/// What one entry of a user's own log records: the things that concern that user alone, which
+/// `myEvents` replays from a cursor. Messages are not here (a send writes nothing per member):
+/// the stream reads them from each room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserEventKind {
+    /// They became a member of a room whose newest message then was `after`: what follows it
+    /// is theirs to hear.
+    Joined {
+        room_id: RoomId,
+        after: Option<MessageId>,
+    },
+    /// Their membership ended.
+    Removed {
+        room_id: RoomId,
+        reason: RemovalReason,
+    },
+    /// They were invited to a private room.
+    Invited(Invitation),
+    /// Their read marker in a room moved forward.
+    ReadMoved { room_id: RoomId },
+}
+
+/// One entry of a user's own log: `pos` counts up from 1 per user, with no gaps once written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEvent {
+    pub user_id: UserId,
+    pub pos: u64,
+    pub kind: UserEventKind,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a `myEvents` stream stood in each room: the newest message it had passed (`None`
+/// before the room's first message).
+pub type RoomPositions = Vec<(RoomId, Option<MessageId>)>;
 
 impl RoomEvent {
     pub fn room_id(&self) -> RoomId {
@@ -368,6 +437,7 @@ impl RoomEvent {
             | Self::MemberKicked { room_id, .. }
             | Self::MemberBanned { room_id, .. } => *room_id,
             Self::RoomUpdated(room) => room.id,
+            Self::ForUser(event) => user_channel(event.user_id),
         }
     }
 

@@ -24,10 +24,13 @@ use confab::{
     },
 };
 
+#[path = "store_conformance/inbox.rs"]
+mod inbox;
 #[path = "store_conformance/read_state.rs"]
 mod read_state;
 #[path = "store_conformance/teams.rs"]
 mod teams;
+use inbox::*;
 use read_state::*;
 use teams::*;
 
@@ -103,6 +106,10 @@ macro_rules! conformance_suite {
             mentions_are_kept_with_the_message_and_counted_after_the_marker,
             a_marker_moves_only_to_a_message_of_its_room,
             counts_stop_at_the_cap,
+            a_users_log_counts_up_from_one_per_user_and_reads_back_in_order,
+            log_entries_are_announced_on_the_users_channel,
+            concurrent_appends_take_every_position_once,
+            checkpoints_read_back_for_their_user_only_and_the_newest_are_kept,
         ]);
     };
     (@tests $module:ident, $factory:expr, [$($check:ident),* $(,)?]) => {

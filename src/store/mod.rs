@@ -25,9 +25,10 @@ use crate::{
     config::DatabaseUrl,
     error::Result,
     model::{
-        Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
-        ModerationId, Page, PageRequest, ReadState, Room, RoomEvent, RoomId, RoomRole,
-        RoomVisibility, Session, SessionId, User, UserId,
+        CheckpointId, Invitation, Membership, Message, MessageId, ModerationAction,
+        ModerationEntry, ModerationId, Page, PageRequest, ReadState, Room, RoomEvent, RoomId,
+        RoomPositions, RoomRole, RoomVisibility, Session, SessionId, User, UserEvent,
+        UserEventKind, UserId,
     },
 };
 
@@ -78,7 +79,7 @@ pub const EVENT_QUEUE: usize = 4096;
 
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + RoomStore + MessageStore + Send + Sync + 'static
+    UserStore + SessionStore + RoomStore + MessageStore + InboxStore + Send + Sync + 'static
 {
     /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
     /// inside `Error::Internal` when it answers but its writes fail.
@@ -445,6 +446,72 @@ pub trait MessageStore: Send + Sync {
     /// `by` when given: a moderator); `changed` is false when it already was one. `NotFound`
     /// when no such message exists.
     async fn delete_message(&self, id: MessageId, by: Option<UserId>) -> Result<Written<Message>>;
+}
+
+/// Entries of a user's own log kept: older ones are pruned, and a cursor from before them is
+/// refused as too old.
+pub const USER_LOG_KEEP: u64 = 10_000;
+
+/// Checkpoints kept per user (the newest); a cursor naming an older one is refused as too old.
+pub const CHECKPOINTS_KEPT: usize = 64;
+
+/// Each user's own log (what `myEvents` replays besides messages) and the checkpoints of
+/// their streams.
+#[async_trait]
+pub trait InboxStore: Send + Sync {
+    /// Appends an entry to `user`'s log at the next position and announces it as
+    /// [`RoomEvent::ForUser`]. Positions count up from 1 with no gap, across every instance
+    /// sharing the database; entries more than [`USER_LOG_KEEP`] behind are pruned now and then.
+    async fn append_user_event(&self, user: UserId, kind: UserEventKind) -> Result<UserEvent>;
+    /// Up to `limit` entries of `user`'s log after position `after`, in order.
+    async fn user_events_after(
+        &self,
+        user: UserId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UserEvent>>;
+    /// The position of `user`'s newest log entry (0 when none), and of their oldest kept.
+    async fn user_log_bounds(&self, user: UserId) -> Result<(u64, u64)>;
+    /// Saves where a stream of `user` stood in each room; the newest [`CHECKPOINTS_KEPT`] are
+    /// kept.
+    async fn save_checkpoint(&self, user: UserId, rooms: RoomPositions) -> Result<CheckpointId>;
+    /// A checkpoint of `user`'s (`None` for another user's, or one pruned).
+    async fn checkpoint(&self, user: UserId, id: CheckpointId) -> Result<Option<RoomPositions>>;
+}
+
+/// Checkpoint positions as bytes: per room, its id then a flag and the message id.
+pub(crate) fn encode_positions(rooms: &RoomPositions) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rooms.len() * 25);
+    for (room, message) in rooms {
+        out.extend_from_slice(&room.bytes());
+        match message {
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_positions`]; `None` for bytes it did not write.
+pub(crate) fn decode_positions(mut bytes: &[u8]) -> Option<RoomPositions> {
+    let mut rooms = Vec::new();
+    while !bytes.is_empty() {
+        let room: [u8; 12] = bytes.get(..12)?.try_into().ok()?;
+        let (message, rest) = match bytes.get(12)? {
+            0 => (None, &bytes[13..]),
+            1 => (
+                Some(MessageId::from_bytes(bytes.get(13..25)?.try_into().ok()?)),
+                &bytes[25..],
+            ),
+            _ => return None,
+        };
+        rooms.push((RoomId::from_bytes(room), message));
+        bytes = rest;
+    }
+    Some(rooms)
 }
 
 /// Opens the store a `--database-url` names, creating or migrating its schema (SQLite) or its

@@ -1,7 +1,8 @@
 //! The production store: MongoDB through the official driver.
 //!
 //! Collections `users`, `rooms`, `memberships`, `messages`, `sessions`, `bans`,
-//! `room_invitations` and `moderation_log` (see `schema`). Uniqueness is the indexes' job
+//! `room_invitations` and `moderation_log` (see `schema`), and `user_events` and
+//! `stream_checkpoints` (see `inbox`). Uniqueness is the indexes' job
 //! (created idempotently at startup): usernames and room names through a stored key,
 //! `store::unique_key` (letter case and look-alikes folded in Rust, so it works on every
 //! MongoDB-compatible server, without collations; keys made under older rules are recomputed at
@@ -32,6 +33,7 @@
 //! `rooms`, `messages`. A write runs in a task of its own ([`MongoStore::in_task`]), with the store's
 //! own `Arc`, so each trait method holds its whole write in one place.
 
+mod inbox;
 mod messages;
 mod rooms;
 mod schema;
@@ -104,6 +106,8 @@ pub struct MongoStore {
     bans: Collection<BanDoc>,
     invitations: Collection<InvitationDoc>,
     moderation: Collection<ModerationDoc>,
+    user_events: Collection<inbox::UserEventDoc>,
+    checkpoints: Collection<inbox::CheckpointDoc>,
     ids: IdGen,
     room_locks: RoomLocks,
     events: EventChannel,
@@ -152,6 +156,8 @@ impl MongoStore {
             bans: db.collection("bans"),
             invitations: db.collection("room_invitations"),
             moderation: db.collection("moderation_log"),
+            user_events: db.collection("user_events"),
+            checkpoints: db.collection("stream_checkpoints"),
             db,
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),

@@ -371,6 +371,9 @@ impl MongoStore {
         )
         .await?;
         index(&self.moderation, doc! {"room_id": 1, "_id": 1}, None).await?;
+        // A user's log positions: unique, which is what hands each position out once.
+        index(&self.user_events, doc! {"user_id": 1, "pos": 1}, unique()).await?;
+        index(&self.checkpoints, doc! {"user_id": 1, "_id": 1}, None).await?;
         // A member's mentions after their read marker: one range of this (multikey) index.
         // Partial: only messages that mention someone are in it.
         index(

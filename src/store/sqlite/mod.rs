@@ -27,6 +27,7 @@
 //! because it holds what every aggregate shares (opening and locking the file, the reader pool,
 //! row and page helpers) and the tests of the file as a whole (the lock, readiness).
 
+mod inbox;
 mod messages;
 mod rooms;
 mod schema;

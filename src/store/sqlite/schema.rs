@@ -9,7 +9,7 @@ use crate::{
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -168,6 +168,24 @@ CREATE TABLE mentions (
 CREATE INDEX mentions_by_message ON mentions(message_id);
 ";
 
+/// Version 7: each user's own log (what `myEvents` replays besides messages) and the
+/// checkpoints of their streams.
+pub(super) const SCHEMA_V7: &str = "
+CREATE TABLE user_events (
+    user_id BLOB NOT NULL,
+    pos     INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (user_id, pos)
+) WITHOUT ROWID;
+CREATE TABLE stream_checkpoints (
+    id      BLOB PRIMARY KEY NOT NULL,
+    user_id BLOB NOT NULL,
+    rooms   BLOB NOT NULL
+);
+CREATE INDEX stream_checkpoints_by_user ON stream_checkpoints(user_id, id);
+";
+
 pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     anyhow::ensure!(
@@ -176,17 +194,13 @@ pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     );
     // One transaction: a failed upgrade leaves the file as it was.
     let tx = conn.unchecked_transaction()?;
-    let steps: &[&str] = match version {
-        0 => &[
-            SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
-        ],
-        1 => &[SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
-        2 => &[SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
-        3 => &[SCHEMA_V4, SCHEMA_V5, SCHEMA_V6],
-        4 => &[SCHEMA_V5, SCHEMA_V6],
-        5 => &[SCHEMA_V6],
-        _ => &[],
-    };
+    const STEPS: [&str; SCHEMA_VERSION as usize] = [
+        SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+    ];
+    // Every step after the file's version (a negative version is taken as none).
+    let steps = STEPS
+        .get(usize::try_from(version).unwrap_or(0)..)
+        .unwrap_or_default();
     for step in steps {
         tx.execute_batch(step)?;
     }

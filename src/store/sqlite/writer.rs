@@ -239,7 +239,13 @@ pub(crate) struct IdGen {
 impl IdGen {
     pub(super) fn resume(conn: &Connection) -> rusqlite::Result<Self> {
         let mut last = [0u8; 12];
-        for table in ["users", "sessions", "rooms", "messages"] {
+        for table in [
+            "users",
+            "sessions",
+            "rooms",
+            "messages",
+            "stream_checkpoints",
+        ] {
             let max: Option<Vec<u8>> =
                 conn.query_row(&format!("SELECT max(id) FROM {table}"), [], |r| r.get(0))?;
             if let Some(Ok(max)) = max.map(<[u8; 12]>::try_from) {

@@ -206,8 +206,8 @@ impl MessageSubscription {
         // Rendering one event for every subscriber of an operation (see `fanout`): the caller
         // was checked when the subscription started.
         if let Some(InjectedEvent(event)) = ctx.data_opt::<InjectedEvent>() {
-            let event = RoomEvent::from(&**event);
-            return Ok(futures_util::stream::once(async move { Ok(event) }).boxed());
+            let event = RoomEvent::of(event);
+            return Ok(futures_util::stream::iter(event.map(Ok)).boxed());
         }
         let mut feed = events(ctx, &room_id, after.as_ref()).await?;
         if let Some(handoff) = ctx.data_opt::<FeedHandoff>() {
@@ -217,6 +217,6 @@ impl MessageSubscription {
                 Err(returned) => feed = returned,
             }
         }
-        Ok(select(feed, |event| Some(RoomEvent::from(event))).boxed())
+        Ok(select(feed, RoomEvent::of).boxed())
     }
 }

@@ -9,6 +9,7 @@ mod accounts;
 pub mod document;
 pub mod endpoint;
 pub mod http;
+mod inbox;
 pub mod live;
 mod messages;
 mod rooms;
@@ -41,7 +42,7 @@ pub struct Mutation(
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(messages::MessageSubscription);
+pub struct Subscription(messages::MessageSubscription, inbox::InboxSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

@@ -486,11 +486,13 @@ pub enum RoomEvent {
     RoomUpdated(RoomUpdated),
 }
 
-impl From<&model::RoomEvent> for RoomEvent {
-    fn from(event: &model::RoomEvent) -> Self {
+impl RoomEvent {
+    /// The union member a room event shows as; `None` for a user's own log entry, which is
+    /// never on a room's feed.
+    pub fn of(event: &model::RoomEvent) -> Option<Self> {
         use model::RoomEvent as E;
 
-        match event {
+        Some(match event {
             E::MessageAdded(m) => Self::MessageAdded(MessageAdded {
                 message: Message(m.clone()),
             }),
@@ -552,6 +554,7 @@ impl From<&model::RoomEvent> for RoomEvent {
             E::RoomUpdated(room) => Self::RoomUpdated(RoomUpdated {
                 room: Room::from(room.clone()),
             }),
-        }
+            E::ForUser(_) => return None,
+        })
     }
 }

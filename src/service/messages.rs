@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures_util::Stream;
 
 use super::{ChatService, PageArgs, feed, limits};
+use crate::model::UserEventKind;
 use crate::{
     auth::Caller,
     error::{Error, Result},
@@ -133,7 +134,12 @@ impl ChatService {
                 ));
             }
         }
-        Ok(self.store.mark_read(room, me, message).await?.value)
+        let marked = self.store.mark_read(room, me, message).await?;
+        if marked.changed {
+            self.note(me, UserEventKind::ReadMoved { room_id: room })
+                .await;
+        }
+        Ok(marked.value)
     }
 
     /// The caller's read state in a room; `None` when not a member.

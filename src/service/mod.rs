@@ -13,6 +13,7 @@
 mod accounts;
 pub mod admin;
 mod feed;
+mod inbox;
 pub mod limiter;
 pub mod limits;
 mod messages;
@@ -34,6 +35,7 @@ use crate::{
 use limiter::{Kind, Limiter, Rate, RateLimits};
 
 pub use accounts::AuthPayload;
+pub use inbox::{CURSOR_CHARS_MAX, InboxEvent};
 pub use moderation::{LOG_PAGE_DEFAULT, LOG_PAGE_MAX, role_name};
 pub use page::PageArgs;
 pub use rooms::Seen;

@@ -5,6 +5,7 @@
 //! moderation log, which its owner and admins read. A direct room has no moderators.
 
 use super::{ChatService, limits};
+use crate::model::RemovalReason;
 use crate::{
     auth::Caller,
     error::{Error, Result},
@@ -152,6 +153,7 @@ impl ChatService {
             .remove_member(room, user, Departure::Kicked { by: mine.user.id })
             .await?;
         if kicked.changed {
+            self.note_removed(user, room, RemovalReason::Kicked).await;
             self.log(
                 room,
                 ModerationAction::Kick,
@@ -180,7 +182,8 @@ impl ChatService {
             .flatten();
         let (_, mine) = self.moderator(caller, room).await?;
         self.take_moderation(mine.user.id).await?;
-        if self.store.is_member(room, user).await? {
+        let member = self.store.is_member(room, user).await?;
+        if member {
             self.lower_member(room, &mine, user).await?;
         } else if user == mine.user.id {
             return Err(Error::invalid("userId", "you cannot do this to yourself"));
@@ -192,6 +195,9 @@ impl ChatService {
             .ban(room, user, mine.user.id, reason.as_deref())
             .await?;
         if banned.changed {
+            if member {
+                self.note_removed(user, room, RemovalReason::Banned).await;
+            }
             self.log(
                 room,
                 ModerationAction::Ban,

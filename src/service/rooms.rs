@@ -7,6 +7,7 @@
 //! seen by its two people alone.
 
 use super::{ChatService, PageArgs, limits};
+use crate::model::{RemovalReason, UserEventKind};
 use crate::{
     auth::Caller,
     error::{Error, Result},
@@ -42,14 +43,17 @@ impl ChatService {
         self.take(Kind::RoomsCreated, rates.rooms_created, &user.to_hex())
             .await?;
         self.room_allowance(user).await?;
-        self.store
+        let room = self
+            .store
             .create_room(NewRoom {
                 name,
                 creator: user,
                 visibility,
                 topic,
             })
-            .await
+            .await?;
+        self.note_joined(user, room.id, None).await;
+        Ok(room)
     }
 
     /// A room and the caller's membership, when the caller may see it; `NOT_FOUND` otherwise
@@ -112,7 +116,13 @@ impl ChatService {
             return Err(Error::not_found("room not found"));
         }
         self.room_allowance(me.id).await?;
-        self.store.add_member(room, me.id, RoomRole::Member).await?;
+        // Read before the join: the joiner's messages are those after it (at worst a few
+        // sent just before the join come with them).
+        let head = self.store.room_head(room).await?;
+        let joined = self.store.add_member(room, me.id, RoomRole::Member).await?;
+        if joined.changed {
+            self.note_joined(me.id, room, head.last_message).await;
+        }
         Ok(seen.room)
     }
 
@@ -124,11 +134,15 @@ impl ChatService {
         if seen.membership.is_none() {
             return Ok(false);
         }
-        Ok(self
+        let left = self
             .store
             .remove_member(room, me.id, Departure::Left)
             .await?
-            .changed)
+            .changed;
+        if left {
+            self.note_removed(me.id, room, RemovalReason::Left).await;
+        }
+        Ok(left)
     }
 
     /// The one direct room of the caller and `other`, created when there is none. A caller who
@@ -152,10 +166,20 @@ impl ChatService {
             ));
         }
         let written = self.store.direct_room(me.id, other).await?;
-        if !written.changed && !self.store.is_member(written.value.id, me.id).await? {
-            self.store
-                .add_member(written.value.id, me.id, RoomRole::Member)
-                .await?;
+        let room = written.value.id;
+        if written.changed {
+            self.note_joined(me.id, room, None).await;
+            self.note_joined(other, room, None).await;
+        } else if !self.store.is_member(room, me.id).await? {
+            let head = self.store.room_head(room).await?;
+            if self
+                .store
+                .add_member(room, me.id, RoomRole::Member)
+                .await?
+                .changed
+            {
+                self.note_joined(me.id, room, head.last_message).await;
+            }
         }
         Ok(written.value)
     }
@@ -244,7 +268,12 @@ impl ChatService {
                 limits::INVITATIONS_MAX
             )));
         }
-        Ok(self.store.invite(room, user, mine.user.id).await?.value)
+        let invited = self.store.invite(room, user, mine.user.id).await?;
+        if invited.changed {
+            self.note(user, UserEventKind::Invited(invited.value.clone()))
+                .await;
+        }
+        Ok(invited.value)
     }
 
     /// The caller's invitations, newest first.
@@ -275,9 +304,14 @@ impl ChatService {
             // The owner last, so that nobody is handed the room on the way out.
             members.sort_by_key(|m| m.role == RoomRole::Owner);
             for member in members {
-                self.store
+                let removed = self
+                    .store
                     .remove_member(room, member.user.id, Departure::Left)
                     .await?;
+                if removed.changed {
+                    self.note_removed(member.user.id, room, RemovalReason::Deleted)
+                        .await;
+                }
             }
         }
         // Whoever joined while the others were leaving is told here, straight on the bus (the

@@ -166,5 +166,10 @@ pub async fn event(
             "room_update",
             json!({"roomID": room.id.to_hex(), "room": RoomPayload::from(room)}),
         ),
+        RoomEvent::ForUser(_) => {
+            return Err(Error::internal(
+                "a user's own log entry is not a room event",
+            ));
+        }
     })
 }

@@ -7,6 +7,7 @@ mod documents;
 mod graphql_ws;
 mod helpers;
 mod http;
+mod inbox;
 mod instances;
 mod limits;
 mod messages;

@@ -12,6 +12,12 @@
 // when the page comes back into view or gets the focus, after I send a message, and once a
 // minute while the page is shown. In the open room the newest message that has come into view
 // is marked read (at most about once a second), which clears that room's counts.
+//
+// Messages are drawn with DOM nodes only (never as HTML): links (http and https alone) open in
+// a new tab without a referrer; a deleted message leaves a placeholder; times say their date
+// when not from today, with a divider where the day changes. Every button that asks the server
+// something is disabled until it answers. The room open and each room's draft are kept in
+// this tab's sessionStorage, so a reload or a session that ends loses neither.
 
 const $ = (id) => document.getElementById(id);
 

@@ -95,7 +95,7 @@ async function say(page, text) {
   await page.waitForSelector(`#messages li:has-text("${text}")`);
 }
 
-test('two people chat live in the page, and a deletion disappears for both', async () => {
+test('two people chat live in the page, and a deletion takes the text away for both', async () => {
   const ada = await person('ada', { width: 1100, height: 700 });
   const bob = await person('bob', { width: 390, height: 760 }); // a phone-sized window
 

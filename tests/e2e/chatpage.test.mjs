@@ -114,7 +114,9 @@ async function hold(page, field) {
 
 test('a long word or URL on a phone neither widens the page nor pushes Send out of view', async () => {
   const page = await person('longwords', { viewport: PHONE });
-  await createRoom(page, 'wide');
+  // A room whose name is one long word, with a long topic.
+  await page.fill('#new-room input[name=topic]', 't'.repeat(300));
+  await createRoom(page, 'w'.repeat(64));
   const word = 'w'.repeat(300);
   const url = `https://example.com/${'segment-'.repeat(40)}end`;
   await say(page, word);

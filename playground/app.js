@@ -12,6 +12,12 @@
 // when the page comes back into view or gets the focus, after I send a message, and once a
 // minute while the page is shown. In the open room the newest message that has come into view
 // is marked read (at most about once a second), which clears that room's counts.
+//
+// Messages are drawn with DOM nodes only (never as HTML): links (http and https alone) open in
+// a new tab without a referrer; a deleted message leaves a placeholder; times say their date
+// when not from today, with a divider where the day changes. Every button that asks the server
+// something is disabled until it answers. The room open and each room's draft are kept in
+// this tab's sessionStorage, so a reload or a session that ends loses neither.
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,6 +43,8 @@ const state = {
 };
 
 const SIGNED_OUT_ELSEWHERE = 'Signed out elsewhere. Log in again to continue.';
+/// The room open in this tab, kept across a reload (and a session that ends): { user, room }.
+const OPEN_ROOM_KEY = 'confab.room';
 
 // ---------------------------------------------------------------------------------------------
 // Errors in words, not in the console
@@ -51,9 +59,16 @@ function explain(error) {
   return error.message || String(error);
 }
 
+/// Runs something the person asked for: the last error shown gives way to its outcome.
 async function attempt(action) {
+  showError('');
+  return background(action);
+}
+
+/// Runs something the page does on its own (an event came, the connection came back): an
+/// error it meets is shown, but an error already shown stays, as it has not been dealt with.
+async function background(action) {
   try {
-    showError('');
     return await action();
   } catch (error) {
     // Signed out: the sign-in form already says why.
@@ -61,6 +76,23 @@ async function attempt(action) {
     showError(explain(error));
     return undefined;
   }
+}
+
+/// Runs what `buttons` (one or several) ask of the server: they are disabled, and say they
+/// are busy, until it is done, so a second click (or Enter) cannot ask twice.
+function busy(buttons, action) {
+  const all = [buttons].flat();
+  if (all.some((button) => button.getAttribute('aria-busy') === 'true')) return Promise.resolve(undefined);
+  for (const button of all) {
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
+  }
+  return attempt(action).finally(() => {
+    for (const button of all) {
+      button.disabled = false;
+      button.removeAttribute('aria-busy');
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +470,7 @@ live.onReconnect = () => {
   // has no `after` then, so read the newest page again too (it de-duplicates). Members and
   // roles may have changed meanwhile too.
   if (state.room) {
-    attempt(async () => {
+    background(async () => {
       await refreshRoom();
       if (state.room) await loadNewest(state.room.id);
     });
@@ -459,21 +491,26 @@ async function signedIn() {
   state.me = me;
   state.leaving = false;
   $('who').textContent = me.username;
-  for (const id of ['who', 'sessions-open', 'logout']) $(id).hidden = false;
+  for (const id of ['who', 'sessions-open', 'logout', 'status']) $(id).hidden = false;
   $('signin').hidden = true;
   $('chat').hidden = false;
   live.start();
   await loadRooms();
+  await reopenRoom();
 }
 
 /// Back to the sign-in form. With `keepSession`, the session stays kept for the next load (the
 /// server could not be reached to check it).
+///
+/// The live connection's state is shown only while signed in: signed out, there is no
+/// connection to speak of (and "offline" would read as if the server were down).
 function signOut(reason, { keepSession = false } = {}) {
   live.stop();
-  setStatus('offline');
+  $('status').hidden = true;
   drop({ keepSession });
   Object.assign(state, { me: null, leaving: false });
-  closeRoom('');
+  // The room open stays kept (as do the drafts), to be opened again after signing in.
+  closeRoom('', { forget: false });
   state.people.clear();
   state.scanned.clear();
   state.read.clear();
@@ -490,7 +527,7 @@ $('auth-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const form = new FormData(event.target);
   const action = event.submitter && event.submitter.value === 'register' ? 'register' : 'login';
-  attempt(async () => {
+  busy([...event.target.querySelectorAll('button')], async () => {
     const { data, date } = await request(
       `mutation($u: String!, $p: String!) { ${action}(username: $u, password: $p) { ${AUTH_FIELDS} } }`,
       { u: form.get('username'), p: form.get('password') },
@@ -502,6 +539,8 @@ $('auth-form').addEventListener('submit', (event) => {
 });
 
 /// Ends the session on the server (everywhere, or just this one), then here.
+/// Logging out on purpose forgets the room open and my drafts, which a session that merely
+/// ended keeps.
 async function logOut(everywhere) {
   state.leaving = true;
   try {
@@ -510,10 +549,12 @@ async function logOut(everywhere) {
     state.leaving = false;
     throw error;
   }
+  forgetDrafts(state.me.id);
+  sessionStorage.removeItem(OPEN_ROOM_KEY);
   signOut('');
 }
 
-$('logout').addEventListener('click', () => attempt(() => logOut(false)));
+$('logout').addEventListener('click', () => busy($('logout'), () => logOut(false)));
 
 // Another tab renewed, signed out or signed in: this one follows (shared sessions only).
 window.addEventListener('storage', (event) => {
@@ -581,7 +622,7 @@ async function loadSessions() {
       revoke.type = 'button';
       revoke.className = 'secondary';
       revoke.textContent = 'Revoke';
-      revoke.addEventListener('click', () => attempt(async () => {
+      revoke.addEventListener('click', () => busy(revoke, async () => {
         await gql('mutation($id: ID!) { revokeSession(id: $id) }', { id: session.id });
         await loadSessions();
       }));
@@ -591,7 +632,7 @@ async function loadSessions() {
   }));
 }
 
-$('sessions-open').addEventListener('click', () => attempt(async () => {
+$('sessions-open').addEventListener('click', () => busy($('sessions-open'), async () => {
   $('session-list').replaceChildren();
   $('sessions').showModal();
   await loadSessions();
@@ -601,7 +642,7 @@ $('sessions-close').addEventListener('click', () => $('sessions').close());
 
 $('logout-everywhere').addEventListener('click', () => {
   if (!confirm('Log out of every session, this one included?')) return;
-  attempt(() => logOut(true));
+  busy($('logout-everywhere'), () => logOut(true));
 });
 // ---------------------------------------------------------------------------------------------
 // Rooms
@@ -644,7 +685,7 @@ function roomItem(room, joined) {
     join.type = 'button';
     join.className = 'link';
     join.textContent = 'Join';
-    join.addEventListener('click', () => attempt(() => joinAndOpen(room)));
+    join.addEventListener('click', () => busy(join, () => joinAndOpen(room)));
     li.append(join);
   }
   return li;
@@ -760,7 +801,7 @@ function appendDirectory(page) {
   $('more-rooms').hidden = !page.pageInfo.hasNextPage;
 }
 
-$('more-rooms').addEventListener('click', () => attempt(async () => {
+$('more-rooms').addEventListener('click', () => busy($('more-rooms'), async () => {
   const data = await gql(
     `query($after: String) { rooms(first: 50, after: $after) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`,
     { after: state.roomsAfter },
@@ -771,7 +812,7 @@ $('more-rooms').addEventListener('click', () => attempt(async () => {
 $('new-room').addEventListener('submit', (event) => {
   event.preventDefault();
   const { name, topic, private: priv } = event.target.elements;
-  attempt(async () => {
+  busy(event.target.querySelector('button'), async () => {
     const { createRoom } = await gql(
       `mutation($n: String!, $v: RoomVisibility, $t: String) { createRoom(name: $n, visibility: $v, topic: $t) { ${ROOM_FIELDS} } }`,
       { n: name.value, v: priv.checked ? 'PRIVATE' : 'PUBLIC', t: topic.value.trim() || null },
@@ -812,7 +853,7 @@ function invitationItem({ room, inviter, createdAt }) {
   decline.type = 'button';
   decline.className = 'link';
   decline.textContent = 'Decline';
-  decline.addEventListener('click', () => attempt(async () => {
+  decline.addEventListener('click', () => busy(decline, async () => {
     await gql('mutation($r: ID!) { declineInvitation(roomId: $r) }', { r: room.id });
     await loadInvitations();
   }));
@@ -820,7 +861,7 @@ function invitationItem({ room, inviter, createdAt }) {
   join.type = 'button';
   join.className = 'link';
   join.textContent = 'Join';
-  join.addEventListener('click', () => attempt(() => joinAndOpen(room)));
+  join.addEventListener('click', () => busy(join, () => joinAndOpen(room)));
   li.append(name, join, decline);
   return li;
 }
@@ -939,6 +980,7 @@ function renderRoomHead() {
   $('room-topic').textContent = (room && room.topic) || '';
   $('room-topic').hidden = !(room && room.topic);
   $('members').hidden = !room;
+  $('leave').hidden = !room;
   if (room) $('members').textContent = `${room.memberCount} member${room.memberCount === 1 ? '' : 's'}`;
   $('invite').hidden = !mayInvite(room);
 }
@@ -1051,7 +1093,7 @@ $('invite').addEventListener('submit', (event) => {
   const input = event.target.elements.username;
   const room = state.room;
   $('invite-result').textContent = '';
-  attempt(async () => {
+  busy(event.target.querySelector('button'), async () => {
     const user = await findUser(input.value);
     if (!user) {
       throw new Error(`No user named ${input.value.trim()} shares a room with you or is in a public room.`);
@@ -1065,7 +1107,7 @@ $('invite').addEventListener('submit', (event) => {
 // ---------------------------------------------------------------------------------------------
 // One room: history, live events, sending
 
-const MESSAGE_FIELDS = 'id body createdAt editedAt sender { id username } mentions { id username }';
+const MESSAGE_FIELDS = 'id roomId body createdAt editedAt sender { id username } mentions { id username }';
 const ROOM_EVENTS = `subscription($r: ID!, $after: ID) { roomEvents(roomId: $r, after: $after) {
   __typename
   ... on MessageAdded { message { ${MESSAGE_FIELDS} } }
@@ -1093,6 +1135,8 @@ async function openRoom(room) {
   $('messages').replaceChildren();
   $('typing').textContent = '';
   $('composer').hidden = false;
+  restoreDraft();
+  sessionStorage.setItem(OPEN_ROOM_KEY, JSON.stringify({ user: state.me.id, room: room.id }));
   watchMessages();
   for (const li of document.querySelectorAll('.rooms li')) li.classList.toggle('current', li.dataset.id === room.id);
   // Live first, then the history: a message sent in between shows once, in its place.
@@ -1104,8 +1148,10 @@ async function openRoom(room) {
   if (state.room && state.room.id === room.id) await loadNewest(room.id);
 }
 
-/// Leaves the room view (removed from the room, or it is gone), saying why.
-function closeRoom(why) {
+/// Leaves the room view (removed from the room, or it is gone), saying why. Unless `forget`
+/// is false (signing out), a reload no longer opens it.
+function closeRoom(why, { forget = true } = {}) {
+  if (forget) sessionStorage.removeItem(OPEN_ROOM_KEY);
   if (state.subscription) live.unsubscribe(state.subscription);
   Object.assign(state, { room: null, members: null, subscription: null, oldest: null, messages: new Map() });
   watchMessages();
@@ -1120,11 +1166,39 @@ function closeRoom(why) {
   $('typing').textContent = '';
   $('older').hidden = true;
   $('composer').hidden = true;
+  composer.elements.body.value = ''; // kept as the room's draft
+  editing.clear();
   $('chat').classList.remove('in-room');
   for (const li of document.querySelectorAll('.rooms li.current')) li.classList.remove('current');
   if (why) showError(why);
   if (state.me) loadRooms().catch(() => {});
 }
+
+/// Opens again the room that was open in this tab before a reload, or before the session
+/// ended, if it is still one of mine.
+async function reopenRoom() {
+  let kept = null;
+  try {
+    kept = JSON.parse(sessionStorage.getItem(OPEN_ROOM_KEY) || 'null');
+  } catch {
+    // Unreadable: nothing to open.
+  }
+  if (!kept || !state.me || kept.user !== state.me.id || state.room) return;
+  const room = state.myRooms.get(kept.room);
+  if (room) await openRoom(room);
+  else sessionStorage.removeItem(OPEN_ROOM_KEY);
+}
+
+$('leave').addEventListener('click', () => {
+  const { room } = state;
+  if (!room) return;
+  const back = room.visibility === 'PRIVATE' && !room.isDirect ? ' You will need an invitation to come back.' : '';
+  if (!confirm(`Leave ${room.name}?${back}`)) return;
+  busy($('leave'), async () => {
+    await gql('mutation($r: ID!) { leaveRoom(roomId: $r) }', { r: room.id });
+    if (state.room && state.room.id === room.id) closeRoom('');
+  });
+});
 
 /// The server ended the room's subscription: a member removed (in another tab, or while this
 /// page was away) is refused with FORBIDDEN, a room gone with NOT_FOUND.
@@ -1152,7 +1226,7 @@ async function loadNewest(roomId) {
   if (atBottom || messages.edges.length) scrollDown();
 }
 
-$('older').addEventListener('click', () => attempt(async () => {
+$('older').addEventListener('click', () => busy($('older'), async () => {
   const roomId = state.room.id;
   const { messages } = await gql(
     `query($r: ID!, $before: String) { messages(roomId: $r, last: 50, before: $before) { edges { node { ${MESSAGE_FIELDS} } } pageInfo { hasPreviousPage startCursor } } }`,
@@ -1182,26 +1256,17 @@ function onRoomEvent(roomId, payload) {
       upsertMessage(event.message);
       clearTyping(event.message.sender.username);
       break;
-    case 'MessageDeleted': {
-      const li = messageElement(event.messageId);
-      if (li) li.remove();
-      const message = state.messages.get(event.messageId);
-      state.messages.delete(event.messageId);
-      viewing.visible.delete(event.messageId);
-      if (event.deletedBy) {
-        const whose = message ? `A message by ${message.sender.username}` : 'A message';
-        notice(`${whose} was deleted by ${event.deletedBy.username}`);
-      }
+    case 'MessageDeleted':
+      markDeleted(event.messageId, event.deletedBy);
       break;
-    }
     case 'MemberJoined':
       meet(event.user);
       notice(`${event.user.username} joined`);
-      attempt(refreshRoom);
+      background(refreshRoom);
       break;
     case 'MemberLeft':
       notice(`${event.user.username} left`);
-      attempt(refreshRoom);
+      background(refreshRoom);
       break;
     case 'MemberKicked':
     case 'MemberBanned': {
@@ -1212,20 +1277,20 @@ function onRoomEvent(roomId, payload) {
         return;
       }
       notice(`${event.user.username} was ${banned ? 'banned' : 'removed'} by ${event.by.username}${why}`);
-      attempt(refreshRoom);
+      background(refreshRoom);
       break;
     }
     case 'MemberRoleChanged':
       notice(`${event.user.id === me ? 'You are' : `${event.user.username} is`} now ${event.role.toLowerCase()}`);
-      attempt(refreshRoom);
+      background(refreshRoom);
       break;
     case 'RoomUpdated':
       // The room as its members see it; my role, members and the room lists are read again.
       state.room = { ...state.room, ...event.room, myRole: state.room.myRole };
       renderRoomHead();
       notice('The room was updated');
-      attempt(refreshRoom);
-      attempt(loadRooms);
+      background(refreshRoom);
+      background(loadRooms);
       break;
     case 'Typing':
       if (event.user.username !== state.me.username) showTyping(event.user.username, event.typing);
@@ -1248,38 +1313,116 @@ function redrawMessages() {
   }
 }
 
-/// Shows a message in id order (ids are chronological), or updates it where it stands.
+/// Shows a message in id order (ids are chronological), or updates it where it stands. A
+/// message being edited keeps its editor.
 function upsertMessage(message) {
   const newest = state.newest.get(state.room.id);
   if (!newest || message.id > newest) state.newest.set(state.room.id, message.id);
   state.messages.set(message.id, message);
   meet(message.sender);
   let li = messageElement(message.id);
+  if (li && li.classList.contains('deleted')) return;
   if (!li) {
     li = document.createElement('li');
     li.dataset.id = message.id;
+    li.dataset.at = message.createdAt;
     const list = $('messages');
     const after = [...list.querySelectorAll('li[data-id]')].find((other) => other.dataset.id > message.id);
     list.insertBefore(li, after || null);
     if (viewing.observer) viewing.observer.observe(li);
+    renderDays();
   }
   li.classList.toggle('mentions-me', mentionsMe(message));
-  const time = new Date(message.createdAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const meta = messageMeta(message);
+  if (message.editedAt) meta.append(' · edited');
+  if (state.me && message.sender.id === state.me.id) {
+    meta.append(action('Edit', () => editMessage(message.id)), action('Delete', () => deleteMessage(message)));
+  } else if (outranks(message.sender.id)) {
+    meta.append(action('Delete', () => deleteMessage(message), 'Delete as a moderator'));
+  }
+  let body = editing.has(message.id) && li.querySelector('form.edit');
+  if (!body) {
+    body = document.createElement('div');
+    body.className = 'body';
+    body.replaceChildren(...messageBody(message));
+  }
+  li.replaceChildren(meta, body);
+}
+
+/// A message's author and time.
+function messageMeta(message) {
   const meta = document.createElement('div');
   meta.className = 'meta';
   const author = document.createElement('span');
   author.className = 'author';
   author.textContent = message.sender.username;
-  meta.append(author, `${time}${message.editedAt ? ' · edited' : ''}`);
-  if (state.me && message.sender.id === state.me.id) {
-    meta.append(action('Edit', () => editMessage(message)), action('Delete', () => deleteMessage(message.id)));
-  } else if (outranks(message.sender.id)) {
-    meta.append(action('Delete', () => deleteMessage(message.id), 'Delete as a moderator'));
-  }
+  const time = document.createElement('time');
+  time.dateTime = message.createdAt;
+  time.textContent = stamp(message.createdAt);
+  time.title = when(message.createdAt);
+  meta.append(author, time);
+  return meta;
+}
+
+/// A deleted message stays where it was, saying so, and by whom when a moderator deleted it.
+function markDeleted(id, by) {
+  const message = state.messages.get(id);
+  state.messages.delete(id);
+  editing.delete(id);
+  viewing.visible.delete(id);
+  const li = messageElement(id);
+  if (!li || li.classList.contains('deleted')) return;
+  if (viewing.observer) viewing.observer.unobserve(li);
+  li.classList.remove('mentions-me');
+  li.classList.add('deleted');
   const body = document.createElement('div');
   body.className = 'body';
-  body.replaceChildren(...withMentions(message));
-  li.replaceChildren(meta, body);
+  body.textContent = by ? `message deleted by ${by.username}` : 'message deleted';
+  li.replaceChildren(...(message ? [messageMeta(message)] : []), body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates: a message's time says its date too when it is not from today, and a divider stands
+// where the day changes (by this computer's calendar).
+
+const sameDay = (a, b) => a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth()
+  && a.getDate() === b.getDate();
+
+/// "14:05" today; "Nov 28, 14:05" on another day this year; "Nov 28, 2025, 14:05" before.
+function stamp(iso) {
+  const at = new Date(iso);
+  const now = new Date();
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (sameDay(at, now)) return time;
+  const year = at.getFullYear() === now.getFullYear() ? {} : { year: 'numeric' };
+  return `${at.toLocaleDateString([], { month: 'short', day: 'numeric', ...year })}, ${time}`;
+}
+
+/// A divider's words: "Today", "Yesterday", or the date.
+function dayName(at) {
+  const now = new Date();
+  const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (sameDay(at, now)) return 'Today';
+  if (sameDay(at, yesterday)) return 'Yesterday';
+  const year = at.getFullYear() === now.getFullYear() ? {} : { year: 'numeric' };
+  return at.toLocaleDateString([], { weekday: 'long', month: 'long', day: 'numeric', ...year });
+}
+
+/// Puts a divider before the first message shown of each day.
+function renderDays() {
+  const list = $('messages');
+  for (const old of list.querySelectorAll('li.day')) old.remove();
+  let last = null;
+  for (const li of list.querySelectorAll('li[data-id]')) {
+    const at = new Date(li.dataset.at);
+    if (last && sameDay(at, last)) continue;
+    last = at;
+    const day = document.createElement('li');
+    day.className = 'day';
+    day.setAttribute('role', 'separator');
+    day.textContent = dayName(at);
+    list.insertBefore(day, li);
+  }
 }
 
 /// Whether a message mentions me (the server names the members it mentions).
@@ -1287,28 +1430,77 @@ function mentionsMe(message) {
   return Boolean(state.me && message.mentions && message.mentions.some((user) => user.id === state.me.id));
 }
 
-/// A message's body as text nodes, with the `@name` of each member it mentions emphasised.
-/// A mention is found as the server finds it: an `@` that starts the body or follows a
-/// character no name has, then a name's characters less a trailing `.` or `-`.
-function withMentions(message) {
+/// A message's body as DOM nodes (never parsed as HTML): text, its web links as links, and
+/// the `@name` of each member it mentions emphasised.
+function messageBody(message) {
   const { body } = message;
+  const parts = [];
+  let done = 0;
+  for (const found of body.matchAll(LINK)) {
+    const text = trimLink(found[0]);
+    const href = safeHref(text);
+    if (!href) continue;
+    const link = document.createElement('a');
+    link.href = href;
+    link.target = '_blank';
+    link.rel = 'noopener noreferrer';
+    link.textContent = text;
+    parts.push(...withMentions(message, body.slice(done, found.index)), link);
+    done = found.index + text.length;
+  }
+  parts.push(...withMentions(message, body.slice(done)));
+  return parts;
+}
+
+/// A web address in a message: http or https only (never `javascript:`, `data:` and the like).
+const LINK = /\bhttps?:\/\/[^\s<>"]+/gi;
+
+/// A link less the punctuation that ends the sentence around it; a `)` stays when the link
+/// opened one.
+function trimLink(text) {
+  let end = text.length;
+  while (end > 0 && /[.,;:!?'"*)\]}]/.test(text[end - 1])) {
+    if (text[end - 1] === ')') {
+      const head = text.slice(0, end);
+      if (head.split('(').length > head.split(')').length - 1) break;
+    }
+    end -= 1;
+  }
+  return text.slice(0, end);
+}
+
+/// The address a link may point to, or null: only an http or https URL that parses.
+function safeHref(text) {
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    return null;
+  }
+  return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+}
+
+/// Text as text nodes, with the `@name` of each member the message mentions emphasised. A
+/// mention is found as the server finds it: an `@` that starts the text or follows a
+/// character no name has, then a name's characters less a trailing `.` or `-`.
+function withMentions(message, text) {
   const names = new Set((message.mentions || []).map((user) => user.username.toLowerCase()));
-  if (names.size === 0) return [body];
+  if (names.size === 0) return text ? [text] : [];
   const me = state.me ? state.me.username.toLowerCase() : null;
   const parts = [];
   let done = 0;
-  for (const found of body.matchAll(/(?<![A-Za-z0-9_.-])@([A-Za-z0-9_.-]+)/g)) {
+  for (const found of text.matchAll(/(?<![A-Za-z0-9_.-])@([A-Za-z0-9_.-]+)/g)) {
     const name = found[1].replace(/[.-]+$/, '');
     const key = name.toLowerCase();
     if (!names.has(key)) continue;
     const mention = document.createElement('strong');
     mention.className = key === me ? 'mention me' : 'mention';
     mention.textContent = `@${name}`;
-    parts.push(body.slice(done, found.index), mention);
+    parts.push(text.slice(done, found.index), mention);
     done = found.index + 1 + name.length;
   }
-  parts.push(body.slice(done));
-  return parts;
+  parts.push(text.slice(done));
+  return parts.filter((part) => part !== '');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1409,27 +1601,86 @@ function action(label, run, title = '') {
   button.className = 'link';
   button.textContent = label;
   button.title = title;
-  button.addEventListener('click', () => attempt(run));
+  button.addEventListener('click', () => busy(button, run));
   return button;
 }
 
-async function editMessage(message) {
-  const body = prompt('Edit your message', message.body);
-  if (body === null || body === message.body) return;
-  const { editMessage: edited } = await gql(
-    `mutation($m: ID!, $b: String!) { editMessage(messageId: $m, body: $b) { ${MESSAGE_FIELDS} } }`,
-    { m: message.id, b: body },
-  );
-  upsertMessage(edited);
+// Editing in place: the message's body becomes an editor; Enter saves, Shift+Enter starts a
+// new line, Escape (or Cancel) puts the message back as it was.
+const editing = new Set(); // ids of the messages being edited
+
+function editMessage(id) {
+  const message = state.messages.get(id);
+  const li = messageElement(id);
+  if (!message || !li || editing.has(id)) return;
+  editing.add(id);
+  const form = document.createElement('form');
+  form.className = 'edit';
+  const input = document.createElement('textarea');
+  input.name = 'body';
+  input.maxLength = 4000;
+  input.required = true;
+  input.rows = Math.min(8, message.body.split('\n').length);
+  input.value = message.body;
+  input.setAttribute('aria-label', 'Edit message');
+  const save = document.createElement('button');
+  save.type = 'submit';
+  save.textContent = 'Save';
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.className = 'secondary';
+  cancel.textContent = 'Cancel';
+  const hint = document.createElement('span');
+  hint.className = 'muted';
+  hint.textContent = 'Enter to save · Escape to cancel';
+  const row = document.createElement('div');
+  row.className = 'row';
+  row.append(save, cancel, hint);
+  form.append(input, row);
+
+  const close = () => {
+    editing.delete(id);
+    const now = state.messages.get(id);
+    if (now && form.isConnected) upsertMessage(now);
+  };
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey) {
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (event.key === 'Escape') {
+      event.preventDefault();
+      close();
+    }
+  });
+  cancel.addEventListener('click', close);
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const body = input.value;
+    if (body === state.messages.get(id)?.body) {
+      close();
+      return;
+    }
+    busy(save, async () => {
+      const { editMessage: edited } = await gql(
+        `mutation($m: ID!, $b: String!) { editMessage(messageId: $m, body: $b) { ${MESSAGE_FIELDS} } }`,
+        { m: id, b: body },
+      );
+      if (!state.room || state.room.id !== edited.roomId) return;
+      editing.delete(id);
+      upsertMessage(edited);
+    });
+  });
+
+  li.querySelector('.body').replaceWith(form);
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
 }
 
-async function deleteMessage(id) {
+async function deleteMessage(message) {
   if (!confirm('Delete this message?')) return;
-  await gql('mutation($m: ID!) { deleteMessage(messageId: $m) }', { m: id });
-  const li = messageElement(id);
-  if (li) li.remove();
-  state.messages.delete(id);
-  viewing.visible.delete(id);
+  await gql('mutation($m: ID!) { deleteMessage(messageId: $m) }', { m: message.id });
+  // A moderator's deletion says who deleted it.
+  markDeleted(message.id, message.sender.id === state.me.id ? null : state.me);
 }
 
 function notice(text) {
@@ -1485,6 +1736,7 @@ composer.elements.body.addEventListener('keydown', (event) => {
 
 composer.elements.body.addEventListener('input', () => {
   if (!state.room) return;
+  saveDraft();
   const roomId = state.room.id;
   if (Date.now() - typingSentAt > 3000) {
     typingSentAt = Date.now();
@@ -1501,23 +1753,57 @@ composer.addEventListener('submit', (event) => {
   event.preventDefault();
   const input = composer.elements.body;
   const body = input.value;
-  if (!body.trim() || !state.room) return;
+  const { room } = state;
+  if (!body.trim() || !room) return;
   pendingClientId = pendingClientId || crypto.randomUUID();
-  const button = composer.querySelector('button');
-  button.disabled = true;
-  attempt(async () => {
+  busy(composer.querySelector('button'), async () => {
     const { sendMessage } = await gql(
       `mutation($r: ID!, $b: String!, $c: String) { sendMessage(roomId: $r, body: $b, clientId: $c) { ${MESSAGE_FIELDS} } }`,
-      { r: state.room.id, b: body, c: pendingClientId },
+      { r: room.id, b: body, c: pendingClientId },
     );
     pendingClientId = null;
-    input.value = '';
     clearTimeout(typingTimer);
     typingSentAt = 0;
+    if (draftOf(room.id) === body) forgetDraft(room.id);
+    if (!state.room || state.room.id !== room.id) return;
+    if (input.value === body) input.value = '';
     upsertMessage(sendMessage);
     scrollDown();
-  }).finally(() => { button.disabled = false; input.focus(); });
+  }).finally(() => input.focus());
 });
+
+// Drafts: what is typed in a room's composer is kept until it is sent, per user and room, in
+// this tab's sessionStorage: switching rooms, a reload, or a session that ends (signing in
+// again) loses nothing. Logging out on purpose forgets them.
+const DRAFT_PREFIX = 'confab.draft.';
+const draftKey = (roomId) => `${DRAFT_PREFIX}${state.me.id}.${roomId}`;
+const draftOf = (roomId) => (state.me ? sessionStorage.getItem(draftKey(roomId)) : null);
+const forgetDraft = (roomId) => state.me && sessionStorage.removeItem(draftKey(roomId));
+
+function saveDraft() {
+  if (!state.me || !state.room) return;
+  const text = composer.elements.body.value;
+  try {
+    if (text) sessionStorage.setItem(draftKey(state.room.id), text);
+    else forgetDraft(state.room.id);
+  } catch {
+    // Storage full or refused: the draft is only in the composer.
+  }
+}
+
+function restoreDraft() {
+  composer.elements.body.value = (state.room && draftOf(state.room.id)) || '';
+}
+
+function forgetDrafts(userId) {
+  const prefix = `${DRAFT_PREFIX}${userId}.`;
+  const keys = [];
+  for (let i = 0; i < sessionStorage.length; i += 1) {
+    const key = sessionStorage.key(i);
+    if (key && key.startsWith(prefix)) keys.push(key);
+  }
+  for (const key of keys) sessionStorage.removeItem(key);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Start

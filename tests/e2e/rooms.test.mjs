@@ -131,7 +131,7 @@ test('a private room: hidden from others, an invitation by username, a moderator
 
   await spam.locator('button:text("Delete")').click();
   await bob.waitForSelector('#messages li:has-text("Buy cheap watches here")', { state: 'detached' });
-  await bob.waitForSelector('#messages li.notice:text-is("A message by bob was deleted by ada")');
+  await bob.waitForSelector('#messages li.deleted:has(.author:text-is("bob")) .body:text-is("message deleted by ada")');
   await ada.waitForSelector('#messages li:has-text("Buy cheap watches here")', { state: 'detached' });
   assert.equal(await bob.locator('#messages li:has-text("Welcome to the plans")').count(), 1);
   await bob.screenshot({ path: `${ARTIFACTS}/rooms-deleted-by-moderator.png` });

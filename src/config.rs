@@ -685,6 +685,50 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_hint_is_a_value_its_flag_takes() {
+        for within in [
+            TOKEN_TTL,
+            SESSION_TTL,
+            PRESENCE_TIMEOUT,
+            USERNAME_QUARANTINE,
+            WS_INIT_TIMEOUT,
+            WS_IDLE_TIMEOUT,
+            HEADER_READ_TIMEOUT,
+            TYPING_INTERVAL,
+        ] {
+            let min = humantime::parse_duration(within.min).unwrap();
+            let max = humantime::parse_duration(within.max).unwrap();
+            assert!(min < max, "{}", within.what);
+            for example in within.examples.iter().chain([&within.min, &within.max]) {
+                assert!(within.parse(example).is_ok(), "{}: {example}", within.what);
+            }
+            assert!(within.parse("forever").is_err());
+            assert!(
+                within
+                    .parse(&humantime::format_duration(max + Duration::from_secs(1)).to_string())
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let parse = |s: &str| s.parse::<ListenAddr>();
+        assert_eq!(parse("127.0.0.1:8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(parse("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        assert_eq!(parse("LocalHost:0").unwrap().to_string(), "localhost:0");
+        assert_eq!(parse("chat-1.internal:80").unwrap().port(), 80);
+        for bad in ["localhost", "localhost:http", ":8080", "::1:8080", "a b:80", "x:65536"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        for example in ADDR_USAGE.split("e.g. ").nth(1).unwrap().split([',', ' ']) {
+            if example.contains(':') {
+                assert!(parse(example).is_ok(), "{example}");
+            }
+        }
+    }
+
+    #[test]
     fn ttl_bounds() {
         assert_eq!(parse_ttl("24h"), Ok(Duration::from_secs(86400)));
         assert!(parse_ttl("1s").is_err());

@@ -27,7 +27,12 @@ pub struct Config {
     /// Address to listen on: HOST:PORT, where HOST is an IP address (IPv6 in brackets) or a
     /// name resolved at startup (`localhost:8080`); `0.0.0.0:8080` listens on every interface.
     /// Port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "CONFAB_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "CONFAB_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub addr: ListenAddr,
 
     /// Where data lives: `sqlite://PATH` (created on first run), `sqlite::memory:` (ephemeral),
@@ -179,7 +184,8 @@ enum Host {
 }
 
 /// How `--addr` is written; every example is accepted.
-const ADDR_USAGE: &str = "write HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080, localhost:8080 or [::1]:8080";
+const ADDR_USAGE: &str =
+    "write HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080, localhost:8080 or [::1]:8080";
 
 impl ListenAddr {
     pub fn port(&self) -> u16 {
@@ -268,7 +274,9 @@ impl std::str::FromStr for ListenAddr {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !name_like {
-            return Err(format!("{host:?} is not an IP address or a host name: {ADDR_USAGE}"));
+            return Err(format!(
+                "{host:?} is not an IP address or a host name: {ADDR_USAGE}"
+            ));
         }
         Ok(Self {
             host: Host::Name(host.to_ascii_lowercase()),
@@ -714,11 +722,21 @@ mod tests {
     #[test]
     fn listen_addresses() {
         let parse = |s: &str| s.parse::<ListenAddr>();
-        assert_eq!(parse("127.0.0.1:8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            parse("127.0.0.1:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
         assert_eq!(parse("[::1]:8080").unwrap().to_string(), "[::1]:8080");
         assert_eq!(parse("LocalHost:0").unwrap().to_string(), "localhost:0");
         assert_eq!(parse("chat-1.internal:80").unwrap().port(), 80);
-        for bad in ["localhost", "localhost:http", ":8080", "::1:8080", "a b:80", "x:65536"] {
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":8080",
+            "::1:8080",
+            "a b:80",
+            "x:65536",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         for example in ADDR_USAGE.split("e.g. ").nth(1).unwrap().split([',', ' ']) {

@@ -105,9 +105,15 @@ mod tests {
     fn a_generated_key_is_kept_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("jwt-secret");
-        assert!(load_key(&path).unwrap().is_none(), "finding a key writes nothing");
+        assert!(
+            load_key(&path).unwrap().is_none(),
+            "finding a key writes nothing"
+        );
         assert!(!path.exists());
-        let first = signing_key(None, path.parent()).unwrap().into_bytes().unwrap();
+        let first = signing_key(None, path.parent())
+            .unwrap()
+            .into_bytes()
+            .unwrap();
         assert!(first.len() >= 32);
         assert_eq!(load_key(&path).unwrap(), Some(first.clone()));
         assert!(matches!(

@@ -586,7 +586,13 @@ fn addr_takes_host_names_and_ip_addresses() {
 fn listing(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .expect("read the directory")
-        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect()
 }
 
@@ -688,9 +694,13 @@ fn every_suggestion_in_a_refusal_is_a_value_the_flag_takes() {
         assert_eq!(output.status.code(), Some(2), "{flag} {bad}");
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let suggested = suggestions(&stderr);
-        assert!(!suggested.is_empty(), "{flag} {bad}: no suggestion in {stderr}");
+        assert!(
+            !suggested.is_empty(),
+            "{flag} {bad}: no suggestion in {stderr}"
+        );
         for value in suggested {
-            let output = run_to_exit(confab().args([flag, &value, "--database-url", "postgres://x"]));
+            let output =
+                run_to_exit(confab().args([flag, &value, "--database-url", "postgres://x"]));
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(
                 stderr.contains("--database-url must start with"),

@@ -521,7 +521,11 @@ async fn the_openapi_document_covers_every_route() {
         document["info"]["license"]["identifier"],
         env!("CARGO_PKG_LICENSE")
     );
-    assert_eq!(document["servers"][0]["url"], "/", "{}", document["servers"]);
+    assert_eq!(
+        document["servers"][0]["url"], "/",
+        "{}",
+        document["servers"]
+    );
 }
 
 /// Every REST reply, and the server's own JSON routes', ends with a newline, so that `curl`
@@ -535,7 +539,9 @@ async fn every_rest_reply_ends_with_a_newline() {
     let room = rest.create_room(&token, "lines").await;
     rest.send(&token, &room, "one").await;
     let requests = [
-        app.http.get(app.url(&format!("/get_messages/{room}"))).bearer_auth(&token),
+        app.http
+            .get(app.url(&format!("/get_messages/{room}")))
+            .bearer_auth(&token),
         app.http.get(app.url("/get_rooms")).bearer_auth(&token),
         app.http.get(app.url("/get_rooms")),
         app.http.get(app.url("/me/export")).bearer_auth(&token),
@@ -550,10 +556,20 @@ async fn every_rest_reply_ends_with_a_newline() {
     for request in requests {
         let response = request.send().await.expect("a reply");
         let what = format!("{} {}", response.status(), response.url().path());
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("application/json"), "{what}: {content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: {content_type}"
+        );
         let body = response.bytes().await.expect("a body");
-        assert!(body.ends_with(b"}\n"), "{what}: {:?}", String::from_utf8_lossy(&body));
+        assert!(
+            body.ends_with(b"}\n"),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
         let _: Value = serde_json::from_slice(&body).expect("still one JSON document");
     }
 }

@@ -14,6 +14,8 @@
 #   CONFAB_BIN=target/debug/confab deploy/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# hadolint and check-jsonschema from pip: in Python's scripts directory, on PATH or not.
+PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 
 bin=${CONFAB_BIN:?set CONFAB_BIN to a built confab binary (for the systemd unit check)}
 bin=$(realpath "$bin")

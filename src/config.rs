@@ -4,7 +4,12 @@
 //! `--help` shows. Values are validated here, at startup, so that a bad setting is one clear
 //! line and exit code 2 rather than a failure deep inside the server.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
@@ -19,9 +24,16 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address to listen on; port 0 picks a free port (the bound address is logged).
-    #[arg(long, env = "CONFAB_ADDR", default_value = "127.0.0.1:8080")]
-    pub addr: SocketAddr,
+    /// Address to listen on: HOST:PORT, where HOST is an IP address (IPv6 in brackets) or a
+    /// name resolved at startup (`localhost:8080`); `0.0.0.0:8080` listens on every interface.
+    /// Port 0 picks a free port (the bound address is logged).
+    #[arg(
+        long,
+        env = "CONFAB_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub addr: ListenAddr,
 
     /// Where data lives: `sqlite://PATH` (created on first run), `sqlite::memory:` (ephemeral),
     /// or `mongodb://…` / `mongodb+srv://…`.
@@ -70,32 +82,32 @@ pub struct Config {
 
     /// How long a deleted account's username stays taken, so that nobody takes over a name
     /// others trust at once (`0s`: freed at once).
-    #[arg(long, env = "CONFAB_USERNAME_QUARANTINE", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "CONFAB_USERNAME_QUARANTINE", default_value = "30d", value_parser = parse_username_quarantine)]
     pub username_quarantine: Duration,
 
     /// How long a WebSocket may stay open without sending `connection_init`.
-    #[arg(long, env = "CONFAB_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CONFAB_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_ws_init_timeout)]
     pub ws_init_timeout: Duration,
 
-    /// Most operations one WebSocket connection may run at once.
-    #[arg(long, env = "CONFAB_WS_MAX_OPERATIONS", default_value_t = 100)]
+    /// Most operations one WebSocket connection may run at once (1 to 10000).
+    #[arg(long, env = "CONFAB_WS_MAX_OPERATIONS", default_value_t = 100, value_parser = count(1, 10_000))]
     pub ws_max_operations: usize,
 
     /// How long an acknowledged WebSocket may run no operation before it is closed (1000).
-    #[arg(long, env = "CONFAB_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "CONFAB_WS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_ws_idle_timeout)]
     pub ws_idle_timeout: Duration,
 
     /// How long a client may take to send a request's head; also how long an idle keep-alive
     /// connection stays open.
-    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_header_read_timeout)]
     pub header_read_timeout: Duration,
 
     /// Most client connections at once (lowered to fit the open-files limit, with a warning).
-    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = 20_000)]
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = count(1, 1_000_000))]
     pub max_connections: usize,
 
     /// Most connections at once from one client address (trusted proxies aside).
-    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = count(1, 1_000_000))]
     pub max_connections_per_ip: usize,
 
     /// Proxies whose `X-Forwarded-For` names the client (comma-separated CIDRs, e.g.
@@ -149,12 +161,138 @@ pub struct Config {
     pub limit_joins: Rate,
 
     /// At most one typing notice (and one stop) per user and room this often; more are dropped.
-    #[arg(long, env = "CONFAB_TYPING_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "CONFAB_TYPING_INTERVAL", default_value = "2s", value_parser = parse_typing_interval)]
     pub typing_interval: Duration,
 
     /// Most rooms one user may be a member of.
-    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_USER", default_value_t = 1000)]
+    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_USER", default_value_t = 1000, value_parser = count(1, 100_000))]
     pub max_rooms_per_user: usize,
+}
+
+/// `--addr`: where to listen, as HOST:PORT. The host is an IP address or a name, resolved when
+/// the server binds (so that `localhost:8080` works as it does for other servers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    host: Host,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+/// How `--addr` is written; every example is accepted.
+const ADDR_USAGE: &str =
+    "write HOST:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080, localhost:8080 or [::1]:8080";
+
+impl ListenAddr {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The addresses the host stands for, in the resolver's order: an IP address as it is, a
+    /// name looked up (off the async threads). An error is one sentence naming the host.
+    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        let name = match &self.host {
+            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(name) => name,
+        };
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), self.port))
+            .await
+            .map_err(|e| format!("--addr {self}: cannot resolve {name:?}: {e}"))?
+            .collect();
+        if found.is_empty() {
+            return Err(format!("--addr {self}: {name:?} resolves to no address"));
+        }
+        Ok(found)
+    }
+
+    /// Where a client on this machine reaches a server listening here: the loopback address
+    /// of the same family when the server listens on every interface.
+    pub async fn local_targets(&self) -> Result<Vec<SocketAddr>, String> {
+        Ok(self
+            .resolve()
+            .await?
+            .into_iter()
+            .map(|mut addr| {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr.ip() {
+                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    });
+                }
+                addr
+            })
+            .collect())
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(addr.into());
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!("{s:?} has no port: {ADDR_USAGE}"));
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port (0 to 65535): {ADDR_USAGE}"))?;
+        if host.contains(':') || host.starts_with('[') {
+            return Err(format!(
+                "{s:?}: write an IPv6 address in brackets, e.g. [::1]:{port} or [::]:{port}"
+            ));
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(Self {
+                host: Host::Ip(ip),
+                port,
+            });
+        }
+        // A host name: labels of letters, digits and hyphens, at most 253 bytes.
+        let name_like = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !name_like {
+            return Err(format!(
+                "{host:?} is not an IP address or a host name: {ADDR_USAGE}"
+            ));
+        }
+        Ok(Self {
+            host: Host::Name(host.to_ascii_lowercase()),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            Host::Ip(ip) => write!(f, "{ip}:{}", self.port),
+            Host::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
 }
 
 /// `on` or `off`.
@@ -211,6 +349,10 @@ pub struct ConfigError(pub String);
 pub enum Command {
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Ask the server listening on `--addr` for `/healthz` (on this machine's loopback when it
+    /// listens on every interface): exit 0 when it answers 200 within 5 s, 1 otherwise. For
+    /// container health checks, with no HTTP client in the image.
+    Healthcheck,
     /// Manage server admins and invitations in the database `--database-url` names (with
     /// SQLite, while the server is stopped: one process holds the file).
     Admin {
@@ -271,36 +413,133 @@ impl std::str::FromStr for Secret {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 90m, 24h)"))
+/// What a duration flag takes: its bounds, and examples within them for its error message.
+/// Every message a refused value gets names only values the flag then accepts (a test checks
+/// each example and both bounds).
+struct Within {
+    what: &'static str,
+    /// The least and the most accepted, as written in messages (and parsed from there).
+    min: &'static str,
+    max: &'static str,
+    examples: &'static [&'static str],
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = parse_duration(s)?;
-    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(366 * 24 * 3600) {
-        return Err("a lifetime must be between 1m and 366d".into());
-    }
-    Ok(ttl)
-}
+/// `--token-ttl`. Renewal costs a client one request, so a short lifetime is a choice (a
+/// client's test suite, a page's renewal watched in a browser), not a mistake. Below 10s a
+/// token (whose expiry counts whole seconds) could expire between a client's check and its
+/// request.
+const TOKEN_TTL: Within = Within {
+    what: "an access token's lifetime",
+    min: "10s",
+    max: "366d",
+    examples: &["15m", "1h", "30s"],
+};
+/// `--session-ttl`.
+const SESSION_TTL: Within = Within {
+    what: "a session's lifetime",
+    min: "1m",
+    max: "366d",
+    examples: &["30d", "12h", "90m"],
+};
+/// `--presence-timeout`.
+const PRESENCE_TIMEOUT: Within = Within {
+    what: "the presence timeout",
+    min: "1s",
+    max: "1h",
+    examples: &["30s", "2m", "5s"],
+};
+/// `--username-quarantine` (`0s`: a deleted account's name is free at once).
+const USERNAME_QUARANTINE: Within = Within {
+    what: "the username quarantine",
+    min: "0s",
+    max: "3650d",
+    examples: &["30d", "1y", "0s"],
+};
+/// `--ws-init-timeout`.
+const WS_INIT_TIMEOUT: Within = Within {
+    what: "the WebSocket init timeout",
+    min: "1s",
+    max: "10m",
+    examples: &["10s", "30s", "1m"],
+};
+/// `--ws-idle-timeout`.
+const WS_IDLE_TIMEOUT: Within = Within {
+    what: "the WebSocket idle timeout",
+    min: "1s",
+    max: "1d",
+    examples: &["60s", "5m", "1h"],
+};
+/// `--header-read-timeout`.
+const HEADER_READ_TIMEOUT: Within = Within {
+    what: "the header read timeout",
+    min: "1s",
+    max: "10m",
+    examples: &["10s", "30s", "2m"],
+};
+/// `--typing-interval`.
+const TYPING_INTERVAL: Within = Within {
+    what: "the typing interval",
+    min: "100ms",
+    max: "10m",
+    examples: &["2s", "500ms", "5s"],
+};
 
-/// An access token's lifetime: as [`parse_ttl`], but from 10s. Renewal costs a client one
-/// request, so a short lifetime is a choice (a client's test suite, a page's renewal watched
-/// in a browser), not a mistake. Below 10s a token (whose expiry counts whole seconds) could
-/// expire between a client's check and its request.
-fn parse_presence_timeout(s: &str) -> Result<Duration, String> {
-    let timeout = parse_duration(s)?;
-    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3600) {
-        return Err("the presence timeout must be between 1s and 1h".into());
+impl Within {
+    fn parse(&self, s: &str) -> Result<Duration, String> {
+        let (min, max) = (self.min, self.max);
+        let examples = match self.examples {
+            [most @ .., last] if !most.is_empty() => format!("{} or {last}", most.join(", ")),
+            all => all.join(""),
+        };
+        let value = humantime::parse_duration(s.trim()).map_err(|_| {
+            format!("{s:?} is not a duration: write a number and a unit, e.g. {examples} (from {min} to {max})")
+        })?;
+        let bound = |text: &str| humantime::parse_duration(text).unwrap_or_default();
+        if value < bound(min) || value > bound(max) {
+            return Err(format!(
+                "{s:?} is out of range: {} must be from {min} to {max}, e.g. {examples}",
+                self.what
+            ));
+        }
+        Ok(value)
     }
-    Ok(timeout)
 }
 
 fn parse_token_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = parse_duration(s)?;
-    if ttl < Duration::from_secs(10) || ttl > Duration::from_secs(366 * 24 * 3600) {
-        return Err("an access token's lifetime must be between 10s and 366d".into());
-    }
-    Ok(ttl)
+    TOKEN_TTL.parse(s)
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    SESSION_TTL.parse(s)
+}
+
+fn parse_presence_timeout(s: &str) -> Result<Duration, String> {
+    PRESENCE_TIMEOUT.parse(s)
+}
+
+fn parse_username_quarantine(s: &str) -> Result<Duration, String> {
+    USERNAME_QUARANTINE.parse(s)
+}
+
+fn parse_ws_init_timeout(s: &str) -> Result<Duration, String> {
+    WS_INIT_TIMEOUT.parse(s)
+}
+
+fn parse_ws_idle_timeout(s: &str) -> Result<Duration, String> {
+    WS_IDLE_TIMEOUT.parse(s)
+}
+
+fn parse_header_read_timeout(s: &str) -> Result<Duration, String> {
+    HEADER_READ_TIMEOUT.parse(s)
+}
+
+fn parse_typing_interval(s: &str) -> Result<Duration, String> {
+    TYPING_INTERVAL.parse(s)
+}
+
+/// A count flag's parser: whole numbers from `min` to `max` (clap's message names the range).
+fn count(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
 }
 
 /// Which store a `--database-url` names.
@@ -355,7 +594,7 @@ impl Config {
         let defaults = RateLimits::defaults();
         Self {
             command: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
             database_url: "sqlite::memory:".into(),
             redis_url: None,
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),
@@ -451,6 +690,60 @@ mod tests {
         );
         assert!(parse_origin("chat.example.com").is_err());
         assert!(parse_origin("https://chat.example.com/path").is_err());
+    }
+
+    #[test]
+    fn every_duration_hint_is_a_value_its_flag_takes() {
+        for within in [
+            TOKEN_TTL,
+            SESSION_TTL,
+            PRESENCE_TIMEOUT,
+            USERNAME_QUARANTINE,
+            WS_INIT_TIMEOUT,
+            WS_IDLE_TIMEOUT,
+            HEADER_READ_TIMEOUT,
+            TYPING_INTERVAL,
+        ] {
+            let min = humantime::parse_duration(within.min).unwrap();
+            let max = humantime::parse_duration(within.max).unwrap();
+            assert!(min < max, "{}", within.what);
+            for example in within.examples.iter().chain([&within.min, &within.max]) {
+                assert!(within.parse(example).is_ok(), "{}: {example}", within.what);
+            }
+            assert!(within.parse("forever").is_err());
+            assert!(
+                within
+                    .parse(&humantime::format_duration(max + Duration::from_secs(1)).to_string())
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let parse = |s: &str| s.parse::<ListenAddr>();
+        assert_eq!(
+            parse("127.0.0.1:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(parse("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        assert_eq!(parse("LocalHost:0").unwrap().to_string(), "localhost:0");
+        assert_eq!(parse("chat-1.internal:80").unwrap().port(), 80);
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":8080",
+            "::1:8080",
+            "a b:80",
+            "x:65536",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        for example in ADDR_USAGE.split("e.g. ").nth(1).unwrap().split([',', ' ']) {
+            if example.contains(':') {
+                assert!(parse(example).is_ok(), "{example}");
+            }
+        }
     }
 
     #[test]

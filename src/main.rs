@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use confab::{
     config::{AdminAction, Command, Config, DatabaseUrl},
-    server::{Application, ConfigError},
+    server::Application,
 };
 use tracing_subscriber::fmt::writer::MakeWriterExt as _;
 
@@ -16,6 +16,15 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Admin { action }) => return admin(&config, action).await,
+        Some(Command::Healthcheck) => {
+            return match confab::server::healthcheck::check(&config.addr).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => {}
     }
     // Warnings and errors go to stderr, the rest to stdout: a refused start is one line where
@@ -29,15 +38,13 @@ async fn main() -> ExitCode {
     );
 
     let stop = shutdown_signal();
+    // Every refused start exits 2, whatever refused it (a flag, the port, the database, Redis),
+    // so a supervisor tells "would not start" (2) from "stopped with an error" (1).
     let app = match Application::build(&config).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("{e:#}");
-            return if e.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            };
+            return ExitCode::from(2);
         }
     };
     match app.run_until_stopped(stop).await {

@@ -4,12 +4,12 @@
 //! so tests start the real server exactly as `main` does. [`connections`] accepts them.
 
 pub mod connections;
+pub mod healthcheck;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use axum::{
-    Json, Router,
+    Router,
     extract::{FromRef, RawQuery, State, ws::WebSocketUpgrade},
     http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
@@ -26,14 +26,14 @@ use tower_http::{
 use crate::{
     auth::{self, ClientIp, Tokens},
     bus::{EventBus, LocalBus, redis::RedisBus},
-    config::{Config, DatabaseUrl},
+    config::{Config, DatabaseUrl, ListenAddr},
     error::Code,
     graphql::{
         self, build_schema,
         endpoint::{GraphqlState, WsStats},
         ws::fanout::Renders,
     },
-    http::Problem,
+    http::{Json, Problem},
     metrics::{self, Metrics},
     rest,
     service::{
@@ -78,13 +78,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store, builds the schema and routes, and binds the listener.
+    /// Binds the listener, opens the store, and builds the schema and routes.
+    ///
+    /// Everything that can refuse the start without writing comes first: the listener (a port
+    /// in use, a name that does not resolve), Redis, and a key file already kept. Only then are
+    /// files created (the SQLite database, a generated key), so a refused start leaves none.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let url = DatabaseUrl::parse(&config.database_url).map_err(ConfigError)?;
-        let store = store::connect(&url).await?;
-        let data_dir = url.data_dir();
-        let secret = auth::signing_key(config.jwt_secret.as_ref(), data_dir.as_deref())?;
-        let tokens = Tokens::new(&secret, config.token_ttl);
+        let listener = bind(&config.addr).await?;
+        let addr = listener.local_addr()?;
+        if let Some(url) = &config.redis_url {
+            crate::bus::redis::probe(url).await?;
+        }
         let bus: Arc<dyn EventBus> = match &config.redis_url {
             Some(url) => RedisBus::connect(url).await?,
             None => Arc::new(LocalBus::new()),
@@ -94,18 +99,23 @@ impl Application {
             Some(url) => Arc::new(RedisLimiter::connect(url).await?),
             None => MemoryLimiter::new(),
         };
-        let limits = connection_limits(config, rates.enabled);
-        let guards = Guards {
-            rates,
-            limiter,
-            max_rooms_per_user: config.max_rooms_per_user,
-        };
         let presence: Arc<dyn crate::service::presence::PresenceTracker> = match &config.redis_url {
             Some(url) => {
                 crate::service::presence::RedisPresence::connect(url, config.presence_timeout)
                     .await?
             }
             None => crate::service::presence::MemoryPresence::new(config.presence_timeout),
+        };
+        let data_dir = url.data_dir();
+        let key = auth::signing_key(config.jwt_secret.as_ref(), data_dir.as_deref())?;
+        let store = store::connect(&url).await?;
+        let secret = key.into_bytes()?;
+        let tokens = Tokens::new(&secret, config.token_ttl);
+        let limits = connection_limits(config, rates.enabled);
+        let guards = Guards {
+            rates,
+            limiter,
+            max_rooms_per_user: config.max_rooms_per_user,
         };
         let service = Arc::new(
             ChatService::new(
@@ -142,10 +152,6 @@ impl Application {
                 stats: stats.clone(),
             },
         };
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.addr))?;
-        let addr = listener.local_addr()?;
         let (socketio, _io) = socketio::layer(state.service.clone());
         Ok(Self {
             listener,
@@ -199,6 +205,25 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Listens on the first address `--addr` stands for that takes it (a name may stand for
+/// several: `localhost` for 127.0.0.1 and ::1).
+async fn bind(addr: &ListenAddr) -> anyhow::Result<TcpListener> {
+    let mut refused = None;
+    for candidate in addr.resolve().await.map_err(ConfigError)? {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => refused = Some((candidate, e)),
+        }
+    }
+    Err(match refused {
+        Some((candidate, e)) if candidate.to_string() == addr.to_string() => {
+            anyhow::anyhow!("cannot listen on {addr}: {e}")
+        }
+        Some((candidate, e)) => anyhow::anyhow!("cannot listen on {addr} ({candidate}): {e}"),
+        None => anyhow::anyhow!("--addr {addr} names no address"),
+    })
 }
 
 /// The connection caps and timeouts the flags ask for, within the open-files limit (raised to

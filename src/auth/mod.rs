@@ -6,7 +6,7 @@ mod signing_key;
 mod token;
 
 pub use password::Passwords;
-pub use signing_key::signing_key;
+pub use signing_key::{SigningKey, signing_key};
 pub use token::{Claims, Tokens, hash_refresh_token, new_refresh_token, refresh_token_session};
 
 use std::net::IpAddr;

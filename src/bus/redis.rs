@@ -55,6 +55,30 @@ struct Envelope {
     revoked: Option<Revocation>,
 }
 
+/// How long startup waits for Redis to answer its first PING.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Startup's first word with Redis: one connection and a PING within [`PROBE_TIMEOUT`]. An
+/// unreachable Redis is then one line within seconds; the connection managers the bus, the
+/// limiter and presence keep would retry with backoff for several seconds first.
+pub async fn probe(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)
+        .map_err(|e| ConfigError(format!("--redis-url is not a valid Redis URL: {e}")))?;
+    let host = client.get_connection_info().addr().to_string();
+    let ping = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot reach Redis at {host}: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach Redis at {host}: no answer in {} s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 pub struct RedisBus {
     local: LocalBus,
     origin: u64,

@@ -12,7 +12,6 @@
 //! from the GraphQL API; [`legacy_field`] is the one table of those names.
 
 use axum::{
-    Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -124,19 +123,21 @@ impl Problem {
         json!({"errors": [self.graphql_error()]})
     }
 
-    /// The REST-shaped response, with `Retry-After` and `WWW-Authenticate` where they belong.
+    /// The REST-shaped response, with `Retry-After` and `WWW-Authenticate` where they belong,
+    /// ending with a newline as every REST reply does.
     pub fn rest_response(&self) -> Response {
-        self.response(self.rest_body())
+        self.response(super::Json(self.rest_body()))
     }
 
-    /// The GraphQL-shaped response, with the same headers.
+    /// The GraphQL-shaped response, with the same headers (and no newline after it, as the
+    /// GraphQL transport's other responses).
     pub fn graphql_response(&self) -> Response {
-        self.response(self.graphql_body())
+        self.response(axum::Json(self.graphql_body()))
     }
 
-    fn response(&self, body: Value) -> Response {
+    fn response(&self, body: impl IntoResponse) -> Response {
         let status = self.status();
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, body).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

@@ -12,7 +12,7 @@ mod views;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{FromRef, FromRequestParts, Path, RawQuery, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode, request::Parts},
     response::{IntoResponse, Response},
@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 use crate::{
     auth::{Caller, Claims, ClientIp},
     error::Error,
-    http::{Problem, auth as edge_auth},
+    http::{Json, Problem, auth as edge_auth},
     model::{RoomVisibility, UserId, parse_id},
     service::{ChatService, PageArgs},
 };
@@ -282,7 +282,7 @@ async fn export(
                 break;
             }
         }
-        yield Ok(b"]}".to_vec());
+        yield Ok(b"]}\n".to_vec());
     };
     Ok((
         [
@@ -551,8 +551,12 @@ async fn mark_read(
 #[openapi(
     info(
         title = "Confab REST compatibility API",
-        description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one."
+        description = "The original chat service's REST routes, served by Confab. The GraphQL API at /graphql is the full one.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
+    // Relative: the routes are at the root of the server that serves this document, wherever
+    // it is deployed.
+    servers((url = "/", description = "The Confab server that serves this document")),
     paths(register, login, refresh, logout, export, create_room, join_room, send_message, delete_message, get_messages, get_rooms, mark_read),
     modifiers(&BearerScheme)
 )]

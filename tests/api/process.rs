@@ -185,7 +185,7 @@ fn an_unreachable_mongodb_is_one_clear_line_naming_the_host() {
         .arg("mongodb://127.0.0.1:1/chat?serverSelectionTimeoutMS=300")
         .output()
         .expect("confab runs");
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2));
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -374,9 +374,8 @@ async fn a_database_confab_cannot_write_is_refused_at_startup() {
         let output = run_to_exit(&mut command);
 
         let line = refusal(&output);
-        // Not a configuration mistake (2): the environment refuses, as with an unreachable
-        // MongoDB.
-        assert_eq!(output.status.code(), Some(1), "{layout}: {line}");
+        // Like every refused start.
+        assert_eq!(output.status.code(), Some(2), "{layout}: {line}");
         assert!(
             line.contains(&database.display().to_string()),
             "{layout}: {line}"
@@ -397,6 +396,7 @@ async fn a_second_confab_on_one_database_is_refused_and_the_lock_never_goes_stal
 
     let second = run_to_exit(confab().args(on_file(&database)));
     let line = refusal(&second);
+    assert_eq!(second.status.code(), Some(2), "{line}");
     assert!(line.contains("another Confab"), "{line}");
     assert!(line.contains(&format!("pid {}", first.0.id())), "{line}");
     assert!(line.contains(&database.display().to_string()), "{line}");
@@ -547,4 +547,193 @@ async fn admin_commands_make_invitations_and_admins_for_a_stopped_server() {
     assert!(made["createInviteCode"].is_string(), "{made}");
     server.kill().ok();
     server.wait().ok();
+}
+
+/// `--addr` takes a host name, resolved at startup, as well as IP addresses (IPv6 in brackets);
+/// a name that does not resolve is a refused start in one line.
+#[test]
+fn addr_takes_host_names_and_ip_addresses() {
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut addrs = vec!["localhost:0", "127.0.0.1:0"];
+    if ipv6 {
+        addrs.push("[::1]:0");
+    }
+    for addr in addrs {
+        let mut command = confab();
+        command.args(["--addr", addr, "--database-url", "sqlite::memory:"]);
+        command.args(["--jwt-secret", SECRET]);
+        let (server, url) = serve(command);
+        let _server = Running(server);
+        let answer = std::net::TcpStream::connect(url.trim_start_matches("http://"));
+        assert!(answer.is_ok(), "{addr}: {url}");
+    }
+
+    let output = run_to_exit(confab().args([
+        "--addr",
+        "no-such-host.invalid:8080",
+        "--database-url",
+        "sqlite::memory:",
+    ]));
+    let line = refusal(&output);
+    assert_eq!(output.status.code(), Some(2), "{line}");
+    assert!(
+        line.contains("cannot resolve \"no-such-host.invalid\""),
+        "{line}"
+    );
+}
+
+/// Names every file and directory under `dir`, for a message.
+fn listing(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read the directory")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// A refused start writes nothing: started in an empty directory with the defaults (which
+/// create `data/confab.db` and `data/jwt-secret`), it leaves the directory empty, and exits 2
+/// like every other refusal.
+#[test]
+fn a_port_in_use_is_refused_with_code_2_and_nothing_written() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_to_exit(confab().current_dir(dir.path()).args(["--addr", &addr]));
+    let line = refusal(&output);
+    assert_eq!(output.status.code(), Some(2), "{line}");
+    assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
+    assert!(line.contains("in use"), "{line}");
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+/// An unreachable Redis refuses the start in one line, fast, and before anything is written:
+/// whether nothing listens there, or something accepts connections and never answers. (Only
+/// a generous upper bound on the time: the connection managers' retries took about 10 s.)
+#[test]
+fn an_unreachable_redis_is_one_line_within_seconds_and_nothing_written() {
+    // Accepts connections (the kernel completes them) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let silent = format!("redis://{}", silent.local_addr().unwrap());
+    for redis in ["redis://127.0.0.1:1", silent.as_str()] {
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let output = run_to_exit(confab().current_dir(dir.path()).args([
+            "--addr",
+            "127.0.0.1:0",
+            "--redis-url",
+            redis,
+        ]));
+        let took = started.elapsed();
+        let line = refusal(&output);
+        assert_eq!(output.status.code(), Some(2), "{redis}: {line}");
+        assert!(line.contains("cannot reach Redis at 127.0.0.1:"), "{line}");
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{redis}: refused after {took:?}"
+        );
+        assert_eq!(listing(dir.path()), Vec::<String>::new(), "{redis}");
+    }
+}
+
+/// The values a refusal suggests ("e.g. …", "examples: …", and "from MIN to MAX"), parsed
+/// out of its message.
+fn suggestions(message: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for marker in ["e.g. ", "examples: "] {
+        for (at, _) in message.match_indices(marker) {
+            let rest = &message[at + marker.len()..];
+            let end = rest.find([';', '(', ')', '\n']).unwrap_or(rest.len());
+            found.extend(
+                rest[..end]
+                    .split(", ")
+                    .flat_map(|part| part.split(" or "))
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    }
+    for (at, _) in message.match_indices("from ") {
+        let words: Vec<&str> = message[at + "from ".len()..].split_whitespace().collect();
+        if let [min, "to", max, ..] = words[..] {
+            let clean = |s: &str| s.trim_end_matches([',', ')', ';']).to_owned();
+            found.extend([clean(min), clean(max)]);
+        }
+    }
+    found
+}
+
+/// A refused value's message suggests only values its flag takes: each suggestion, given to
+/// the flag, gets past it (the start is then refused by the database URL, checked later).
+#[test]
+fn every_suggestion_in_a_refusal_is_a_value_the_flag_takes() {
+    let cases: &[(&str, &str)] = &[
+        ("--token-ttl", "forever"),
+        ("--token-ttl", "5s"),
+        ("--session-ttl", "forever"),
+        ("--session-ttl", "30s"),
+        ("--presence-timeout", "2h"),
+        ("--username-quarantine", "forever"),
+        ("--ws-init-timeout", "0s"),
+        ("--ws-idle-timeout", "forever"),
+        ("--header-read-timeout", "0s"),
+        ("--typing-interval", "0s"),
+        ("--limit-messages", "0/1s"),
+        ("--addr", "localhost"),
+        ("--addr", "::1:8080"),
+        ("--trusted-proxies", "10.0.0.0/33"),
+        ("--cors-origins", "chat.example.com"),
+    ];
+    for &(flag, bad) in cases {
+        let output = run_to_exit(confab().args([flag, bad]));
+        assert_eq!(output.status.code(), Some(2), "{flag} {bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let suggested = suggestions(&stderr);
+        assert!(
+            !suggested.is_empty(),
+            "{flag} {bad}: no suggestion in {stderr}"
+        );
+        for value in suggested {
+            let output =
+                run_to_exit(confab().args([flag, &value, "--database-url", "postgres://x"]));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("--database-url must start with"),
+                "{flag} {bad} suggests {value:?}, which {flag} refuses: {stderr}"
+            );
+        }
+    }
+}
+
+/// `confab healthcheck` (a container's HEALTHCHECK): 0 while the server on `--addr` answers
+/// `/healthz`, reaching a server that listens on every interface through loopback; 1 once it
+/// is gone.
+#[test]
+fn healthcheck_is_0_while_the_server_answers_and_1_after() {
+    let mut command = confab();
+    command.args(["--addr", "0.0.0.0:0", "--database-url", "sqlite::memory:"]);
+    command.args(["--jwt-secret", SECRET]);
+    let (server, url) = serve(command);
+    let mut server = Running(server);
+    let port = url.rsplit(':').next().expect("a port").to_owned();
+    let check = |addr: &str| run_to_exit(confab().args(["healthcheck", "--addr", addr]));
+
+    for addr in [format!("0.0.0.0:{port}"), format!("localhost:{port}")] {
+        let healthy = check(&addr);
+        assert!(
+            healthy.status.success(),
+            "{addr}: {}",
+            String::from_utf8_lossy(&healthy.stderr)
+        );
+    }
+    server.0.kill().expect("SIGKILL");
+    server.0.wait().expect("reaped");
+    let gone = check(&format!("127.0.0.1:{port}"));
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("unhealthy"));
 }

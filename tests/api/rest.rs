@@ -516,4 +516,60 @@ async fn the_openapi_document_covers_every_route() {
     }
     assert!(document["components"]["schemas"]["ErrorBody"].is_object());
     assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    // The licence the package declares, and a server relative to wherever it is served.
+    assert_eq!(
+        document["info"]["license"]["identifier"],
+        env!("CARGO_PKG_LICENSE")
+    );
+    assert_eq!(
+        document["servers"][0]["url"], "/",
+        "{}",
+        document["servers"]
+    );
+}
+
+/// Every REST reply, and the server's own JSON routes', ends with a newline, so that `curl`
+/// output does not run into what follows; a success, a refusal, a route that does not exist,
+/// the export stream, `/readyz` and the OpenAPI document alike.
+#[tokio::test]
+async fn every_rest_reply_ends_with_a_newline() {
+    let app = TestApp::spawn().await;
+    let rest = Rest { app: &app };
+    let (token, _) = rest.sign_up("newline").await;
+    let room = rest.create_room(&token, "lines").await;
+    rest.send(&token, &room, "one").await;
+    let requests = [
+        app.http
+            .get(app.url(&format!("/get_messages/{room}")))
+            .bearer_auth(&token),
+        app.http.get(app.url("/get_rooms")).bearer_auth(&token),
+        app.http.get(app.url("/get_rooms")),
+        app.http.get(app.url("/me/export")).bearer_auth(&token),
+        app.http
+            .post(app.url("/login"))
+            .header("content-type", "application/json")
+            .body("{"),
+        app.http.get(app.url("/no/such/route")),
+        app.http.get(app.url("/readyz")),
+        app.http.get(app.url("/openapi.json")),
+    ];
+    for request in requests {
+        let response = request.send().await.expect("a reply");
+        let what = format!("{} {}", response.status(), response.url().path());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: {content_type}"
+        );
+        let body = response.bytes().await.expect("a body");
+        assert!(
+            body.ends_with(b"}\n"),
+            "{what}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        let _: Value = serde_json::from_slice(&body).expect("still one JSON document");
+    }
 }

@@ -38,7 +38,7 @@ pub struct ServeConfabArgs {
 pub async fn serve_confab(args: ServeConfabArgs) -> ExitCode {
     init_tracing();
     let mut config = Config::ephemeral();
-    config.addr = args.addr;
+    config.addr = args.addr.into();
     config.database_url = args.database_url;
     config.jwt_secret = Some(Secret::new(JWT_SECRET));
     let app = match Application::build(&config).await {

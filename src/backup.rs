@@ -54,7 +54,7 @@ fn report(outcome: Result<Vec<String>, BackupError>) -> ExitCode {
 }
 
 /// The SQLite file `--database-url` names, or why there is none to back up or restore.
-fn database_file(config: &Config, verb: &str) -> Result<PathBuf, BackupError> {
+fn database_file(config: &Config, command: &str, verb: &str) -> Result<PathBuf, BackupError> {
     match DatabaseUrl::parse(&config.database_url).map_err(BackupError::Refused)? {
         DatabaseUrl::SqliteFile(path) => Ok(path),
         DatabaseUrl::SqliteMemory => Err(BackupError::Refused(format!(
@@ -62,7 +62,7 @@ fn database_file(config: &Config, verb: &str) -> Result<PathBuf, BackupError> {
             config.database_url
         ))),
         DatabaseUrl::Mongo(_) => Err(BackupError::Refused(format!(
-            "`confab {verb}` is for SQLite: {verb} a MongoDB database with mongo{} (see the README's Backups section)",
+            "`confab {command}` is for SQLite: {verb} a MongoDB database with mongo{} (see the README's Backups section)",
             if verb == "back up" {
                 "dump --oplog"
             } else {
@@ -83,14 +83,19 @@ fn key_file(config: &Config, database: &Path) -> Option<PathBuf> {
 }
 
 fn backup(config: &Config, to: &Path, replace: bool) -> Result<Vec<String>, BackupError> {
-    let database = database_file(config, "back up")?;
+    let database = database_file(config, "backup", "back up")?;
     let key = key_file(config, &database).filter(|key| key.is_file());
     let key_copy = beside(to, ".jwt-secret");
-    if key.is_some() && key_copy.exists() && !replace {
-        return Err(BackupError::Refused(format!(
-            "{} exists: choose another path, or pass --force to replace it",
-            key_copy.display()
-        )));
+    for taken in [Some(to), key.as_ref().map(|_| key_copy.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        if taken.exists() && !replace {
+            return Err(BackupError::Refused(format!(
+                "{} exists: choose another path, or pass --force to replace it",
+                taken.display()
+            )));
+        }
     }
     let copied = sqlite::backup(&database, to, replace)?;
     let mut lines = vec![format!(
@@ -122,7 +127,7 @@ fn backup(config: &Config, to: &Path, replace: bool) -> Result<Vec<String>, Back
 }
 
 fn restore(config: &Config, from: &Path) -> Result<Vec<String>, BackupError> {
-    let database = database_file(config, "restore")?;
+    let database = database_file(config, "restore", "restore")?;
     let copied = sqlite::restore(from, &database)?;
     let mut lines = vec![format!(
         "restored {} from {} (schema version {}, {} pages)",

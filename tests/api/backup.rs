@@ -250,6 +250,7 @@ async fn a_database(database: &Path) {
 
 #[tokio::test]
 async fn backup_and_restore_refuse_what_they_cannot_do_and_change_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("confab.db");
     let db = format!("sqlite://{}", database.display());
@@ -259,6 +260,7 @@ async fn backup_and_restore_refuse_what_they_cannot_do_and_change_nothing() {
 
     // Stores it does not copy.
     let line = refused(&run("mongodb://127.0.0.1:1/chat", &["backup", &saved_arg]));
+    assert!(line.contains("`confab backup` is for SQLite"), "{line}");
     assert!(line.contains("mongodump --oplog"), "{line}");
     let line = refused(&run("mongodb://127.0.0.1:1/chat", &["restore", &saved_arg]));
     assert!(line.contains("mongorestore"), "{line}");
@@ -277,6 +279,9 @@ async fn backup_and_restore_refuse_what_they_cannot_do_and_change_nothing() {
     // No silent overwrite.
     let made = run(&db, &["backup", &saved_arg]);
     assert!(made.status.success(), "{}", text(&made));
+    // It holds password hashes: for its owner alone.
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     std::fs::write(&saved, "an earlier backup").unwrap();
     let line = refused(&run(&db, &["backup", &saved_arg]));
     assert!(line.contains("--force"), "{line}");
@@ -316,10 +321,13 @@ async fn backup_and_restore_refuse_what_they_cannot_do_and_change_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // The good backup restores.
+    // The good backup restores, with the mode of the file it replaces.
     std::fs::write(&saved, &good).unwrap();
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o640)).unwrap();
     let restored = run(&db, &["restore", &saved_arg]);
     assert!(restored.status.success(), "{}", text(&restored));
+    let mode = std::fs::metadata(&database).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
 }
 
 /// Without --jwt-secret the server signs with the key it keeps beside the database: a backup

@@ -13,13 +13,15 @@
 //!
 //! The copy is written beside its destination (`PATH.partial`), converted to a rollback-journal
 //! file (one self-contained file, no `-wal` to forget), checked (`PRAGMA integrity_check`),
-//! synced, and only then named `PATH`: an interrupted backup never leaves a half-written `PATH`.
+//! made private (0600: it holds password hashes), synced, and only then named `PATH`: an
+//! interrupted backup never leaves a half-written `PATH`.
 //!
 //! **Restoring** takes the lock a serving Confab holds (`PATH.lock`, see `lock_database`), so it
 //! is refused while one runs and no server can start until it is done; copies the backup beside
 //! the database, checks that copy (integrity, a Confab schema no newer than this binary's),
-//! syncs it, removes the old database's `-wal`, `-shm` and `-journal` (which belong to the old
-//! file and would be replayed into the new one), and renames the copy over the database.
+//! gives it the old file's mode (and owner, as root), syncs it, removes the old database's
+//! `-wal`, `-shm` and `-journal` (which belong to the old file and would be replayed into the new
+//! one), and renames the copy over the database.
 
 use std::{
     fs::File,
@@ -213,8 +215,43 @@ fn copy_online(database: &Path, partial: &Path) -> Result<Copied, BackupError> {
         failed => failed,
     })?;
     drop(target);
+    // It holds password and token hashes: for its owner alone, like the signing key.
+    set_mode(partial, 0o600)?;
     sync_file(partial)?;
     Ok(copied)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| failed(format_args!("cannot set the mode of {}", path.display()), e))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> Result<(), BackupError> {
+    Ok(())
+}
+
+/// Gives the restored file the mode and, where allowed (as root), the owner of the database it
+/// replaces, so that a restore run as root leaves a file the server's user can still open.
+fn like_the_old_one(staged: &Path, database: &Path) -> Result<(), BackupError> {
+    let Ok(old) = std::fs::metadata(database) else {
+        return Ok(());
+    };
+    std::fs::set_permissions(staged, old.permissions()).map_err(|e| {
+        failed(
+            format_args!("cannot set the mode of {}", staged.display()),
+            e,
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        // Not allowed unless root (or already the owner): then the file stays the caller's.
+        let _ = std::os::unix::fs::chown(staged, Some(old.uid()), Some(old.gid()));
+    }
+    Ok(())
 }
 
 /// Checks a copy (integrity, a Confab schema this binary knows) and leaves it one
@@ -336,6 +373,7 @@ pub fn restore(from: &Path, database: &Path) -> Result<Copied, BackupError> {
             failed => failed,
         })?;
         drop(conn);
+        like_the_old_one(&staged, database)?;
         sync_file(&staged)?;
         Ok(copied)
     })();

@@ -219,8 +219,9 @@ pub enum Command {
     },
     /// Copy the SQLite database to PATH, consistently, even while a server writes to it; and
     /// the generated signing key (`jwt-secret`, when no --jwt-secret is given) to
-    /// PATH.jwt-secret, mode 0600. For MongoDB, use mongodump (see the README).
+    /// PATH.jwt-secret. Both mode 0600. For MongoDB, use mongodump (see the README).
     Backup {
+        /// The backup file to write.
         path: PathBuf,
         /// Replace PATH (and PATH.jwt-secret) when they exist.
         #[arg(long)]
@@ -229,7 +230,10 @@ pub enum Command {
     /// Put a backup made by `confab backup` in place of the SQLite database, with the server
     /// stopped: checked first (integrity, schema version), then swapped in whole. The signing
     /// key beside it (PATH.jwt-secret) is restored when the data directory has none.
-    Restore { path: PathBuf },
+    Restore {
+        /// A backup made by `confab backup`.
+        path: PathBuf,
+    },
 }
 
 /// `confab admin …`.

@@ -136,8 +136,15 @@ pub fn backup(database: &Path, to: &Path, replace: bool) -> Result<Copied, Backu
     let placed = if replace {
         std::fs::rename(&partial, to)
     } else {
-        // A hard link never replaces an existing file: a `to` made meanwhile is kept.
-        std::fs::hard_link(&partial, to).and_then(|()| std::fs::remove_file(&partial))
+        // A hard link never replaces an existing file: a `to` made meanwhile is kept. Where
+        // the file system has no hard links, a rename after a last look.
+        match std::fs::hard_link(&partial, to) {
+            Ok(()) => std::fs::remove_file(&partial),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || to.exists() => Err(
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, e.to_string()),
+            ),
+            Err(_) => std::fs::rename(&partial, to),
+        }
     };
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&partial);
@@ -161,7 +168,8 @@ fn copy_online(database: &Path, partial: &Path) -> Result<Copied, BackupError> {
         move |e: rusqlite::Error| not_a_database(&e, database).unwrap_or_else(|| failed(&doing, e))
     };
     // Read-write (never created): a server's WAL needs its shared memory, which a read-only
-    // connection could not set up on a database no server has open.
+    // connection could not set up on a database no server has open. (SQLite falls back to
+    // reading alone on a file the caller may not write.)
     let source = Connection::open_with_flags(
         database,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -359,6 +359,23 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Copy the SQLite database to PATH, consistently, even while a server writes to it; and
+    /// the generated signing key (`jwt-secret`, when no --jwt-secret is given) to
+    /// PATH.jwt-secret. Both mode 0600. For MongoDB, use mongodump (see the README).
+    Backup {
+        /// The backup file to write.
+        path: PathBuf,
+        /// Replace PATH (and PATH.jwt-secret) when they exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup made by `confab backup` in place of the SQLite database, with the server
+    /// stopped: checked first (integrity, schema version), then swapped in whole. The signing
+    /// key beside it (PATH.jwt-secret) is restored when the data directory has none.
+    Restore {
+        /// A backup made by `confab backup`.
+        path: PathBuf,
+    },
 }
 
 /// `confab admin …`.

@@ -14,9 +14,11 @@
 //! - [`bus`]: room events from the service to subscribers (in process, or through Redis);
 //! - [`auth`]: argon2id passwords, JWT access tokens and their signing key, the `Caller`;
 //! - [`model`], [`error`], [`config`]: the shared vocabulary;
+//! - [`backup`]: `confab backup` and `confab restore`;
 //! - [`metrics`], [`telemetry`]: `/metrics`, and logging set up the same way by every process.
 
 pub mod auth;
+pub mod backup;
 pub mod bus;
 pub mod config;
 pub mod error;

@@ -25,6 +25,14 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Backup { path, force }) => {
+            let (config, path, force) = (config.clone(), path.clone(), *force);
+            return blocking(move || confab::backup::backup_command(&config, &path, force)).await;
+        }
+        Some(Command::Restore { path }) => {
+            let (config, path) = (config.clone(), path.clone());
+            return blocking(move || confab::backup::restore_command(&config, &path)).await;
+        }
         None => {}
     }
     // Warnings and errors go to stderr, the rest to stdout: a refused start is one line where
@@ -95,6 +103,13 @@ async fn admin(config: &Config, action: &AdminAction) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command's file work on the blocking pool.
+async fn blocking(command: impl FnOnce() -> ExitCode + Send + 'static) -> ExitCode {
+    tokio::task::spawn_blocking(command)
+        .await
+        .unwrap_or(ExitCode::FAILURE)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed before this returns, not

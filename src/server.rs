@@ -324,9 +324,12 @@ async fn graphql_post(
 
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.ready().await {
-        Ok(()) => {
-            Json(json!({"status": "ready", "bus": state.service.bus_health()})).into_response()
-        }
+        Ok(()) => Json(json!({
+            "status": "ready",
+            "bus": state.service.bus_health(),
+            "schema_version": state.service.schema_version(),
+        }))
+        .into_response(),
         Err(e) => {
             e.log_if_internal();
             // A store that answers but cannot write is named as such, with its reason (a
@@ -342,8 +345,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
                     "status": "unavailable",
                     "store": "refusing writes",
                     "reason": reason,
+                    "schema_version": state.service.schema_version(),
                 }),
-                None => json!({"status": "unavailable", "store": "not answering"}),
+                None => json!({
+                    "status": "unavailable",
+                    "store": "not answering",
+                    "schema_version": state.service.schema_version(),
+                }),
             };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }

@@ -286,6 +286,8 @@ async fn room_page(store: &dyn Store, request: PageRequest) -> Page<Room> {
 
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
+    // A new database starts at the current schema (what `/readyz` shows).
+    assert_eq!(store.schema_version(), confab::store::SCHEMA_VERSION);
 }
 
 async fn users_are_created_and_found_by_id_and_any_case_username(store: Arc<dyn Store>) {
@@ -1656,6 +1658,41 @@ async fn old_users(raw: &mongodb::Database, users: &[(u8, &str)]) {
             .await
             .expect("an old user");
     }
+}
+
+/// The schema version lives in `meta`: a database without it (an older Confab's) gets it at
+/// startup, and one a newer Confab left is refused before anything is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_records_the_schema_version_and_refuses_a_newer_one() {
+    let Some((uri, db, raw)) = mongo_as_left_by_an_older_confab().await else {
+        return;
+    };
+    let meta = raw.collection::<bson::Document>("meta");
+    let stored = async || {
+        meta.find_one(bson::doc! {"_id": "schema"})
+            .await
+            .unwrap()
+            .and_then(|d| d.get_i64("version").ok())
+    };
+    assert_eq!(stored().await, Some(confab::store::SCHEMA_VERSION));
+    meta.delete_one(bson::doc! {"_id": "schema"}).await.unwrap();
+    let store = mongo_instance(&uri, &db).await;
+    assert_eq!(store.schema_version(), confab::store::SCHEMA_VERSION);
+    assert_eq!(stored().await, Some(confab::store::SCHEMA_VERSION));
+
+    meta.update_one(
+        bson::doc! {"_id": "schema"},
+        bson::doc! {"$set": {"version": 99_i64}},
+    )
+    .await
+    .unwrap();
+    let refused = confab::store::mongo::MongoStore::connect_database(&uri, &db)
+        .await
+        .err()
+        .expect("a newer schema is refused");
+    let text = format!("{refused:#}");
+    assert!(text.contains("schema version 99, newer"), "{text}");
+    assert_eq!(stored().await, Some(99));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

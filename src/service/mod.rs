@@ -225,6 +225,11 @@ impl ChatService {
         self.bus.health()
     }
 
+    /// The database's schema version, for `/readyz`.
+    pub fn schema_version(&self) -> i64 {
+        self.store.schema_version()
+    }
+
     /// Whether the store answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await

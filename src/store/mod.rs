@@ -74,6 +74,13 @@ pub struct RoomHead {
 #[error("the database refuses writes: {0}")]
 pub struct RefusingWrites(pub String);
 
+/// The version of the stored data's shape this Confab writes, shown in `/readyz`. Startup
+/// upgrades an older database to it (forward only) and refuses a newer one. SQLite keeps it as
+/// the file's `user_version`; MongoDB in the `schema` document of the `meta` collection. Both
+/// stores number their upgrades alike (5: rooms for teams, 6: read state, 7: the user log of `myEvents`), so one number says
+/// where either stands.
+pub const SCHEMA_VERSION: i64 = 7;
+
 /// Events queued between a store and its publisher before writes wait for the publisher.
 pub const EVENT_QUEUE: usize = 4096;
 
@@ -84,6 +91,9 @@ pub trait Store:
     /// Answers when the database is reachable and takes writes; fails with [`RefusingWrites`]
     /// inside `Error::Internal` when it answers but its writes fail.
     async fn ping(&self) -> Result<()>;
+
+    /// The schema version the database is at (startup brought it to [`SCHEMA_VERSION`]).
+    fn schema_version(&self) -> i64;
 
     /// The events of writes committed from now on, in commit order: `MessageAdded` (not for an
     /// idempotent retry), `MessageEdited`, `MessageDeleted` (not for a second delete),

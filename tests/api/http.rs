@@ -130,7 +130,14 @@ async fn health_readiness_metrics_playground_and_unknown_routes() {
     assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
     let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+    let ready = ready.json::<Value>().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    // Where the database stands, on either store (CONFAB_TEST_STORE=mongo runs this on MongoDB).
+    assert_eq!(
+        ready["schema_version"],
+        confab::store::SCHEMA_VERSION,
+        "{ready}"
+    );
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(metrics.contains("confab_ws_connections 0"), "{metrics}");
     let page = get("/").await.unwrap().text().await.unwrap();

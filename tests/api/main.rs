@@ -2,6 +2,7 @@
 
 mod account_lifecycle;
 mod accounts;
+mod backup;
 mod connections;
 mod documents;
 mod graphql_ws;

@@ -1,8 +1,8 @@
 //! The production store: MongoDB through the official driver.
 //!
 //! Collections `users`, `rooms`, `memberships`, `messages`, `sessions`, `bans`,
-//! `room_invitations` and `moderation_log` (see `schema`), and `user_events` and
-//! `stream_checkpoints` (see `inbox`). Uniqueness is the indexes' job
+//! `room_invitations` and `moderation_log` (see `schema`), `meta` (the schema version), and
+//! `user_events` and `stream_checkpoints` (see `inbox`). Uniqueness is the indexes' job
 //! (created idempotently at startup): usernames and room names through a stored key,
 //! `store::unique_key` (letter case and look-alikes folded in Rust, so it works on every
 //! MongoDB-compatible server, without collations; keys made under older rules are recomputed at
@@ -111,6 +111,8 @@ pub struct MongoStore {
     ids: IdGen,
     room_locks: RoomLocks,
     events: EventChannel,
+    /// Where startup left the database (see `schema::SCHEMA_DOC`).
+    schema_version: i64,
 }
 
 impl MongoStore {
@@ -162,14 +164,19 @@ impl MongoStore {
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),
             events: EventChannel::default(),
+            schema_version: 0,
         };
+        // Before any upgrade: a database a newer Confab left is refused untouched.
+        store.check_schema_version().await?;
         store.create_indexes().await?;
         store.upgrade_name_keys().await?;
         store.upgrade_roles().await?;
         store.upgrade_read_markers().await?;
         store.resume_ids().await?;
+        let schema_version = store.record_schema_version().await?;
         Ok(Arc::new_cyclic(|me| MongoStore {
             me: me.clone(),
+            schema_version,
             ..store
         }))
     }
@@ -249,6 +256,10 @@ impl Store for MongoStore {
     async fn ping(&self) -> Result<()> {
         self.db.run_command(doc! {"ping": 1}).await?;
         Ok(())
+    }
+
+    fn schema_version(&self) -> i64 {
+        self.schema_version
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {

@@ -18,7 +18,7 @@ use crate::{
         Invitation, Membership, Message, MessageId, ModerationAction, ModerationEntry,
         ModerationId, Room, RoomId, RoomRole, RoomVisibility, Session, SessionId, User, UserId,
     },
-    store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
+    store::{SCHEMA_VERSION, UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
 #[derive(Serialize, Deserialize)]
@@ -303,7 +303,61 @@ impl From<MessageDoc> for Message {
     }
 }
 
+/// The `_id` of the document in the `meta` collection that holds the schema version
+/// (`{"_id": "schema", "version": 6}`): absent in a database from before it, which the upgrades
+/// at startup bring to the current version like any other.
+const SCHEMA_DOC: &str = "schema";
+
 impl MongoStore {
+    /// The schema version a database records; 0 when it records none (an older Confab's).
+    async fn stored_schema_version(&self) -> Result<i64> {
+        let meta = self.db.collection::<Document>("meta");
+        let found = meta.find_one(doc! {"_id": SCHEMA_DOC}).await?;
+        Ok(found
+            .and_then(|d| match d.get("version") {
+                Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                Some(Bson::Int64(v)) => Some(*v),
+                _ => None,
+            })
+            .unwrap_or(0))
+    }
+
+    /// Refuses a database whose schema is newer than this Confab's: upgrades go forward only,
+    /// and an older Confab would write documents a newer one does not expect.
+    pub(super) async fn check_schema_version(&self) -> anyhow::Result<()> {
+        let version = self.stored_schema_version().await?;
+        anyhow::ensure!(
+            version <= SCHEMA_VERSION,
+            "the database has schema version {version}, newer than this Confab understands ({SCHEMA_VERSION}); upgrade Confab"
+        );
+        Ok(())
+    }
+
+    /// Records that the upgrades ran: the version only moves forward (a conditional update),
+    /// so instances starting together agree, and returns where the database stands.
+    pub(super) async fn record_schema_version(&self) -> Result<i64> {
+        let meta = self.db.collection::<Document>("meta");
+        let version = self.stored_schema_version().await?;
+        if version == 0 {
+            match meta
+                .insert_one(doc! {"_id": SCHEMA_DOC, "version": SCHEMA_VERSION})
+                .await
+            {
+                Ok(_) => {}
+                // Another instance recorded it first.
+                Err(e) if is_duplicate_key(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if version < SCHEMA_VERSION {
+            meta.update_one(
+                doc! {"_id": SCHEMA_DOC, "version": {"$lt": SCHEMA_VERSION}},
+                doc! {"$set": {"version": SCHEMA_VERSION}},
+            )
+            .await?;
+        }
+        self.stored_schema_version().await
+    }
+
     pub(super) async fn create_indexes(&self) -> Result<()> {
         let unique = || Some(IndexOptions::builder().unique(true).build());
         // Unique where the field exists: messages without a client id, or from before change

@@ -27,6 +27,7 @@
 //! because it holds what every aggregate shares (opening and locking the file, the reader pool,
 //! row and page helpers) and the tests of the file as a whole (the lock, readiness).
 
+pub mod backup;
 mod inbox;
 mod messages;
 mod rooms;
@@ -68,6 +69,8 @@ pub struct SqliteStore {
     readers: Option<Arc<ReaderPool>>,
     events: EventSink,
     health: Arc<WriterHealth>,
+    /// The file's `user_version` once migrated.
+    schema_version: i64,
     _writer: Arc<WriterThread>,
 }
 
@@ -126,6 +129,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate(&conn).map_err(|e| refused(e, "cannot prepare the database schema of"))?;
         probe_write(&conn).map_err(|e| refused(e.into(), "cannot write to the database"))?;
+        let schema_version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let ids = IdGen::resume(&conn)?;
 
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
@@ -155,6 +159,7 @@ impl SqliteStore {
             readers,
             events,
             health,
+            schema_version,
             _writer: Arc::new(WriterThread {
                 stopped: Mutex::new(stopped),
             }),
@@ -441,6 +446,10 @@ impl Store for SqliteStore {
             return Err(Error::Internal(RefusingWrites(reason.to_owned()).into()));
         }
         Ok(())
+    }
+
+    fn schema_version(&self) -> i64 {
+        self.schema_version
     }
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {

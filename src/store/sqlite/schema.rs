@@ -9,7 +9,8 @@ use crate::{
     store::{UNIQUE_KEY_VERSION, displaced_key, unique_key},
 };
 
-pub(super) const SCHEMA_VERSION: i64 = 7;
+/// The file's `user_version` once migrated: one number for both stores.
+pub(super) const SCHEMA_VERSION: i64 = crate::store::SCHEMA_VERSION;
 
 pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE users (

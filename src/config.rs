@@ -70,6 +70,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_PRESENCE_TIMEOUT", default_value = "30s", value_parser = parse_presence_timeout)]
     pub presence_timeout: Duration,
 
+    /// How long a user with a socket open may do nothing (send, edit, mark read, type) before
+    /// they show AWAY. 1s to 24h.
+    #[arg(long, env = "CONFAB_PRESENCE_IDLE", default_value = "10m", value_parser = parse_presence_idle)]
+    pub presence_idle: Duration,
+
     /// Most sessions one user may have at once: signing in beyond it ends the least recently
     /// used.
     #[arg(long, env = "CONFAB_MAX_SESSIONS_PER_USER", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=200))]
@@ -465,6 +470,13 @@ const PRESENCE_TIMEOUT: Within = Within {
     max: "1h",
     examples: &["30s", "2m", "5s"],
 };
+/// `--presence-idle`.
+const PRESENCE_IDLE: Within = Within {
+    what: "the idle time before a user shows AWAY",
+    min: "1s",
+    max: "24h",
+    examples: &["10m", "1h", "30s"],
+};
 /// `--username-quarantine` (`0s`: a deleted account's name is free at once).
 const USERNAME_QUARANTINE: Within = Within {
     what: "the username quarantine",
@@ -532,6 +544,10 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 fn parse_presence_timeout(s: &str) -> Result<Duration, String> {
     PRESENCE_TIMEOUT.parse(s)
+}
+
+fn parse_presence_idle(s: &str) -> Result<Duration, String> {
+    PRESENCE_IDLE.parse(s)
 }
 
 fn parse_username_quarantine(s: &str) -> Result<Duration, String> {
@@ -618,6 +634,7 @@ impl Config {
             token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             presence_timeout: Duration::from_secs(30),
+            presence_idle: Duration::from_secs(600),
             max_sessions_per_user: 200,
             registration: Registration::Open,
             username_quarantine: Duration::from_secs(30 * 24 * 3600),

@@ -358,6 +358,20 @@ pub enum RoomEvent {
     RoomUpdated(Room),
     /// An entry of one user's own log, on that user's channel (see [`user_channel`]).
     ForUser(UserEvent),
+    /// A member's presence changed (told to each room they are in, up to a size).
+    PresenceChanged {
+        room_id: RoomId,
+        user: User,
+        shown: Shown,
+    },
+}
+
+/// What a user's presence shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Shown {
+    Online,
+    Away,
+    Offline,
 }
 
 /// The bus channel of one user's own events: keyed like a room, by the user's id (ids are
@@ -435,7 +449,8 @@ impl RoomEvent {
             | Self::Typing { room_id, .. }
             | Self::MemberRoleChanged { room_id, .. }
             | Self::MemberKicked { room_id, .. }
-            | Self::MemberBanned { room_id, .. } => *room_id,
+            | Self::MemberBanned { room_id, .. }
+            | Self::PresenceChanged { room_id, .. } => *room_id,
             Self::RoomUpdated(room) => room.id,
             Self::ForUser(event) => user_channel(event.user_id),
         }
@@ -463,7 +478,7 @@ impl RoomEvent {
 
     /// Whether losing this event would lose state a client cannot get back otherwise.
     pub fn is_durable(&self) -> bool {
-        !matches!(self, Self::Typing { .. })
+        !matches!(self, Self::Typing { .. } | Self::PresenceChanged { .. })
     }
 }
 

@@ -101,10 +101,17 @@ impl Application {
         };
         let presence: Arc<dyn crate::service::presence::PresenceTracker> = match &config.redis_url {
             Some(url) => {
-                crate::service::presence::RedisPresence::connect(url, config.presence_timeout)
-                    .await?
+                crate::service::presence::RedisPresence::connect(
+                    url,
+                    config.presence_timeout,
+                    config.presence_idle,
+                )
+                .await?
             }
-            None => crate::service::presence::MemoryPresence::new(config.presence_timeout),
+            None => crate::service::presence::MemoryPresence::new(
+                config.presence_timeout,
+                config.presence_idle,
+            ),
         };
         let data_dir = url.data_dir();
         let key = auth::signing_key(config.jwt_secret.as_ref(), data_dir.as_deref())?;

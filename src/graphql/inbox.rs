@@ -7,7 +7,7 @@ use super::{
     GqlResult, caller,
     live::OperationStarted,
     service,
-    types::{Invitation, Message, Room},
+    types::{Invitation, Message, Presence, Room, User},
 };
 use crate::service::InboxEvent;
 
@@ -49,6 +49,14 @@ pub struct RemovedFromRoom {
     reason: String,
 }
 
+/// Someone who shares a room with the caller shows another presence. Not replayed on resume:
+/// read `presence` of the people you show instead.
+#[derive(SimpleObject)]
+pub struct PresenceChanged {
+    user: User,
+    presence: Presence,
+}
+
 /// Something that concerns the caller, from `myEvents`.
 #[derive(Union)]
 pub enum UserEvent {
@@ -56,6 +64,7 @@ pub enum UserEvent {
     ReadStateChanged(ReadStateChanged),
     Invited(Invited),
     RemovedFromRoom(RemovedFromRoom),
+    PresenceChanged(PresenceChanged),
 }
 
 fn count(n: u64) -> i32 {
@@ -98,6 +107,10 @@ impl From<InboxEvent> for UserEvent {
                 room_id: ID(room_id.to_hex()),
                 reason: reason.as_str().to_owned(),
             }),
+            InboxEvent::PresenceChanged { user, shown } => Self::PresenceChanged(PresenceChanged {
+                user: User(user),
+                presence: shown.into(),
+            }),
         }
     }
 }
@@ -106,7 +119,8 @@ impl From<InboxEvent> for UserEvent {
 impl InboxSubscription {
     /// Everything that concerns you across all your rooms, in one stream: new messages
     /// (`RoomActivity`, with the room's counts), your read markers moving (`ReadStateChanged`),
-    /// invitations, and removals. Pass the `cursor` of the last event you received as `after`
+    /// invitations, removals, and the presence of the people you share a room with (in rooms of
+    /// up to 250 members). Pass the `cursor` of the last event you received as `after`
     /// to resume: what happened since is replayed, then the stream goes live, with no gap and
     /// no duplicate, across every room, those joined meanwhile included.
     async fn my_events(

@@ -143,7 +143,15 @@ async fn events(ctx: &Context<'_>, room_id: &ID, after: Option<&ID>) -> Result<E
     if let Some(started) = ctx.data_opt::<OperationStarted>() {
         started.fire();
     }
-    Ok(Box::pin(stream))
+    // Presence changes reach `myEvents` and Socket.IO; a room's own stream does not show them.
+    let shown = stream.filter(|event| {
+        let keep = !matches!(
+            event.as_deref(),
+            Ok(model::RoomEvent::PresenceChanged { .. } | model::RoomEvent::ForUser(_))
+        );
+        async move { keep }
+    });
+    Ok(Box::pin(shown))
 }
 
 /// Keeps the events `pick` maps to a value, and passes errors on.

@@ -554,7 +554,7 @@ impl RoomEvent {
             E::RoomUpdated(room) => Self::RoomUpdated(RoomUpdated {
                 room: Room::from(room.clone()),
             }),
-            E::ForUser(_) => return None,
+            E::ForUser(_) | E::PresenceChanged { .. } => return None,
         })
     }
 }

@@ -37,7 +37,8 @@ use crate::{
     error::{Error, Result},
     model::{
         CheckpointId, Invitation, Message, MessageId, PageRequest, ReadState, RemovalReason, Room,
-        RoomEvent, RoomId, RoomPositions, UserEvent, UserEventKind, UserId, user_channel,
+        RoomEvent, RoomId, RoomPositions, Shown, User, UserEvent, UserEventKind, UserId,
+        user_channel,
     },
     store::Store,
 };
@@ -78,6 +79,8 @@ pub enum InboxEvent {
         room_id: RoomId,
         reason: RemovalReason,
     },
+    /// Someone who shares a room with the user shows another presence (not replayed).
+    PresenceChanged { user: User, shown: Shown },
 }
 
 /// A parsed cursor (see the module docs).
@@ -535,6 +538,8 @@ impl Inbox {
         let service = self;
         Ok(async_stream::try_stream! {
             let mut names: HashMap<RoomId, Room> = HashMap::new();
+            // The presence last told of each person (told again only when it changes).
+            let mut presence: HashMap<UserId, Shown> = HashMap::new();
             if let Some(from) = replay_from {
                 // The log after the cursor.
                 let mut pos = from;
@@ -667,6 +672,16 @@ impl Inbox {
                         }
                         RoomEvent::RoomUpdated(updated) => {
                             names.insert(room, updated.clone());
+                        }
+                        // Told once per change, though it comes from every room shared.
+                        RoomEvent::PresenceChanged { user: who, shown, .. }
+                            if who.id != user && presence.get(&who.id) != Some(shown) =>
+                        {
+                            presence.insert(who.id, *shown);
+                            yield InboxEvent::PresenceChanged {
+                                user: who.clone(),
+                                shown: *shown,
+                            };
                         }
                         _ => {}
                     },

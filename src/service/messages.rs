@@ -43,6 +43,7 @@ impl ChatService {
         }
         self.take_message(caller).await?;
         let sender = self.require_member(caller, room).await?;
+        self.active(sender).await;
         let mentions = self.mentioned(room, sender, body).await?;
         let written = self
             .store
@@ -66,6 +67,7 @@ impl ChatService {
         limits::body(body)?;
         self.take_message(caller).await?;
         let message = self.own_message(caller, id).await?;
+        self.active(message.sender_id).await;
         let mentions = self
             .mentioned(message.room_id, message.sender_id, body)
             .await?;
@@ -125,6 +127,7 @@ impl ChatService {
         let me = self.require_member(caller, room).await?;
         self.take(Kind::MarkRead, self.guards.rates.messages, &me.to_hex())
             .await?;
+        self.active(me).await;
         match self.store.message(message).await? {
             Some(found) if found.room_id == room => {}
             _ => {
@@ -185,6 +188,7 @@ impl ChatService {
     pub async fn set_typing(&self, caller: &Caller, room: RoomId, typing: bool) -> Result<()> {
         self.require_member(caller, room).await?;
         let user = self.me(caller).await?;
+        self.active(user.id).await;
         let every = self.guards.rates.typing_every;
         let once = Rate {
             count: std::num::NonZeroU32::MIN,

@@ -78,6 +78,8 @@ pub struct ChatService {
     sessions: Arc<sessions::SessionGate>,
     policy: AccountPolicy,
     presence: Arc<dyn presence::PresenceTracker>,
+    /// The task telling rooms of presence changes.
+    announcer: Option<tokio::task::AbortHandle>,
 }
 
 /// How accounts come and go: session lifetime, who may register, how long a deleted account's
@@ -139,14 +141,39 @@ impl ChatService {
             guards,
             sessions,
             policy,
-            presence: presence::MemoryPresence::new(std::time::Duration::from_secs(30)),
+            presence: presence::MemoryPresence::new(
+                std::time::Duration::from_secs(30),
+                std::time::Duration::from_secs(600),
+            ),
+            announcer: None,
         }
+        .announcing()
     }
 
-    /// Keeps presence in `tracker` (Redis, for several instances) instead of this process.
+    /// Keeps presence in `tracker` (Redis, for several instances; or with other times) instead
+    /// of the default.
     pub fn with_presence(mut self, tracker: Arc<dyn presence::PresenceTracker>) -> Self {
         self.presence = tracker;
+        self.announcing()
+    }
+
+    /// Starts announcing the tracker's presence changes (in place of any earlier announcer).
+    fn announcing(mut self) -> Self {
+        if let Some(old) = self.announcer.take() {
+            old.abort();
+        }
+        let task = tokio::spawn(presence::announce(
+            self.presence.clone(),
+            self.store.clone(),
+            self.bus.clone(),
+        ));
+        self.announcer = Some(task.abort_handle());
         self
+    }
+
+    /// The caller did something: they are not idle.
+    pub(crate) async fn active(&self, user: UserId) {
+        self.presence.active(user).await;
     }
 
     /// A socket's hold on its user's presence, for as long as it is open.
@@ -169,6 +196,9 @@ impl ChatService {
         self.take(Kind::Presence, self.guards.rates.messages, &me.id.to_hex())
             .await?;
         self.presence.choose(me.id, shown).await?;
+        if shown == presence::Shown::Online {
+            self.presence.active(me.id).await;
+        }
         Ok(me)
     }
 
@@ -245,6 +275,9 @@ impl Drop for ChatService {
         }
         for task in &self.tasks {
             task.abort();
+        }
+        if let Some(announcer) = &self.announcer {
+            announcer.abort();
         }
     }
 }

@@ -1,36 +1,59 @@
-//! Presence: who is online, away or offline, and when each was last seen.
+//! Presence: who is online, away or offline, and when each was last seen; and telling the
+//! people who share a room with a user when what they show changes.
 //!
 //! A user is `ONLINE` while at least one authenticated socket of theirs (graphql-ws or
 //! Socket.IO) is open on any instance, and for `--presence-timeout` after their last one closes,
-//! so that a reconnect within that time is no OFFLINE/ONLINE flap. `setPresence(AWAY)` shows
-//! them away while online; `setPresence(OFFLINE)` shows them offline (invisible); `ONLINE`
-//! lifts either. Sockets hold a [`Presence`] guard: opening one counts the socket, dropping it
-//! (the socket closed) starts the timeout.
+//! so that a reconnect within that time is no OFFLINE/ONLINE flap. They are `AWAY` when they
+//! chose it (`setPresence(AWAY)`) or did nothing for `--presence-idle` (sending, editing, marking
+//! read, typing and choosing ONLINE count; so does opening a socket). `setPresence(OFFLINE)`
+//! shows them offline (invisible); `ONLINE` lifts either choice. Sockets hold a [`Presence`]
+//! guard: opening one counts the socket, dropping it (the socket closed) starts the timeout.
 //!
 //! On one instance the state is in memory. With `--redis-url`, every instance keeps, per user
 //! with a socket here, a member of the sorted set `confab:presence:{user}` scored with the time
-//! (milliseconds) until which it vouches for the user, renewed every third of the timeout. The
-//! user is online while any score lies ahead: an instance that dies (even by SIGKILL) stops
-//! renewing, and its vouching runs out within the timeout.
+//! (milliseconds) until which it vouches for the user, renewed every third of the timeout, and
+//! the same time in `confab:online` (the latest vouching for each user). The user is online
+//! while any score lies ahead: an instance that dies (even by SIGKILL) stops renewing, its
+//! vouching runs out within the timeout, and another instance's sweep finds the user in
+//! `confab:online` with a past score.
+//!
+//! **Changes.** A tracker signals the users whose presence may have changed (a first socket, a
+//! last socket's timeout run out, a choice, idleness starting or ending, an expired vouching);
+//! the [`announce`] task collects signals for a moment (so a burst of them is one check per
+//! user), reads each user's state, and records it as the one announced, learning whether that
+//! changed it (in Redis, `SET … GET` on `confab:presence-shown:{user}`, so of several instances
+//! noticing one change one announces it). A change is published as
+//! [`RoomEvent::PresenceChanged`] to each room of the user with at most [`ANNOUNCE_ROOM_MAX`]
+//! members; `myEvents` streams tell each person once per change.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 
-use crate::{error::Result, model::UserId};
+pub use crate::model::Shown;
+use crate::{
+    bus::EventBus,
+    error::Result,
+    model::{PageRequest, RoomEvent, UserId},
+    store::Store,
+};
 
-/// What a user chose to show, over what their sockets say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shown {
-    Online,
-    Away,
-    Offline,
-}
+/// Rooms with more members than this are not told presence changes: in a room of n people
+/// every change reaches n streams, and n people connecting at once is n² events. Their clients
+/// read `presence` of the members they show.
+pub const ANNOUNCE_ROOM_MAX: u64 = 250;
+
+/// How long signals are collected before the users they name are checked.
+const COLLECT: Duration = Duration::from_millis(250);
+
+/// Activity told to Redis at most this often per user and instance.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(5);
 
 /// Where a user's presence stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +69,17 @@ pub trait PresenceTracker: Send + Sync + 'static {
     async fn opened(&self, user: UserId);
     /// A socket of `user` closed.
     async fn closed(&self, user: UserId);
+    /// The user did something (not idle).
+    async fn active(&self, user: UserId);
     /// What the user chose to show (`Online`: whatever their sockets say).
     async fn choose(&self, user: UserId, shown: Shown) -> Result<()>;
     /// Where the user's presence stands now.
     async fn state(&self, user: UserId) -> Result<PresenceState>;
+    /// Records `shown` as what was last announced of `user`; whether it differs from before
+    /// (nothing recorded counts as `Offline`).
+    async fn settle(&self, user: UserId, shown: Shown) -> Result<bool>;
+    /// The users whose presence may have changed, as signalled; the first call gets them.
+    fn signals(&self) -> Option<mpsc::UnboundedReceiver<UserId>>;
 }
 
 /// A socket's hold on its user's presence: counted while it lives.
@@ -74,13 +104,78 @@ impl Drop for Presence {
     }
 }
 
-fn shown_of(online: bool, chosen: Option<Shown>) -> Shown {
+fn shown_of(online: bool, chosen: Option<Shown>, idle: bool) -> Shown {
     match (online, chosen) {
         (false, _) => Shown::Offline,
         (true, Some(Shown::Away)) => Shown::Away,
         (true, Some(Shown::Offline)) => Shown::Offline,
+        (true, _) if idle => Shown::Away,
         (true, _) => Shown::Online,
     }
+}
+
+/// The channel a tracker signals on, until its receiver is taken.
+struct Signals {
+    tx: mpsc::UnboundedSender<UserId>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<UserId>>>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    fn signal(&self, user: UserId) {
+        // An error means nobody announces (a tracker without a service): nothing to tell.
+        let _ = self.tx.send(user);
+    }
+
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<UserId>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Signals `user` once `after` has passed (a last socket's timeout), a little later so that
+/// the state read then has run out.
+fn signal_after(signals: &Signals, user: UserId, after: Duration) {
+    let tx = signals.tx.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            tokio::time::sleep(after + Duration::from_millis(50)).await;
+            let _ = tx.send(user);
+        });
+    }
+}
+
+/// Runs `tick` on `tracker` every `every` while it lives.
+fn every<T: Send + Sync + 'static, F: std::future::Future<Output = ()> + Send>(
+    tracker: &Arc<T>,
+    every: Duration,
+    tick: impl Fn(Arc<T>) -> F + Send + 'static,
+) {
+    let weak = Arc::downgrade(tracker);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(tracker) = weak.upgrade() else {
+                    return;
+                };
+                tick(tracker).await;
+            }
+        });
+    }
+}
+
+/// How often idleness is looked for: a quarter of the idle time, at least every second.
+fn idle_sweep(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 #[derive(Default)]
@@ -89,58 +184,142 @@ struct Entry {
     closed_at: Option<tokio::time::Instant>,
     last_seen: Option<DateTime<Utc>>,
     chosen: Option<Shown>,
+    active_at: Option<tokio::time::Instant>,
+    /// Idle as of the last sweep or activity (so the change is signalled once).
+    idle: bool,
+    announced: Option<Shown>,
 }
 
 /// Presence for one instance, in memory.
 pub struct MemoryPresence {
     timeout: Duration,
+    idle: Duration,
     users: Mutex<HashMap<UserId, Entry>>,
+    signals: Signals,
 }
 
 impl MemoryPresence {
-    pub fn new(timeout: Duration) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(timeout: Duration, idle: Duration) -> Arc<Self> {
+        let presence = Arc::new(Self {
             timeout,
+            idle,
             users: Mutex::default(),
-        })
+            signals: Signals::new(),
+        });
+        every(
+            &presence,
+            idle_sweep(idle),
+            |p| async move { p.sweep_idle() },
+        );
+        presence
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<UserId, Entry>) -> T) -> T {
         f(&mut self.users.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn online_at(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
+        entry.open > 0
+            || entry
+                .closed_at
+                .is_some_and(|at| now.saturating_duration_since(at) < self.timeout)
+    }
+
+    fn idle_at(&self, entry: &Entry, now: tokio::time::Instant) -> bool {
+        entry
+            .active_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.idle)
+    }
+
+    /// Signals the users who went idle since the last sweep.
+    fn sweep_idle(&self) {
+        let now = tokio::time::Instant::now();
+        let went_idle: Vec<UserId> = self.with(|users| {
+            users
+                .iter_mut()
+                .filter(|(_, e)| e.open > 0 && !e.idle)
+                .filter_map(|(user, e)| {
+                    let idle = e
+                        .active_at
+                        .is_some_and(|at| now.saturating_duration_since(at) >= self.idle);
+                    e.idle = idle;
+                    idle.then_some(*user)
+                })
+                .collect()
+        });
+        for user in went_idle {
+            self.signals.signal(user);
+        }
     }
 }
 
 #[async_trait]
 impl PresenceTracker for MemoryPresence {
     async fn opened(&self, user: UserId) {
-        self.with(|users| {
+        let first = self.with(|users| {
             let entry = users.entry(user).or_default();
             entry.open += 1;
             entry.closed_at = None;
             entry.last_seen = Some(Utc::now());
+            entry.active_at = Some(tokio::time::Instant::now());
+            std::mem::take(&mut entry.idle) || entry.open == 1
         });
+        if first {
+            self.signals.signal(user);
+        }
     }
 
     async fn closed(&self, user: UserId) {
-        self.with(|users| {
+        let last = self.with(|users| {
             let entry = users.entry(user).or_default();
             entry.open = entry.open.saturating_sub(1);
             entry.last_seen = Some(Utc::now());
             if entry.open == 0 {
                 entry.closed_at = Some(tokio::time::Instant::now());
             }
+            entry.open == 0
         });
+        if last {
+            // Nothing changes until the timeout has run out: check then.
+            signal_after(&self.signals, user, self.timeout);
+        }
+    }
+
+    async fn active(&self, user: UserId) {
+        let was_idle = self.with(|users| {
+            let entry = users.entry(user).or_default();
+            entry.active_at = Some(tokio::time::Instant::now());
+            std::mem::take(&mut entry.idle)
+        });
+        if was_idle {
+            self.signals.signal(user);
+        }
     }
 
     async fn choose(&self, user: UserId, shown: Shown) -> Result<()> {
         self.with(|users| {
             users.entry(user).or_default().chosen = (shown != Shown::Online).then_some(shown);
         });
+        self.signals.signal(user);
         Ok(())
     }
 
     async fn state(&self, user: UserId) -> Result<PresenceState> {
         Ok(self.state_at(user, tokio::time::Instant::now()))
+    }
+
+    async fn settle(&self, user: UserId, shown: Shown) -> Result<bool> {
+        Ok(self.with(|users| {
+            let entry = users.entry(user).or_default();
+            let before = entry.announced.unwrap_or(Shown::Offline);
+            entry.announced = Some(shown);
+            // A user offline with nothing open or pending is forgotten but for when last seen.
+            before != shown
+        }))
+    }
+
+    fn signals(&self) -> Option<mpsc::UnboundedReceiver<UserId>> {
+        self.signals.take()
     }
 }
 
@@ -154,16 +333,13 @@ impl MemoryPresence {
                     last_seen: None,
                 };
             };
-            let online = entry.open > 0
-                || entry
-                    .closed_at
-                    .is_some_and(|at| now.saturating_duration_since(at) < self.timeout);
+            let online = self.online_at(entry, now);
             let last_seen = match entry.open > 0 {
                 true => Some(Utc::now()),
                 false => entry.last_seen,
             };
             PresenceState {
-                shown: shown_of(online, entry.chosen),
+                shown: shown_of(online, entry.chosen, self.idle_at(entry, now)),
                 last_seen,
             }
         })
@@ -174,11 +350,22 @@ impl MemoryPresence {
 pub struct RedisPresence {
     conn: redis::aio::ConnectionManager,
     timeout: Duration,
+    idle: Duration,
     /// This instance's name in the users' sets.
     instance: String,
-    /// Sockets open here, per user.
-    local: Mutex<HashMap<UserId, u32>>,
+    /// Per user with sockets here: how many, when last told active, whether idle as of the last
+    /// sweep.
+    local: Mutex<HashMap<UserId, Local>>,
+    signals: Signals,
 }
+
+struct Local {
+    open: u32,
+    told_active: tokio::time::Instant,
+    idle: bool,
+}
+
+const ONLINE_KEY: &str = "confab:online";
 
 fn presence_key(user: UserId) -> String {
     format!("confab:presence:{}", user.to_hex())
@@ -192,13 +379,33 @@ fn chosen_key(user: UserId) -> String {
     format!("confab:presence-choice:{}", user.to_hex())
 }
 
+fn active_key(user: UserId) -> String {
+    format!("confab:active:{}", user.to_hex())
+}
+
+fn shown_key(user: UserId) -> String {
+    format!("confab:presence-shown:{}", user.to_hex())
+}
+
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn redis_error(e: redis::RedisError) -> crate::error::Error {
+    crate::error::Error::internal(format!("Redis: {e}"))
+}
+
 impl RedisPresence {
     /// Connects, and renews this instance's vouching every third of `timeout` while it runs.
-    pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        idle: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
         let client = redis::Client::open(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(10), client.get_connection_manager())
             .await
@@ -207,19 +414,18 @@ impl RedisPresence {
         let presence = Arc::new(Self {
             conn,
             timeout,
+            idle,
             instance,
             local: Mutex::default(),
+            signals: Signals::new(),
         });
-        let weak = Arc::downgrade(&presence);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval((timeout / 3).max(Duration::from_millis(100)));
-            loop {
-                every.tick().await;
-                let Some(presence) = weak.upgrade() else {
-                    return;
-                };
-                presence.renew().await;
-            }
+        let renew_every = (timeout / 3).max(Duration::from_millis(100));
+        every(&presence, renew_every, |p| async move {
+            p.renew().await;
+            p.sweep_expired().await;
+        });
+        every(&presence, idle_sweep(idle), |p| async move {
+            p.sweep_idle().await
         });
         Ok(presence)
     }
@@ -235,7 +441,7 @@ impl RedisPresence {
             return;
         }
         let now = now_ms();
-        let until = now + i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        let until = now + millis(self.timeout);
         let keep = i64::try_from(self.timeout.as_secs()).unwrap_or(0) * 2 + 60;
         let mut pipe = redis::pipe();
         for user in users {
@@ -244,6 +450,12 @@ impl RedisPresence {
                 .expire(presence_key(*user), keep)
                 .ignore()
                 .set(seen_key(*user), now)
+                .ignore()
+                .cmd("ZADD")
+                .arg(ONLINE_KEY)
+                .arg("GT")
+                .arg(until)
+                .arg(user.to_hex())
                 .ignore();
         }
         let mut conn = self.conn.clone();
@@ -256,32 +468,176 @@ impl RedisPresence {
         let users = self.local_users();
         self.vouch(&users).await;
     }
+
+    /// Signals the users whose latest vouching has run out (their last socket closed a timeout
+    /// ago, or the instance holding it died), and forgets them in `confab:online`.
+    async fn sweep_expired(&self) {
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let expired: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGEBYSCORE")
+            .arg(ONLINE_KEY)
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await;
+        let expired = match expired {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read presence from Redis");
+                return;
+            }
+        };
+        if expired.is_empty() {
+            return;
+        }
+        // Removed only while still expired: of several instances sweeping, each user is taken
+        // by one (ZREM answers 1 once), and one renewed meanwhile stays.
+        for hex in expired {
+            let Ok(id) = crate::model::ObjectId::parse_str(&hex) else {
+                continue;
+            };
+            let removed: redis::RedisResult<i64> = redis::Script::new(
+                "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+                 if s and tonumber(s) <= tonumber(ARGV[2]) then
+                   return redis.call('ZREM', KEYS[1], ARGV[1])
+                 end
+                 return 0",
+            )
+            .key(ONLINE_KEY)
+            .arg(&hex)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await;
+            if matches!(removed, Ok(1)) {
+                self.signals.signal(UserId::from(id));
+            }
+        }
+    }
+
+    /// Signals the users here who went idle since the last sweep (by what any instance saw).
+    async fn sweep_idle(&self) {
+        let candidates: Vec<UserId> = {
+            let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            local
+                .iter()
+                .filter(|(_, l)| !l.idle && l.told_active.elapsed() >= self.idle)
+                .map(|(user, _)| *user)
+                .collect()
+        };
+        for user in candidates {
+            let idle = match self.is_idle(user).await {
+                Ok(idle) => idle,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read presence from Redis");
+                    return;
+                }
+            };
+            if idle {
+                if let Some(l) = self
+                    .local
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&user)
+                {
+                    l.idle = true;
+                }
+                self.signals.signal(user);
+            }
+        }
+    }
+
+    async fn is_idle(&self, user: UserId) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let active: Option<i64> = redis::cmd("GET")
+            .arg(active_key(user))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(active.is_some_and(|at| now_ms() - at >= millis(self.idle)))
+    }
+
+    /// Tells Redis `user` was active now; `force` skips the per-instance throttle.
+    async fn tell_active(&self, user: UserId, force: bool) -> bool {
+        let (due, was_idle) = {
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            match local.get_mut(&user) {
+                Some(l) => {
+                    let due = force || l.told_active.elapsed() >= ACTIVITY_EVERY;
+                    if due {
+                        l.told_active = tokio::time::Instant::now();
+                    }
+                    (due, std::mem::take(&mut l.idle))
+                }
+                None => (true, false),
+            }
+        };
+        if due {
+            let keep = self.idle.as_secs().saturating_mul(2).max(60);
+            let mut conn = self.conn.clone();
+            let told: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(active_key(user))
+                .arg(now_ms())
+                .arg("EX")
+                .arg(keep)
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = told {
+                tracing::warn!(error = %e, "cannot record activity in Redis");
+            }
+        }
+        was_idle
+    }
 }
 
 #[async_trait]
 impl PresenceTracker for RedisPresence {
     async fn opened(&self, user: UserId) {
-        *self
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(user)
-            .or_default() += 1;
+        let first = {
+            let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = local.entry(user).or_insert_with(|| Local {
+                open: 0,
+                told_active: tokio::time::Instant::now(),
+                idle: false,
+            });
+            entry.open += 1;
+            entry.open == 1
+        };
         self.vouch(&[user]).await;
+        self.tell_active(user, true).await;
+        if first {
+            self.signals.signal(user);
+        }
     }
 
     async fn closed(&self, user: UserId) {
-        {
+        let last = {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(open) = local.get_mut(&user) {
-                *open = open.saturating_sub(1);
-                if *open == 0 {
-                    local.remove(&user);
+            match local.get_mut(&user) {
+                Some(entry) => {
+                    entry.open = entry.open.saturating_sub(1);
+                    let last = entry.open == 0;
+                    if last {
+                        local.remove(&user);
+                    }
+                    last
                 }
+                None => false,
             }
-        }
+        };
         // Vouched for a timeout from now: a reconnect meanwhile is no flap.
         self.vouch(&[user]).await;
+        if last {
+            signal_after(&self.signals, user, self.timeout);
+        }
+    }
+
+    async fn active(&self, user: UserId) {
+        if self.tell_active(user, false).await {
+            self.signals.signal(user);
+        }
     }
 
     async fn choose(&self, user: UserId, shown: Shown) -> Result<()> {
@@ -304,31 +660,128 @@ impl PresenceTracker for RedisPresence {
                     .await
             }
         };
-        result.map_err(|e| crate::error::Error::internal(format!("Redis: {e}")))
+        result.map_err(redis_error)?;
+        self.signals.signal(user);
+        Ok(())
     }
 
     async fn state(&self, user: UserId) -> Result<PresenceState> {
         let mut conn = self.conn.clone();
-        let (vouched, seen, chosen): (i64, Option<i64>, Option<String>) = redis::pipe()
-            .zcount(presence_key(user), now_ms(), "+inf")
-            .get(seen_key(user))
-            .get(chosen_key(user))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| crate::error::Error::internal(format!("Redis: {e}")))?;
+        let now = now_ms();
+        let (vouched, seen, chosen, active): (i64, Option<i64>, Option<String>, Option<i64>) =
+            redis::pipe()
+                .zcount(presence_key(user), now, "+inf")
+                .get(seen_key(user))
+                .get(chosen_key(user))
+                .get(active_key(user))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
         let chosen = match chosen.as_deref() {
             Some("away") => Some(Shown::Away),
             Some("offline") => Some(Shown::Offline),
             _ => None,
         };
         let online = vouched > 0;
+        let idle = active.is_some_and(|at| now - at >= millis(self.idle));
         Ok(PresenceState {
-            shown: shown_of(online, chosen),
+            shown: shown_of(online, chosen, idle),
             last_seen: match online {
                 true => Some(Utc::now()),
                 false => seen.and_then(DateTime::from_timestamp_millis),
             },
         })
+    }
+
+    async fn settle(&self, user: UserId, shown: Shown) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let key = shown_key(user);
+        let before: Option<String> = match shown {
+            // Offline is the default: nothing kept for users offline.
+            Shown::Offline => redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await,
+            _ => {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(shown_name(shown))
+                    .arg("GET")
+                    .query_async(&mut conn)
+                    .await
+            }
+        }
+        .map_err(redis_error)?;
+        Ok(before.as_deref().unwrap_or(shown_name(Shown::Offline)) != shown_name(shown))
+    }
+
+    fn signals(&self) -> Option<mpsc::UnboundedReceiver<UserId>> {
+        self.signals.take()
+    }
+}
+
+/// How a presence is named in Redis (and, upper-cased, to clients).
+pub fn shown_name(shown: Shown) -> &'static str {
+    match shown {
+        Shown::Online => "online",
+        Shown::Away => "away",
+        Shown::Offline => "offline",
+    }
+}
+
+/// Announces presence changes (see the module docs) until the tracker's signals end.
+pub async fn announce(
+    tracker: Arc<dyn PresenceTracker>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn EventBus>,
+) {
+    let Some(mut signals) = tracker.signals() else {
+        return;
+    };
+    while let Some(first) = signals.recv().await {
+        // A moment's signals, each user once.
+        let mut users = HashSet::from([first]);
+        let deadline = tokio::time::Instant::now() + COLLECT;
+        while let Ok(Some(user)) = tokio::time::timeout_at(deadline, signals.recv()).await {
+            users.insert(user);
+        }
+        for user in users {
+            if let Err(e) = announce_one(&*tracker, &*store, &*bus, user).await {
+                tracing::warn!(%user, error = %e, "cannot announce a presence change");
+            }
+        }
+    }
+}
+
+async fn announce_one(
+    tracker: &dyn PresenceTracker,
+    store: &dyn Store,
+    bus: &dyn EventBus,
+    user: UserId,
+) -> Result<()> {
+    let state = tracker.state(user).await?;
+    if !tracker.settle(user, state.shown).await? {
+        return Ok(());
+    }
+    let Some(who) = store.user(user).await? else {
+        return Ok(());
+    };
+    let mut after = None;
+    loop {
+        let page = store
+            .rooms_of(user, PageRequest::Forward { after, first: 200 })
+            .await?;
+        for room in &page.items {
+            if store.member_count(room.id).await? <= ANNOUNCE_ROOM_MAX {
+                bus.publish(RoomEvent::PresenceChanged {
+                    room_id: room.id,
+                    user: who.clone(),
+                    shown: state.shown,
+                })
+                .await;
+            }
+        }
+        after = page.items.last().map(|r| r.id.object_id());
+        if !page.has_next || after.is_none() {
+            return Ok(());
+        }
     }
 }
 
@@ -338,7 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn online_until_the_timeout_after_the_last_socket_closes() {
-        let presence = MemoryPresence::new(Duration::from_secs(30));
+        let presence = MemoryPresence::new(Duration::from_secs(30), Duration::from_secs(3600));
         let ada = UserId::from_bytes([1; 12]);
         let at = |secs: u64| tokio::time::Instant::now() + Duration::from_secs(secs);
         assert_eq!(presence.state_at(ada, at(0)).shown, Shown::Offline);
@@ -369,7 +822,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_choice_shows_only_while_online() {
-        let presence = MemoryPresence::new(Duration::from_secs(30));
+        let presence = MemoryPresence::new(Duration::from_secs(30), Duration::from_secs(3600));
         let ada = UserId::from_bytes([1; 12]);
         presence.choose(ada, Shown::Away).await.unwrap();
         assert_eq!(presence.state(ada).await.unwrap().shown, Shown::Offline);
@@ -377,5 +830,34 @@ mod tests {
         assert_eq!(presence.state(ada).await.unwrap().shown, Shown::Away);
         presence.choose(ada, Shown::Online).await.unwrap();
         assert_eq!(presence.state(ada).await.unwrap().shown, Shown::Online);
+    }
+
+    #[tokio::test]
+    async fn doing_nothing_for_the_idle_time_shows_away_until_the_next_act() {
+        let presence = MemoryPresence::new(Duration::from_secs(30), Duration::from_secs(600));
+        let ada = UserId::from_bytes([1; 12]);
+        let at = |secs: u64| tokio::time::Instant::now() + Duration::from_secs(secs);
+        presence.opened(ada).await;
+        assert_eq!(presence.state_at(ada, at(599)).shown, Shown::Online);
+        assert_eq!(presence.state_at(ada, at(601)).shown, Shown::Away);
+        presence.choose(ada, Shown::Offline).await.unwrap();
+        assert_eq!(
+            presence.state_at(ada, at(601)).shown,
+            Shown::Offline,
+            "a choice of invisible wins over idleness"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_is_recorded_as_announced_once() {
+        let presence = MemoryPresence::new(Duration::from_secs(30), Duration::from_secs(600));
+        let ada = UserId::from_bytes([1; 12]);
+        assert!(
+            !presence.settle(ada, Shown::Offline).await.unwrap(),
+            "offline by default"
+        );
+        assert!(presence.settle(ada, Shown::Online).await.unwrap());
+        assert!(!presence.settle(ada, Shown::Online).await.unwrap());
+        assert!(presence.settle(ada, Shown::Away).await.unwrap());
     }
 }

@@ -166,6 +166,18 @@ pub async fn event(
             "room_update",
             json!({"roomID": room.id.to_hex(), "room": RoomPayload::from(room)}),
         ),
+        RoomEvent::PresenceChanged {
+            room_id,
+            user,
+            shown,
+        } => (
+            "presence",
+            json!({
+                "roomID": room_id.to_hex(),
+                "user": UserPayload::from(user),
+                "presence": crate::service::presence::shown_name(*shown).to_uppercase(),
+            }),
+        ),
         RoomEvent::ForUser(_) => {
             return Err(Error::internal(
                 "a user's own log entry is not a room event",

@@ -13,6 +13,7 @@ const MY_EVENTS: &str = "subscription($after: String) { myEvents(after: $after) 
     ... on ReadStateChanged { cursor roomId unreadCount mentionCount lastReadMessageId }
     ... on Invited { cursor invitation { room { id name } inviter { username } } }
     ... on RemovedFromRoom { cursor roomId reason }
+    ... on PresenceChanged { user { id username } presence }
 } }";
 const MARK: &str = "mutation($r: ID!, $m: ID!) { markRead(roomId: $r, messageId: $m) { id } }";
 const CREATE_PRIVATE: &str =
@@ -26,7 +27,7 @@ const ROOMS: usize = 20;
 const DELETE_ROOM: &str = "mutation($r: ID!) { deleteRoom(roomId: $r) }";
 
 /// A live `myEvents` stream of `user`'s, resuming after `after` when given.
-async fn subscribe(app: &TestApp, user: &Session, after: Option<&str>) -> WsClient {
+pub(crate) async fn subscribe(app: &TestApp, user: &Session, after: Option<&str>) -> WsClient {
     let mut ws = app.ws_as(user).await;
     ws.subscribe("inbox", MY_EVENTS, json!({"after": after}))
         .await;
@@ -34,7 +35,7 @@ async fn subscribe(app: &TestApp, user: &Session, after: Option<&str>) -> WsClie
 }
 
 /// A fresh `myEvents` stream of `user`'s, live (nothing is replayed without a cursor).
-async fn subscribe_live(app: &TestApp, user: &Session) -> WsClient {
+pub(crate) async fn subscribe_live(app: &TestApp, user: &Session) -> WsClient {
     let mut ws = subscribe(app, user, None).await;
     let early = ws.ping_pong().await;
     assert!(
@@ -45,7 +46,7 @@ async fn subscribe_live(app: &TestApp, user: &Session) -> WsClient {
 }
 
 /// The next `myEvents` event (keep-alives skipped).
-async fn next(ws: &mut WsClient) -> Value {
+pub(crate) async fn next(ws: &mut WsClient) -> Value {
     loop {
         let message = ws.recv().await;
         if message["type"] == "ka" {
@@ -84,7 +85,12 @@ fn cursor(event: &Value) -> String {
 }
 
 /// Sends one more message and expects it as the next event: nothing else was queued before it.
-async fn nothing_before_the_next(app: &TestApp, ws: &mut WsClient, from: &Session, room: &str) {
+pub(crate) async fn nothing_before_the_next(
+    app: &TestApp,
+    ws: &mut WsClient,
+    from: &Session,
+    room: &str,
+) {
     let sent = app.send(from, room, "marker").await;
     let event = next(ws).await;
     assert_eq!(event["__typename"], "RoomActivity", "{event}");

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{Session, TestApp},
+    inbox::{next, nothing_before_the_next, subscribe_live},
     instances::cluster,
 };
 
@@ -183,13 +184,175 @@ async fn a_user_turns_offline_when_the_instance_holding_their_socket_is_killed()
         json!({"r": room}),
     )
     .await;
+    let mut inbox = subscribe_live(&b, &ada).await;
     let mut ws = crate::instances::subscribe_at(&url_a, &bob.token, &room, None).await;
     ws.ping_pong().await;
     assert_eq!(presence_of(&b, &ada, &bob).await.0, "ONLINE", "seen from B");
+    let event = next(&mut inbox).await;
+    assert_eq!(
+        (&event["user"]["id"], &event["presence"]),
+        (&json!(bob.id), &json!("ONLINE")),
+        "told on B of a socket on A: {event}"
+    );
 
     // SIGKILL: no socket is closed, nothing is told; A's vouching just runs out.
     a.0.kill().expect("kill A");
     a.0.wait().expect("A exits");
     until_shown(&b, &ada, &bob, "OFFLINE").await;
+    // Told on ada's stream too, by the instance still running: once.
+    let event = next(&mut inbox).await;
+    assert_eq!(
+        (
+            &event["__typename"],
+            &event["user"]["id"],
+            &event["presence"]
+        ),
+        (&json!("PresenceChanged"), &json!(bob.id), &json!("OFFLINE")),
+        "{event}"
+    );
+    nothing_before_the_next(&b, &mut inbox, &ada, &room).await;
     drop(ws);
+}
+
+/// The next event on a `myEvents` stream: a presence change of `user`, to `shown`.
+async fn told(ws: &mut crate::helpers::WsClient, user: &Session, shown: &str) {
+    let event = next(ws).await;
+    assert_eq!(event["__typename"], "PresenceChanged", "{event}");
+    assert_eq!(event["user"]["id"], user.id.as_str(), "{event}");
+    assert_eq!(event["presence"], shown, "{event}");
+}
+
+#[tokio::test]
+async fn changes_are_told_once_to_the_people_who_share_a_room() {
+    let app = TestApp::spawn_with(|c| c.presence_timeout = Duration::from_secs(1)).await;
+    let (ada, bob) = pair(&app).await;
+    let room = app
+        .data(
+            Some(&ada.token),
+            "{ myRooms(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await["myRooms"]["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
+    // Ada shares a second room with bob: still one event per change.
+    let second = app.create_room(&ada, "second").await;
+    app.join(&bob, &second).await;
+    // Carol shares no room with bob: she hears nothing of him.
+    let carol = app.register("carol").await;
+    let carols_room = app.create_room(&carol, "carol's").await;
+    let mut adas = subscribe_live(&app, &ada).await;
+    let mut carols = subscribe_live(&app, &carol).await;
+
+    // Two sockets at once: one ONLINE.
+    let mut ws = app.ws_as(&bob).await;
+    let sio = app.socketio(&bob).await;
+    told(&mut adas, &bob, "ONLINE").await;
+    nothing_before_the_next(&app, &mut adas, &ada, &room).await;
+
+    let set = "mutation($p: Presence!) { setPresence(presence: $p) { presence } }";
+    app.data(Some(&bob.token), set, json!({"p": "AWAY"})).await;
+    told(&mut adas, &bob, "AWAY").await;
+    app.data(Some(&bob.token), set, json!({"p": "ONLINE"}))
+        .await;
+    told(&mut adas, &bob, "ONLINE").await;
+
+    // Both sockets close: OFFLINE once the timeout has passed, once.
+    ws.stream.close(None).await.ok();
+    drop(ws);
+    drop(sio);
+    told(&mut adas, &bob, "OFFLINE").await;
+    nothing_before_the_next(&app, &mut adas, &ada, &room).await;
+    nothing_before_the_next(&app, &mut carols, &carol, &carols_room).await;
+}
+
+#[tokio::test]
+async fn a_reconnect_within_the_timeout_tells_nothing() {
+    let app = TestApp::spawn_with(|c| c.presence_timeout = Duration::from_secs(3600)).await;
+    let (ada, bob) = pair(&app).await;
+    let room = app.create_room(&ada, "marker").await;
+    let mut adas = subscribe_live(&app, &ada).await;
+    let mut ws = app.ws_as(&bob).await;
+    told(&mut adas, &bob, "ONLINE").await;
+    ws.stream.close(None).await.ok();
+    drop(ws);
+    // Reopened only once the server has closed it (ada's socket is the one left).
+    for _ in 0..200 {
+        if app.metric("confab_ws_connections").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.metric("confab_ws_connections").await, 1);
+    let mut fresh = subscribe_live(&app, &ada).await;
+    let _again = app.ws_as(&bob).await;
+    // Long enough for a change to be announced (a quarter of a second collects them). A
+    // stream opened since has told nothing of bob yet, so it would tell a repeated ONLINE.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let marker = app.send(&ada, &room, "marker").await;
+    for stream in [&mut fresh, &mut adas] {
+        let event = next(stream).await;
+        assert_eq!(
+            event["message"]["id"],
+            marker.as_str(),
+            "nothing before it: {event}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn doing_nothing_for_the_idle_time_shows_away_and_acting_shows_online() {
+    let app = TestApp::spawn_with(|c| c.presence_idle = Duration::from_secs(2)).await;
+    let (ada, bob) = pair(&app).await;
+    let room = app
+        .data(
+            Some(&bob.token),
+            "{ myRooms(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await["myRooms"]["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
+    let mut adas = subscribe_live(&app, &ada).await;
+    let _ws = app.ws_as(&bob).await;
+    told(&mut adas, &bob, "ONLINE").await;
+    told(&mut adas, &bob, "AWAY").await;
+    assert_eq!(presence_of(&app, &ada, &bob).await.0, "AWAY");
+    let sent = app.send(&bob, &room, "back").await;
+    let mut events = vec![next(&mut adas).await, next(&mut adas).await];
+    events.sort_by_key(|e| e["__typename"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(events[0]["presence"], "ONLINE", "{events:?}");
+    assert_eq!(events[1]["message"]["id"], sent.as_str(), "{events:?}");
+}
+
+#[tokio::test]
+async fn socketio_clients_hear_presence_in_their_rooms() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = pair(&app).await;
+    let mut sio = app.socketio(&ada).await;
+    let room = app
+        .data(
+            Some(&ada.token),
+            "{ myRooms(first: 1) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await["myRooms"]["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("a room")
+        .to_owned();
+    let joined = sio.call("join", json!({"roomID": room})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    let _ws = app.ws_as(&bob).await;
+    // Ada's own coming online may be told first.
+    let event = loop {
+        let event = sio.next_named("presence").await;
+        if event["user"]["username"] != "ada" {
+            break event;
+        }
+    };
+    assert_eq!(event["roomID"], room.as_str(), "{event}");
+    assert_eq!(event["user"]["username"], "bob", "{event}");
+    assert_eq!(event["presence"], "ONLINE", "{event}");
 }

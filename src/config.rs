@@ -23,6 +23,11 @@ pub struct Config {
     #[arg(long, env = "CONFAB_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// Serve `/metrics` on this address (keep it internal) and not on `--addr`. Without it,
+    /// `/metrics` is served on `--addr` with everything else.
+    #[arg(long, env = "CONFAB_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Where data lives: `sqlite://PATH` (created on first run), `sqlite::memory:` (ephemeral),
     /// or `mongodb://…` / `mongodb+srv://…`.
     #[arg(
@@ -356,6 +361,7 @@ impl Config {
         Self {
             command: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             database_url: "sqlite::memory:".into(),
             redis_url: None,
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),

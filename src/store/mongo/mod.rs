@@ -51,6 +51,7 @@ use mongodb::{
     Client, Collection, Database,
     bson::{Document, doc},
     error::{ErrorKind, WriteFailure},
+    event::{EventHandler, command::CommandEvent},
     options::ClientOptions,
 };
 use tokio::sync::mpsc;
@@ -58,6 +59,7 @@ use tokio::sync::mpsc;
 use super::{EventChannel, Store, keyset_page};
 use crate::{
     config::ConfigError,
+    metrics::store::StoreTimings,
     error::{Error, Result},
     model::{Page, PageRequest, RoomEvent},
 };
@@ -107,6 +109,8 @@ pub struct MongoStore {
     ids: IdGen,
     room_locks: RoomLocks,
     events: EventChannel,
+    /// How long each command takes, for `/metrics` (the driver's command monitoring).
+    timings: StoreTimings,
 }
 
 impl MongoStore {
@@ -135,8 +139,18 @@ impl MongoStore {
         Self::connect_to(options_with_defaults(&mut options), database).await
     }
 
-    async fn connect_to(options: ClientOptions, database: &str) -> anyhow::Result<Arc<Self>> {
+    async fn connect_to(mut options: ClientOptions, database: &str) -> anyhow::Result<Arc<Self>> {
         let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        let timings = StoreTimings::default();
+        let measured = timings.clone();
+        options.command_event_handler = Some(EventHandler::callback(move |event| match event {
+            CommandEvent::Succeeded(done) => measured.mongodb(&done.command_name, done.duration),
+            CommandEvent::Failed(failed) => {
+                measured.mongodb(&failed.command_name, failed.duration);
+            }
+            CommandEvent::Started(_) => {}
+            _ => {}
+        }));
         let client = Client::with_options(options)?;
         let db = client.database(database);
         db.run_command(doc! {"ping": 1}).await.map_err(|e| {
@@ -156,6 +170,7 @@ impl MongoStore {
             ids: IdGen::default(),
             room_locks: RoomLocks::default(),
             events: EventChannel::default(),
+            timings,
         };
         store.create_indexes().await?;
         store.upgrade_name_keys().await?;
@@ -247,5 +262,9 @@ impl Store for MongoStore {
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
         self.events.take()
+    }
+
+    fn timings(&self) -> Option<StoreTimings> {
+        Some(self.timings.clone())
     }
 }

@@ -10,6 +10,7 @@ mod http;
 mod instances;
 mod limits;
 mod messages;
+mod metrics;
 mod presence;
 mod process;
 mod rate_limits;

@@ -252,6 +252,31 @@ impl Extension for Observer {
 mod tests {
     use super::*;
 
+    /// `Code::ALL` holds every code: a new variant fails to compile here until it is listed.
+    #[test]
+    fn every_code_can_be_an_outcome() {
+        let position = |code: Code| match code {
+            Code::Unauthenticated => 0,
+            Code::Forbidden => 1,
+            Code::NotFound => 2,
+            Code::BadUserInput => 3,
+            Code::Conflict => 4,
+            Code::RateLimited => 5,
+            Code::InternalServerError => 6,
+            Code::BadRequest => 7,
+            Code::PayloadTooLarge => 8,
+            Code::MethodNotAllowed => 9,
+            Code::UnsupportedMediaType => 10,
+            Code::QueryTooComplex => 11,
+            Code::GraphqlParseFailed => 12,
+            Code::GraphqlValidationFailed => 13,
+            Code::ServiceUnavailable => 14,
+        };
+        for (i, code) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(position(code), i, "{code}");
+        }
+    }
+
     #[test]
     fn outcomes_are_ok_a_known_code_or_error() {
         assert_eq!(outcome(&[]), "ok");

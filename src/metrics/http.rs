@@ -98,7 +98,10 @@ impl HttpMetrics {
 pub async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = route_label(request.extensions().get::<MatchedPath>(), request.uri().path());
+    let route = route_label(
+        request.extensions().get::<MatchedPath>(),
+        request.uri().path(),
+    );
     let response = next.run(request).await;
     metrics.record(
         method,

@@ -255,3 +255,63 @@ fn a_metrics_addr_that_cannot_be_had_exits_2_with_one_line_and_writes_nothing() 
     assert!(!String::from_utf8_lossy(&output.stdout).contains("listening on"));
     assert!(!dir.path().join("data").exists(), "nothing written first");
 }
+
+/// The dashboard in `deploy/` is valid JSON whose every query names a series `/metrics` shows,
+/// so renaming a series without the dashboard fails here.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_series_confab_shows() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard"))
+            .expect("valid JSON");
+    let mut exprs = Vec::new();
+    let mut stack = vec![&dashboard];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                    exprs.push(expr.clone());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+
+    // Every family shows once it has a sample: exercise each (a refusal among them).
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = Switch::On;
+        c.limit_messages = "1/1h".parse::<Rate>().unwrap();
+    })
+    .await;
+    let ada = app.register("ada").await;
+    let room = app.create_room(&ada, "dashboard").await;
+    app.send(&ada, &room, "one").await;
+    let refused = app
+        .gql(
+            Some(&ada.token),
+            "mutation($r: ID!) { sendMessage(roomId: $r, body: \"two\") { id } }",
+            json!({"r": room}),
+        )
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    let text = scrape(&app.url("/metrics")).await;
+    let mut names = 0;
+    for expr in &exprs {
+        let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        for word in words.filter(|w| w.starts_with("confab_") || w.starts_with("process_")) {
+            let family = ["_bucket", "_count", "_sum", "_total", "_info"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{word} (in {expr}) is not shown:\n{text}"
+            );
+            names += 1;
+        }
+    }
+    assert!(names >= exprs.len(), "every query names a series");
+}

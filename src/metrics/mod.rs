@@ -79,6 +79,11 @@ impl Metrics {
             connections.total.clone(),
         );
         registry.register(
+            "confab_connections_refused",
+            "Client connections refused when accepted, by reason: full (--max-connections) or per-ip (--max-connections-per-ip)",
+            connections.refused.clone(),
+        );
+        registry.register(
             "confab_ws_connections",
             "Open GraphQL WebSocket connections",
             ws.connections.clone(),

@@ -315,3 +315,30 @@ async fn the_grafana_dashboard_queries_only_series_confab_shows() {
     }
     assert!(names >= exprs.len(), "every query names a series");
 }
+
+/// Connections refused at accept never reach a route, so they have a series of their own; the
+/// metrics address, which no client cap covers, still answers while the application's refuses.
+#[tokio::test]
+async fn connections_refused_at_accept_are_counted_by_reason() {
+    use tokio::{io::AsyncReadExt as _, net::TcpStream};
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits = Switch::On;
+        c.max_connections_per_ip = 1;
+        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+    })
+    .await;
+    let _held = TcpStream::connect(app.addr).await.unwrap();
+    let mut over = TcpStream::connect(app.addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, over.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+
+    let internal = app.metrics_addr.expect("a metrics address");
+    let text = scrape(&format!("http://{internal}/metrics")).await;
+    let per_ip = r#"confab_connections_refused_total{reason="per-ip"}"#;
+    assert_eq!(sample(&text, per_ip), Some(1.0), "{text}");
+}

@@ -78,6 +78,10 @@ impl Metrics {
             "Open client connections (HTTP, and the WebSockets upgraded from them)",
             connections.total.clone(),
         );
+        // Both reasons from zero, so that a rate over the first refusal is not lost.
+        for reason in ["full", "per-ip"] {
+            connections.refused.get_or_create(&[("reason", reason)]);
+        }
         registry.register(
             "confab_connections_refused",
             "Client connections refused when accepted, by reason: full (--max-connections) or per-ip (--max-connections-per-ip)",

@@ -80,7 +80,7 @@ impl Metrics {
         );
         // Both reasons from zero, so that a rate over the first refusal is not lost.
         for reason in ["full", "per-ip"] {
-            connections.refused.get_or_create(&[("reason", reason)]);
+            let _ = connections.refused.get_or_create(&[("reason", reason)]);
         }
         registry.register(
             "confab_connections_refused",

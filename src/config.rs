@@ -35,6 +35,11 @@ pub struct Config {
     )]
     pub addr: ListenAddr,
 
+    /// Serve `/metrics` on this address (keep it internal) and not on `--addr`. Without it,
+    /// `/metrics` is served on `--addr` with everything else.
+    #[arg(long, env = "CONFAB_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Where data lives: `sqlite://PATH` (created on first run), `sqlite::memory:` (ephemeral),
     /// or `mongodb://…` / `mongodb+srv://…`.
     #[arg(
@@ -628,6 +633,7 @@ impl Config {
         Self {
             command: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+            metrics_addr: None,
             database_url: "sqlite::memory:".into(),
             redis_url: None,
             jwt_secret: Some(Secret::new("confab-test-secret-confab-test-secret")),

@@ -135,6 +135,25 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code (what `/metrics` accepts as an outcome label).
+    pub const ALL: [Code; 15] = [
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::BadUserInput,
+        Self::Conflict,
+        Self::RateLimited,
+        Self::InternalServerError,
+        Self::BadRequest,
+        Self::PayloadTooLarge,
+        Self::MethodNotAllowed,
+        Self::UnsupportedMediaType,
+        Self::QueryTooComplex,
+        Self::GraphqlParseFailed,
+        Self::GraphqlValidationFailed,
+        Self::ServiceUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",

@@ -29,7 +29,7 @@ use crate::{
     config::{Config, DatabaseUrl, ListenAddr},
     error::Code,
     graphql::{
-        self, build_schema,
+        self, build_schema_counted,
         endpoint::{GraphqlState, WsStats},
         ws::fanout::Renders,
     },
@@ -70,6 +70,8 @@ impl FromRef<AppState> for GraphqlState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// `--metrics-addr`: its listener, bound address and router.
+    metrics: Option<(TcpListener, SocketAddr, Router)>,
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     stats: Arc<WsStats>,
@@ -87,6 +89,13 @@ impl Application {
         let url = DatabaseUrl::parse(&config.database_url).map_err(ConfigError)?;
         let listener = bind(&config.addr).await?;
         let addr = listener.local_addr()?;
+        // Before anything is opened or written: an address that cannot be had is a refusal.
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                ConfigError(format!("cannot listen on {addr} (--metrics-addr): {e}"))
+            })?),
+            None => None,
+        };
         if let Some(url) = &config.redis_url {
             crate::bus::redis::probe(url).await?;
         }
@@ -116,8 +125,11 @@ impl Application {
         let data_dir = url.data_dir();
         let key = auth::signing_key(config.jwt_secret.as_ref(), data_dir.as_deref())?;
         let store = store::connect(&url).await?;
+        let store_timings = store.timings();
         let secret = key.into_bytes()?;
         let tokens = Tokens::new(&secret, config.token_ttl);
+        let refusals = metrics::limits::Refusals::default();
+        let limiter = refusals.counting(limiter);
         let limits = connection_limits(config, rates.enabled);
         let guards = Guards {
             rates,
@@ -138,17 +150,25 @@ impl Application {
         let stats = Arc::new(WsStats::default());
         let renders = Arc::new(Renders::default());
         let connections = Arc::new(Connections::default());
-        let metrics = Arc::new(Metrics::new(
-            &stats,
-            &renders,
-            &connections,
-            service.session_stats(),
-        ));
+        let (socketio, io) = socketio::layer(service.clone());
+        let http_metrics = metrics::http::HttpMetrics::default();
+        let operations = metrics::graphql::OperationCounts::default();
+        let metrics = Arc::new(Metrics::new(metrics::Sources {
+            ws: &stats,
+            renders: &renders,
+            connections: &connections,
+            sessions: service.session_stats(),
+            http: &http_metrics,
+            operations: &operations,
+            refusals: &refusals,
+            store: store_timings,
+            socketio: io,
+        }));
         let state = AppState {
             service: service.clone(),
             metrics,
             graphql: GraphqlState {
-                schema: build_schema(Some(service.clone())),
+                schema: build_schema_counted(Some(service.clone()), operations),
                 renders,
                 tokens,
                 service: service.clone(),
@@ -159,14 +179,26 @@ impl Application {
                 stats: stats.clone(),
             },
         };
-        let (socketio, _io) = socketio::layer(state.service.clone());
+        let metrics_side = match metrics_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                Some((listener, addr, metrics_router(state.metrics.clone())))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             // Socket.IO outside the rest: its long-polls outlive the request timeout, and it has
-            // its own payload limit. The security headers outermost, so every response has them.
-            router: router(state, &config.cors_origins)
+            // its own payload limit. The security headers outside those, so every response has
+            // them; the request counts outermost, so they see every answer as sent.
+            router: router(state, &config.cors_origins, metrics_side.is_none())
                 .layer(socketio)
-                .layer(web::security_headers_layer()),
+                .layer(web::security_headers_layer())
+                .layer(axum::middleware::from_fn_with_state(
+                    http_metrics,
+                    metrics::http::track,
+                )),
+            metrics: metrics_side,
             addr,
             shutdown,
             stats,
@@ -185,6 +217,12 @@ impl Application {
         self.addr
     }
 
+    /// The address `/metrics` is served on with `--metrics-addr` (the real port when 0 was
+    /// asked for).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr, _)| *addr)
+    }
+
     /// Serves until `signal` resolves, then stops accepting, lets requests finish and closes
     /// every WebSocket with a close frame (1001).
     pub async fn run_until_stopped(
@@ -192,6 +230,21 @@ impl Application {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!("listening on http://{}", self.addr);
+        let metrics_server = self.metrics.map(|(listener, addr, router)| {
+            tracing::info!("serving /metrics on http://{addr}/metrics");
+            let mut stopping = self.shutdown.subscribe();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            })
+        });
         let shutdown = self.shutdown.clone();
         connections::serve(
             self.listener,
@@ -209,6 +262,9 @@ impl Application {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.stats.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(server) = metrics_server {
+            let _ = tokio::time::timeout_at(deadline, server).await;
         }
         Ok(())
     }
@@ -261,12 +317,18 @@ fn connection_limits(config: &Config, rate_limits: bool) -> ConnectionLimits {
     }
 }
 
-fn router(state: AppState, cors_origins: &[String]) -> Router {
+/// The application's routes; `/metrics` among them unless it has an address of its own.
+fn router(state: AppState, cors_origins: &[String], with_metrics: bool) -> Router {
     let router = Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    let router = router
         .merge(rest::routes())
         .merge(web::routes())
         .fallback(not_found)
@@ -366,8 +428,29 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render();
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+    scrape(state.metrics).await
+}
+
+/// The router `--metrics-addr` serves: `/metrics`, and a 404 for anything else.
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Arc<Metrics>>| scrape(metrics)),
+        )
+        .fallback(not_found)
+        .with_state(metrics)
+}
+
+/// One scrape; it reads `/proc`, so off the async runtime.
+async fn scrape(metrics: Arc<Metrics>) -> Response {
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the metrics scrape failed");
+            Problem::new(Code::InternalServerError, "cannot read the metrics").rest_response()
+        }
+    }
 }
 
 async fn method_not_allowed() -> Response {

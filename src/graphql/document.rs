@@ -112,7 +112,10 @@ fn refusal(code: Code, message: String) -> ServerError {
 
 /// The type of the operation a request runs, by the GraphQL spec's rule: the one named by
 /// `operationName`, else the document's only operation.
-fn operation_kind(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+pub(crate) fn operation_kind(
+    document: &ExecutableDocument,
+    name: Option<&str>,
+) -> Option<OperationType> {
     match (&document.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op.node.ty),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),

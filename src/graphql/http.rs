@@ -229,7 +229,10 @@ async fn execute(
                 .data(agent.clone());
             ctx.schema.execute(request).await
         }
-        Err(error) => GraphqlResponse::from_errors(vec![error]),
+        Err(error) => {
+            crate::metrics::graphql::refused(&ctx.schema, "http", &error);
+            GraphqlResponse::from_errors(vec![error])
+        }
     }
 }
 
@@ -291,6 +294,7 @@ pub async fn get(
     let checked = match document::check(request) {
         Ok(checked) => checked,
         Err(error) => {
+            crate::metrics::graphql::refused(&ctx.schema, "http", &error);
             return respond(
                 &headers,
                 Answer::Single(GraphqlResponse::from_errors(vec![error])),

@@ -23,6 +23,7 @@ use async_graphql::{Context, ErrorExtensions, MergedObject, MergedSubscription, 
 use crate::{
     auth::{Caller, ClientIp},
     error::Error,
+    metrics::graphql::{OperationCounts, OperationMetrics},
     model::{ObjectId, parse_id},
     service::ChatService,
 };
@@ -61,6 +62,14 @@ pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// Builds the schema. With `None` it can only print its SDL (`confab schema`).
 pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
+    build_schema_counted(service, OperationCounts::default())
+}
+
+/// Builds the schema, counting its operations in `operations` (for `/metrics`).
+pub fn build_schema_counted(
+    service: Option<Arc<ChatService>>,
+    operations: OperationCounts,
+) -> AppSchema {
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
@@ -70,7 +79,9 @@ pub fn build_schema(service: Option<Arc<ChatService>>) -> AppSchema {
     .limit_complexity(MAX_COMPLEXITY)
     .limit_recursive_depth(32)
     .limit_directives(16)
-    .extension(ValidationCodes);
+    .extension(ValidationCodes)
+    .extension(OperationMetrics(operations.clone()))
+    .data(operations);
     if let Some(service) = service {
         builder = builder.data(service);
     }

@@ -45,7 +45,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use ipnet::IpNet;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -80,6 +80,8 @@ pub struct ConnectionLimits {
 pub struct Connections {
     /// Client connections open, shown on `/metrics` too.
     pub total: Gauge,
+    /// Connections refused at accept, by reason (`full`, `per-ip`), shown on `/metrics`.
+    pub refused: Family<[(&'static str, &'static str); 1], Counter>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     refusing: AtomicUsize,
 }
@@ -95,6 +97,7 @@ impl Connections {
         let max = i64::try_from(limits.max_total).unwrap_or(i64::MAX);
         if self.total.inc() >= max {
             self.total.dec();
+            self.refused.get_or_create(&[("reason", "full")]).inc();
             return Err(Refusal::Full);
         }
         let counted = limits.max_per_ip.is_some() && !is_trusted(ip, &limits.trusted_proxies);
@@ -104,6 +107,7 @@ impl Connections {
             if Some(*open) >= limits.max_per_ip {
                 drop(per_ip);
                 self.total.dec();
+                self.refused.get_or_create(&[("reason", "per-ip")]).inc();
                 return Err(Refusal::TooManyFromYou);
             }
             *open += 1;

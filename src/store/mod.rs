@@ -101,6 +101,12 @@ pub trait Store:
     /// channel, later calls `None`; until it is taken, nothing is queued. An event is queued
     /// once its write is committed, which may be just after the write has returned.
     fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<RoomEvent>>;
+
+    /// How long this driver's calls take, for `/metrics` (see `metrics::store`), when it
+    /// measures them.
+    fn timings(&self) -> Option<crate::metrics::store::StoreTimings> {
+        None
+    }
 }
 
 /// Users: accounts, by id and by name.

@@ -16,6 +16,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `--metrics-addr` was given.
+    pub metrics_addr: Option<SocketAddr>,
     pub http: reqwest::Client,
     /// The server's open client connections.
     pub connections: std::sync::Arc<confab::server::connections::Connections>,
@@ -54,6 +56,7 @@ impl TestApp {
             .await
             .expect("the server starts");
         let addr = app.addr();
+        let metrics_addr = app.metrics_addr();
         let connections = app.connections();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -61,6 +64,7 @@ impl TestApp {
         }));
         Self {
             addr,
+            metrics_addr,
             http: reqwest::Client::new(),
             connections,
             stop: Some(stop),

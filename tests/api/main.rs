@@ -12,6 +12,7 @@ mod inbox;
 mod instances;
 mod limits;
 mod messages;
+mod metrics;
 mod presence;
 mod process;
 mod rate_limits;

@@ -384,6 +384,7 @@ impl Connection {
         let checked = match document::check(request) {
             Ok(checked) => checked,
             Err(error) => {
+                crate::metrics::graphql::refused(&self.ctx.schema, "ws", &error);
                 // Refused before it started: `error`, and no `complete`.
                 self.send(frame(Some(&id), "error", Some([error]))).await;
                 return Flow::Continue;

@@ -53,6 +53,7 @@ use mongodb::{
     Client, Collection, Database,
     bson::{Document, doc},
     error::{ErrorKind, WriteFailure},
+    event::{EventHandler, command::CommandEvent},
     options::ClientOptions,
 };
 use tokio::sync::mpsc;
@@ -61,6 +62,7 @@ use super::{EventChannel, Store, keyset_page};
 use crate::{
     config::ConfigError,
     error::{Error, Result},
+    metrics::store::StoreTimings,
     model::{Page, PageRequest, RoomEvent},
 };
 use schema::{
@@ -113,6 +115,8 @@ pub struct MongoStore {
     events: EventChannel,
     /// Where startup left the database (see `schema::SCHEMA_DOC`).
     schema_version: i64,
+    /// How long each command takes, for `/metrics` (the driver's command monitoring).
+    timings: StoreTimings,
 }
 
 impl MongoStore {
@@ -141,8 +145,16 @@ impl MongoStore {
         Self::connect_to(options_with_defaults(&mut options), database).await
     }
 
-    async fn connect_to(options: ClientOptions, database: &str) -> anyhow::Result<Arc<Self>> {
+    async fn connect_to(mut options: ClientOptions, database: &str) -> anyhow::Result<Arc<Self>> {
         let hosts: Vec<String> = options.hosts.iter().map(ToString::to_string).collect();
+        let timings = StoreTimings::default();
+        let measured = timings.clone();
+        // Every command's round trip, timed by the driver: the one seam all store calls share.
+        options.command_event_handler = Some(EventHandler::callback(move |event| match event {
+            CommandEvent::Succeeded(done) => measured.mongodb(&done.command_name, done.duration),
+            CommandEvent::Failed(failed) => measured.mongodb(&failed.command_name, failed.duration),
+            _ => {}
+        }));
         let client = Client::with_options(options)?;
         let db = client.database(database);
         db.run_command(doc! {"ping": 1}).await.map_err(|e| {
@@ -165,6 +177,7 @@ impl MongoStore {
             room_locks: RoomLocks::default(),
             events: EventChannel::default(),
             schema_version: 0,
+            timings,
         };
         // Before any upgrade: a database a newer Confab left is refused untouched.
         store.check_schema_version().await?;
@@ -264,5 +277,9 @@ impl Store for MongoStore {
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
         self.events.take()
+    }
+
+    fn timings(&self) -> Option<StoreTimings> {
+        Some(self.timings.clone())
     }
 }

@@ -48,6 +48,7 @@ use rusqlite::{Connection, OpenFlags, Row, ToSql};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{RefusingWrites, Store, keyset_page};
+use crate::metrics::store::StoreTimings;
 use crate::{
     error::{Error, Result},
     model::{ObjectId, Page, PageRequest, RoomEvent},
@@ -71,6 +72,8 @@ pub struct SqliteStore {
     health: Arc<WriterHealth>,
     /// The file's `user_version` once migrated.
     schema_version: i64,
+    /// How long reads and writes take, for `/metrics`.
+    timings: StoreTimings,
     _writer: Arc<WriterThread>,
 }
 
@@ -160,6 +163,7 @@ impl SqliteStore {
             events,
             health,
             schema_version,
+            timings: StoreTimings::default(),
             _writer: Arc::new(WriterThread {
                 stopped: Mutex::new(stopped),
             }),
@@ -192,6 +196,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut IdGen) -> Result<(T, Vec<RoomEvent>)> + Send + 'static,
     ) -> Result<T> {
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         let job: WriteJob = Box::new(move |conn, ids| {
             let (result, events) = match in_savepoint(conn, |conn| f(conn, ids)) {
@@ -221,8 +226,11 @@ impl SqliteStore {
             .send(Job::Write(job))
             .await
             .map_err(|_| Error::internal("the SQLite writer has stopped"))?;
-        rx.await
-            .map_err(|_| Error::internal("the SQLite writer dropped a write"))?
+        let written = rx
+            .await
+            .map_err(|_| Error::internal("the SQLite writer dropped a write"))?;
+        self.timings.sqlite(true, started.elapsed());
+        written
     }
 
     /// Runs `f` on a reader connection (or, in memory, on the writer's, between batches).
@@ -230,7 +238,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        match &self.readers {
+        let started = std::time::Instant::now();
+        let read = match &self.readers {
             Some(pool) => pool.clone().run(f).await,
             None => {
                 let (tx, rx) = oneshot::channel();
@@ -244,7 +253,9 @@ impl SqliteStore {
                 rx.await
                     .map_err(|_| Error::internal("the SQLite writer dropped a read"))?
             }
-        }
+        };
+        self.timings.sqlite(false, started.elapsed());
+        read
     }
 }
 
@@ -454,6 +465,10 @@ impl Store for SqliteStore {
 
     fn take_events(&self) -> Option<mpsc::Receiver<RoomEvent>> {
         self.events.take()
+    }
+
+    fn timings(&self) -> Option<StoreTimings> {
+        Some(self.timings.clone())
     }
 }
 

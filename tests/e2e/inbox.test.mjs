@@ -3,7 +3,8 @@
 // reading of the list (every GraphQL request the page makes is watched), an invitation and a
 // removal show up live, a room joined on another device appears, and a reconnect during which
 // messages arrive in three rooms resumes from the last cursor: the right badges, each message
-// of the open room once. Other people act over HTTP. Every wait is on something the page shows
+// of the open room once; a cursor the server refuses makes it read its rooms again. Presence
+// dots for members and a direct room's other person. Other people act over HTTP. Every wait is on something the page shows
 // or sends, with a bound. Screenshots go to tests/e2e/artifacts/.
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -112,6 +113,11 @@ test('badges of a room that is not open follow its messages live, with no readin
   await ada.waitForSelector(`${badge(ada, annex, 'unread')}:text-is("1")`, WAIT);
   await ada.waitForSelector(`#my-rooms li[data-id="${annex}"] .name:text-is("annex")`, WAIT);
 
+  // So does a direct room Bob writes in, with a dot saying he is offline (he has no socket).
+  const { directRoom } = await gql(server, 'mutation($u: ID!) { directRoom(userId: $u) { id } }', { u: ada.userId }, bob.token);
+  await send(bob, directRoom.id, 'psst');
+  await ada.waitForSelector(`#my-rooms li[data-id="${directRoom.id}"]:has-text("bob") i.presence.offline[data-user="${bob.id}"]`, WAIT);
+
   // Members show whether they are online: Ada's page has a socket open, Bob none.
   await ada.click(`#my-rooms li[data-id="${general}"] .name`);
   await ada.click('#members');
@@ -160,13 +166,14 @@ test('a room I am kicked from, or leave on another device, leaves the list live'
   await finn.context().close();
 });
 
-test('a reconnect resumes from the last cursor: the right badges, each message of the open room once', async () => {
-  const gus = await register(server, 'gus');
-  // Every socket of the page goes through here, so the test can take the connection away.
+/// A new account whose page's sockets all go through the test, which can take the connection
+/// away (`drop`: the page's socket closes, and new ones open to the page but reach no server)
+/// and give it back (`restore`). `subscribes` lists what the page subscribes to.
+async function linkedPerson(username) {
   const link = { down: false, held: [], sockets: [], subscribes: [] };
-  const hana = await person('hana', (context) => context.routeWebSocket(/\/graphql$/, (ws) => {
+  const page = await person(username, (context) => context.routeWebSocket(/\/graphql$/, (ws) => {
     if (link.down) {
-      link.held.push(ws); // open to the page, but no server answers
+      link.held.push(ws);
       return;
     }
     link.sockets.push(ws);
@@ -178,6 +185,24 @@ test('a reconnect resumes from the last cursor: the right badges, each message o
     });
     upstream.onMessage((message) => ws.send(message));
   }));
+  link.drop = async () => {
+    link.down = true;
+    await link.sockets.at(-1).close({ code: 4000, reason: 'test' });
+    await page.waitForSelector('#status.reconnecting', WAIT);
+  };
+  link.restore = async () => {
+    link.down = false;
+    for (const ws of link.held.splice(0)) await ws.close({ code: 4000, reason: 'test' });
+    await page.waitForSelector('#status.live', WAIT);
+  };
+  return { page, link };
+}
+
+const inboxSubscribes = (link, from) => link.subscribes.slice(from).filter((payload) => payload.query.includes('myEvents'));
+
+test('a reconnect resumes from the last cursor: the right badges, each message of the open room once', async () => {
+  const gus = await register(server, 'gus');
+  const { page: hana, link } = await linkedPerson('hana');
   const lobby = await createRoom(gus, 'lobby');
   const general = await createRoom(gus, 'news');
   const annex = await createRoom(gus, 'backroom');
@@ -193,9 +218,7 @@ test('a reconnect resumes from the last cursor: the right badges, each message o
   const subscribed = link.subscribes.length;
 
   // The connection drops; messages arrive in three rooms meanwhile.
-  link.down = true;
-  await link.sockets.at(-1).close({ code: 4000, reason: 'test' });
-  await hana.waitForSelector('#status.reconnecting', WAIT);
+  await link.drop();
   await send(gus, lobby, 'while away 1');
   await send(gus, general, 'general while away');
   await send(gus, annex, 'annex while away 1');
@@ -203,16 +226,14 @@ test('a reconnect resumes from the last cursor: the right badges, each message o
   await send(gus, lobby, 'while away 2');
 
   // Back: the page resumes after its cursor.
-  link.down = false;
-  for (const ws of link.held.splice(0)) await ws.close({ code: 4000, reason: 'test' });
-  await hana.waitForSelector('#status.live', WAIT);
+  await link.restore();
   await hana.waitForSelector(`${badge(hana, general, 'unread')}:text-is("2")`, WAIT);
   await hana.waitForSelector(`${badge(hana, annex, 'unread')}:text-is("2")`, WAIT);
   await hana.waitForSelector('#messages li:has-text("while away 2")', WAIT);
   for (const text of ['before the break', 'while away 1', 'while away 2']) {
     assert.equal(await hana.locator(`#messages li[data-id]:has-text("${text}")`).count(), 1, text);
   }
-  const resumed = link.subscribes.slice(subscribed).find((payload) => payload.query.includes('myEvents'));
+  const [resumed] = inboxSubscribes(link, subscribed);
   assert.ok(resumed, 'myEvents subscribed again');
   assert.ok(resumed.variables.after, 'with the cursor of the last event');
   assert.equal(listReads(hana, from), 0, 'nothing read again but what was missed');
@@ -223,4 +244,33 @@ test('a reconnect resumes from the last cursor: the right badges, each message o
   await hana.screenshot({ path: `${ARTIFACTS}/inbox-resumed.png` });
   await assertNoError(hana);
   await hana.context().close();
+});
+
+test('a cursor the server refuses: the page reads its rooms again and follows anew', async () => {
+  const jon = await register(server, 'jon');
+  const { page: ivy, link } = await linkedPerson('ivy');
+  const plaza = await createRoom(jon, 'plaza');
+  const yard = await createRoom(jon, 'yard');
+  for (const room of [plaza, yard]) await join(ivy, room);
+  await reloadAndOpen(ivy, plaza);
+  await send(jon, yard, 'yard before');
+  await ivy.waitForSelector(`${badge(ivy, yard, 'unread')}:text-is("1")`, WAIT);
+  const from = ivy.graphql.length;
+  const subscribed = link.subscribes.length;
+
+  // The cursor kept is one the server will not take (as when it is older than it keeps).
+  await ivy.evaluate((id) => sessionStorage.setItem(`confab.cursor.${id}`, 'not a cursor'), ivy.userId);
+  await link.drop();
+  await send(jon, yard, 'yard while away 1');
+  await send(jon, yard, 'yard while away 2');
+  await link.restore();
+
+  await ivy.waitForSelector(`${badge(ivy, yard, 'unread')}:text-is("3")`, WAIT);
+  const afters = inboxSubscribes(link, subscribed).map((payload) => payload.variables.after);
+  assert.deepEqual(afters, ['not a cursor', null], 'refused, then followed anew');
+  assert.ok(listReads(ivy, from) >= 1, 'the room list was read again');
+  await send(jon, yard, 'yard after');
+  await ivy.waitForSelector(`${badge(ivy, yard, 'unread')}:text-is("4")`, WAIT);
+  await assertNoError(ivy);
+  await ivy.context().close();
 });

@@ -8,10 +8,13 @@
 // when renewal is refused the session was ended elsewhere, and the page says so.
 //
 // The room list shows what is unread in each of my rooms and whether someone mentioned me
-// there. The server tells of neither live yet, so the counts are read with the list, and again
-// when the page comes back into view or gets the focus, after I send a message, and once a
-// minute while the page is shown. In the open room the newest message that has come into view
-// is marked read (at most about once a second), which clears that room's counts.
+// there. It is read once, at sign-in, and then kept live by one `myEvents` subscription for all
+// my rooms (see "The inbox" below) beside the open room's `roomEvents`: new messages bring their
+// room's counts, a marker moved on another device brings the new ones, invitations come in and
+// rooms I leave or am removed from go, on any device. The stream resumes after a reconnect from
+// the last event's cursor, kept in this tab's sessionStorage; without one, the list is read
+// again. In the open room the newest message that has come into view is marked read (at most
+// about once a second), which clears that room's counts. Members show whether they are online.
 //
 // Messages are drawn with DOM nodes only (never as HTML): links (http and https alone) open in
 // a new tab without a referrer; a deleted message leaves a placeholder; times say their date
@@ -35,10 +38,14 @@ const state = {
   roomsAfter: null,
   people: new Map(), // every user the page has come across: lower-case username -> { id, username }
   scanned: new Set(), // rooms whose members were read to find someone to invite
+  gone: new Set(), // rooms `myEvents` said I am out of since the room list was last read
   oldest: null, // cursor of the oldest message shown
   newest: new Map(), // room id -> newest message id seen
   read: new Map(), // room id -> my read marker there, as far as this page knows (or has asked for)
   subscription: null,
+  leavingRoom: null, // the room this page is leaving, while it asks
+  inbox: null, // the `myEvents` subscription
+  presence: new Map(), // user id -> ONLINE, AWAY or OFFLINE, as last heard
   typing: new Map(), // username -> timer
 };
 
@@ -417,6 +424,7 @@ class Live {
           break;
         case 'complete':
           this.subs.delete(message.id);
+          if (sub && sub.complete) sub.complete();
           break;
         default:
           break;
@@ -466,6 +474,11 @@ class Live {
 
 const live = new Live();
 live.onReconnect = () => {
+  // The inbox resumes from its cursor; with none yet, what it would have told is read again.
+  // Presence is never replayed: the direct rooms' people are read again (the open room's
+  // members are, below).
+  if (state.me && !cursorOf(state.me.id)) background(refreshSidebar);
+  else if (state.me) background(refreshPeers);
   // A message may have been sent in an empty room while offline: the resumed subscription
   // has no `after` then, so read the newest page again too (it de-duplicates). Members and
   // roles may have changed meanwhile too.
@@ -495,6 +508,7 @@ async function signedIn() {
   $('signin').hidden = true;
   $('chat').hidden = false;
   live.start();
+  await watchInbox();
   await loadRooms();
   await reopenRoom();
 }
@@ -514,6 +528,8 @@ function signOut(reason, { keepSession = false } = {}) {
   state.people.clear();
   state.scanned.clear();
   state.read.clear();
+  state.inbox = null;
+  state.presence.clear();
   $('invitations').replaceChildren();
   $('invitations-box').hidden = true;
   if ($('sessions').open) $('sessions').close();
@@ -550,6 +566,7 @@ async function logOut(everywhere) {
     throw error;
   }
   forgetDrafts(state.me.id);
+  forgetCursor(state.me.id);
   sessionStorage.removeItem(OPEN_ROOM_KEY);
   signOut('');
 }
@@ -648,8 +665,11 @@ $('logout-everywhere').addEventListener('click', () => {
 // Rooms
 
 const ROOM_FIELDS = 'id name memberCount visibility topic isDirect myRole';
-/// A room of mine as the room list shows it: with what I have not read there.
-const MY_ROOM_FIELDS = `${ROOM_FIELDS} unreadCount mentionCount lastReadMessageId`;
+/// A room of mine as the room list shows it: with what I have not read there, the newest
+/// message (to tell whether an event heard meanwhile is newer than the list), and for a direct
+/// room the other person, whose presence it shows.
+const MY_ROOM_FIELDS = `${ROOM_FIELDS} unreadCount mentionCount lastReadMessageId lastMessage { id }
+  members(first: 2) { id username presence }`;
 
 /// The lock shown beside a private room's name (direct rooms are private too).
 function lockIcon() {
@@ -676,6 +696,7 @@ function roomItem(room, joined) {
   name.className = 'name';
   name.textContent = `${room.name}`;
   name.title = roomTitle(room);
+  if (joined && room.peer) li.append(presenceDot(room.peer));
   li.append(name);
   if (joined) {
     name.addEventListener('click', () => attempt(() => openRoom(room)));
@@ -714,14 +735,21 @@ async function readMyRooms() {
 }
 
 /// A room of mine as just listed, unless the list was read before a marker this page moved
-/// since (the marker listed is behind it): then the room keeps the counts it has, which the
-/// answer to that `markRead` brought or will bring.
-function settleCounts(listed) {
+/// since (the marker listed is behind it), or before a message `myEvents` told of since: then
+/// the room keeps the counts it has, which the answer to that `markRead` or the event brought.
+function settleCounts({ lastMessage, members, ...listed }) {
+  listed.heard = lastMessage ? lastMessage.id : null;
+  if (listed.isDirect && state.me) {
+    listed.peer = (members || []).find((user) => user.id !== state.me.id) || null;
+    if (listed.peer) heardPresence(listed.peer.id, listed.peer.presence);
+  }
   const marked = state.read.get(listed.id);
   const known = state.myRooms.get(listed.id);
-  if (marked && (!listed.lastReadMessageId || listed.lastReadMessageId < marked)) {
+  const markerBehind = marked && (!listed.lastReadMessageId || listed.lastReadMessageId < marked);
+  const eventNewer = known && known.heard && (!listed.heard || listed.heard < known.heard);
+  if (markerBehind || eventNewer) {
     return known && 'unreadCount' in known
-      ? { ...listed, unreadCount: known.unreadCount, mentionCount: known.mentionCount, lastReadMessageId: known.lastReadMessageId }
+      ? { ...listed, unreadCount: known.unreadCount, mentionCount: known.mentionCount, lastReadMessageId: known.lastReadMessageId, heard: known.heard }
       : listed;
   }
   // The marker may have moved on elsewhere (another tab or device).
@@ -730,8 +758,11 @@ function settleCounts(listed) {
 }
 
 async function loadRooms() {
-  const mine = await readMyRooms();
+  state.gone.clear();
+  const listed = await readMyRooms();
   const data = await gql(`{ rooms(first: 50) { edges { node { ${ROOM_FIELDS} } } pageInfo { hasNextPage endCursor } } }`);
+  // A room `myEvents` said I am out of while the list was read stays out.
+  const mine = listed.filter((r) => !state.gone.has(r.id));
   state.myRooms = new Map(mine.map((r) => [r.id, r]));
   state.directory = new Map();
   $('my-rooms').replaceChildren(...mine.map((r) => roomItem(r, true)));
@@ -743,14 +774,19 @@ async function loadRooms() {
 /// Reads my rooms' counts again and shows them; when the rooms themselves changed (joined or
 /// left in another tab), the whole list.
 async function refreshCounts() {
-  const mine = await readMyRooms();
+  state.gone.clear();
+  const mine = (await readMyRooms()).filter((r) => !state.gone.has(r.id));
   if (!state.me) return;
   const shown = [...$('my-rooms').children].map((li) => li.dataset.id);
   if (shown.join() !== mine.map((r) => r.id).join()) {
     await loadRooms();
     return;
   }
-  for (const room of mine) setCounts(room);
+  for (const room of mine) {
+    const known = state.myRooms.get(room.id);
+    if (known) Object.assign(known, { heard: room.heard, peer: room.peer || known.peer });
+    setCounts(room);
+  }
 }
 
 /// Takes a room's counts (from the list, or from `markRead`) and shows them in the room list.
@@ -781,15 +817,53 @@ function renderCounts(li, room) {
   if (unread > 0) li.append(badge('unread', unread > 99 ? '99+' : String(unread), `${unread} unread message${unread === 1 ? '' : 's'}`));
 }
 
-// One reading at a time: a reason to read that comes up meanwhile (the focus and the
-// visibility change come together) is served by the reading under way.
-let sidebarLoading = null;
-function refreshSidebar() {
-  sidebarLoading ??= (async () => {
-    await refreshCounts();
-    if (state.me) await loadInvitations();
-  })().finally(() => { sidebarLoading = null; });
-  return sidebarLoading;
+/// Runs `work` one at a time: a call while it runs asks for one more run after it, which
+/// serves every call made meanwhile.
+function oneAtATime(work) {
+  let running = null;
+  let again = false;
+  return () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        if (state.me) await work();
+      } while (again);
+    })().finally(() => { running = null; });
+    return running;
+  };
+}
+
+/// Reads the room list's counts and the invitations again: after a reconnect with nothing to
+/// resume from, or when `myEvents` tells of a room the page does not know (joined elsewhere).
+const refreshSidebar = oneAtATime(async () => {
+  await refreshCounts();
+  if (state.me) await loadInvitations();
+});
+
+/// A room of mine is no longer (left, removed, or it is gone): out of the list, and back in
+/// the directory when it is public and still there.
+function forgetRoom(roomId, { gone = false } = {}) {
+  const room = state.myRooms.get(roomId);
+  state.gone.add(roomId);
+  state.myRooms.delete(roomId);
+  state.read.delete(roomId);
+  const li = $('my-rooms').querySelector(`li[data-id="${roomId}"]`);
+  if (li) li.remove();
+  if (gone) {
+    state.directory.delete(roomId);
+    const listed = $('all-rooms').querySelector(`li[data-id="${roomId}"]`);
+    if (listed) listed.remove();
+    return;
+  }
+  const open = state.directory.get(roomId) || (room && room.visibility === 'PUBLIC' && !room.isDirect ? room : null);
+  if (open && !$('all-rooms').querySelector(`li[data-id="${roomId}"]`)) {
+    state.directory.set(roomId, open);
+    $('all-rooms').append(roomItem(open, false));
+  }
 }
 
 function appendDirectory(page) {
@@ -826,8 +900,8 @@ $('new-room').addEventListener('submit', (event) => {
 $('back').addEventListener('click', () => $('chat').classList.remove('in-room'));
 
 // ---------------------------------------------------------------------------------------------
-// Invitations: the rooms others asked me into. The server tells of new ones only when asked,
-// so the list is read with the rooms and with their counts (see `refreshSidebar`).
+// Invitations: the rooms others asked me into, read with the rooms and again when `myEvents`
+// tells of a new one (the list read is the truth: one declined elsewhere is not shown).
 
 async function loadInvitations() {
   const { invitations } = await gql(
@@ -866,17 +940,212 @@ function invitationItem({ room, inviter, createdAt }) {
   return li;
 }
 
+const refreshInvitations = oneAtATime(loadInvitations);
+
+// ---------------------------------------------------------------------------------------------
+// The inbox: one `myEvents` subscription for everything about me across my rooms. Each event
+// but presence carries a cursor; the last one is kept (per user, in this tab's sessionStorage)
+// and the subscription, sent again at every reconnect, asks for what came `after` it, so
+// nothing is missed and nothing comes twice. A sign-in reads the room list afresh and starts
+// the stream anew (events replayed onto a list read later could undo what it shows). A cursor
+// the server no longer takes (BAD_USER_INPUT naming `after`) is dropped: the list is read
+// again and the stream starts anew. Presence is never replayed: what the page shows of it is
+// read again after a reconnect.
+
+const CURSOR_PREFIX = 'confab.cursor.';
+const cursorOf = (userId) => sessionStorage.getItem(`${CURSOR_PREFIX}${userId}`);
+const forgetCursor = (userId) => sessionStorage.removeItem(`${CURSOR_PREFIX}${userId}`);
+
+function keepCursor(userId, cursor) {
+  try {
+    sessionStorage.setItem(`${CURSOR_PREFIX}${userId}`, cursor);
+  } catch {
+    // Storage full or refused: a reconnect reads the list again instead of resuming.
+    forgetCursor(userId);
+  }
+}
+
+/// Whether the server's `myEvents` tells of presence (`PresenceChanged` in `UserEvent`); asked
+/// once a page load, at the first sign-in.
+let presenceEvents = null;
+async function hasPresenceEvents() {
+  if (presenceEvents === null) {
+    const { __type: union } = await gql('{ __type(name: "UserEvent") { possibleTypes { name } } }');
+    presenceEvents = Boolean(union && union.possibleTypes.some((type) => type.name === 'PresenceChanged'));
+  }
+  return presenceEvents;
+}
+
+function myEventsQuery(withPresence) {
+  return `subscription($after: String) { myEvents(after: $after) {
+  __typename
+  ... on RoomActivity { cursor room { id unreadCount mentionCount lastReadMessageId } message { id roomId } }
+  ... on ReadStateChanged { cursor roomId unreadCount mentionCount lastReadMessageId }
+  ... on Invited { cursor invitation { room { id } } }
+  ... on RemovedFromRoom { cursor roomId reason }
+  ${withPresence ? '... on PresenceChanged { user { id username } presence }' : ''}
+} }`;
+}
+
+/// Starts my `myEvents` subscription (the live connection is started).
+async function watchInbox() {
+  const me = state.me.id;
+  forgetCursor(me);
+  const query = myEventsQuery(await hasPresenceEvents().catch(() => false));
+  if (!state.me || state.me.id !== me) return;
+  const subscribe = () => {
+    state.inbox = live.subscribe(query, () => ({ after: cursorOf(me) }), {
+      next: (payload) => onInboxEvent(me, payload),
+      error: (errors) => onInboxError(me, errors, subscribe),
+      complete: () => {
+        // Ended by the server without a word: follow again, from the cursor.
+        state.inbox = null;
+        setTimeout(() => { if (state.me && state.me.id === me && !state.inbox) subscribe(); }, 1_000);
+      },
+    });
+  };
+  subscribe();
+}
+
+function onInboxError(me, errors, subscribe) {
+  state.inbox = null;
+  if (!state.me || state.me.id !== me) return;
+  const refused = errors.some((e) => e.extensions && e.extensions.code === 'BAD_USER_INPUT' && e.extensions.field === 'after');
+  if (refused && cursorOf(me)) {
+    // Too old to resume from: start anew, then read what it would have told.
+    forgetCursor(me);
+    subscribe();
+    background(loadRooms);
+    return;
+  }
+  showError(errors.map((e) => e.message).join('; '));
+}
+
+function onInboxEvent(me, payload) {
+  if (!state.me || state.me.id !== me) return;
+  if (payload.errors) {
+    showError(payload.errors.map((e) => e.message).join('; '));
+    return;
+  }
+  const event = payload.data.myEvents;
+  if (event.cursor) keepCursor(me, event.cursor);
+  switch (event.__typename) {
+    case 'RoomActivity':
+      onActivity(event.room, event.message);
+      break;
+    case 'ReadStateChanged':
+      onReadState(event);
+      break;
+    case 'Invited':
+      if (!state.myRooms.has(event.invitation.room.id)) background(refreshInvitations);
+      break;
+    case 'RemovedFromRoom':
+      onRemoved(event.roomId, event.reason);
+      break;
+    case 'PresenceChanged':
+      heardPresence(event.user.id, event.presence);
+      break;
+    default:
+      break;
+  }
+}
+
+/// A new message in a room of mine, with the room's counts as they now stand, unless this
+/// page has moved my marker there past what they were counted from (the answer to that
+/// `markRead` brings newer ones).
+function onActivity(room, message) {
+  const known = state.myRooms.get(room.id);
+  if (!known) {
+    // Joined on another device: the list is read again to show it in its place.
+    background(refreshSidebar);
+    return;
+  }
+  if (!known.heard || message.id > known.heard) known.heard = message.id;
+  const marked = state.read.get(room.id);
+  if (marked && (!room.lastReadMessageId || room.lastReadMessageId < marked)) return;
+  if (room.lastReadMessageId) state.read.set(room.id, room.lastReadMessageId);
+  setCounts(room);
+}
+
+/// My marker moved (here or on another device): the counts where it now stands, unless this
+/// page has since asked for it to move further.
+function onReadState(event) {
+  const marked = state.read.get(event.roomId);
+  if (marked && (!event.lastReadMessageId || event.lastReadMessageId < marked)) return;
+  if (event.lastReadMessageId) state.read.set(event.roomId, event.lastReadMessageId);
+  setCounts({ id: event.roomId, ...event });
+}
+
+/// Out of a room (on any device): it leaves the list; the open room closes, saying why.
+function onRemoved(roomId, reason) {
+  const open = state.room && state.room.id === roomId ? state.room : null;
+  forgetRoom(roomId, { gone: reason === 'deleted' });
+  if (!open) return;
+  if (reason === 'left' && state.leavingRoom === roomId) return; // this page's own Leave
+  const { name } = open;
+  const why = {
+    left: `You left ${name} on another device.`,
+    kicked: `You were removed from ${name}.`,
+    banned: `You were banned from ${name}.`,
+    deleted: `${name} was deleted.`,
+  }[reason] || `You are no longer in ${name}.`;
+  if (reason === 'kicked' || reason === 'banned') {
+    // The room's own stream says by whom, which this does not: it may come a moment later.
+    setTimeout(() => { if (state.room && state.room.id === roomId) closeRoom(why); }, 1_500);
+  } else {
+    closeRoom(why);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence: a dot for each member of the open room and for the other person of a direct room,
+// read with them and kept up by `PresenceChanged` where the server tells of it.
+
+const PRESENCE_WORDS = { ONLINE: 'online', AWAY: 'away', OFFLINE: 'offline' };
+
+function presenceDot(user) {
+  const dot = document.createElement('i');
+  dot.dataset.user = user.id;
+  dot.setAttribute('role', 'img');
+  if (user.presence) heardPresence(user.id, user.presence);
+  renderDot(dot, state.presence.get(user.id));
+  return dot;
+}
+
+function renderDot(dot, presence) {
+  const word = PRESENCE_WORDS[presence] || 'offline';
+  dot.className = `presence ${word}`;
+  dot.title = word;
+  dot.setAttribute('aria-label', word);
+}
+
+/// Someone's presence as last heard, shown on every dot of theirs.
+function heardPresence(userId, presence) {
+  if (!PRESENCE_WORDS[presence]) return;
+  state.presence.set(userId, presence);
+  for (const dot of document.querySelectorAll(`i.presence[data-user="${CSS.escape(userId)}"]`)) renderDot(dot, presence);
+}
+
+/// Reads again the presence of the other person of each direct room (at most 100 at once).
+async function refreshPeers() {
+  const direct = [...state.myRooms.values()].filter((room) => room.isDirect).slice(0, 100);
+  if (direct.length === 0) return;
+  const variables = {};
+  const fields = direct.map((room, i) => {
+    variables[`r${i}`] = room.id;
+    return `r${i}: room(id: $r${i}) { members(first: 2) { id presence } }`;
+  });
+  const declared = direct.map((_, i) => `$r${i}: ID!`).join(', ');
+  const data = await gql(`query(${declared}) { ${fields.join(' ')} }`, variables);
+  for (const found of Object.values(data)) {
+    for (const user of (found && found.members) || []) heardPresence(user.id, user.presence);
+  }
+}
+
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState !== 'visible' || !state.me) return;
-  refreshSidebar().catch(() => {});
   markSeenSoon(); // what came in while the page was away, if it is in view
 });
-window.addEventListener('focus', () => {
-  if (state.me) refreshSidebar().catch(() => {});
-});
-setInterval(() => {
-  if (state.me && document.visibilityState === 'visible') refreshSidebar().catch(() => {});
-}, 60_000);
 
 // ---------------------------------------------------------------------------------------------
 // People: who is in the shown room, with their roles; inviting, direct messages, moderation
@@ -907,7 +1176,7 @@ function mayInvite(room) {
 }
 
 const MEMBERSHIPS = `memberships(first: 100, after: $after) {
-  edges { node { role user { id username } } } pageInfo { hasNextPage endCursor } }`;
+  edges { node { role user { id username presence } } } pageInfo { hasNextPage endCursor } }`;
 
 /// The room (null when I may no longer see it) and, unless `room` says I may not list them
 /// (a private room I am not in), its members: at most 1,000, 100 a request.
@@ -943,6 +1212,7 @@ async function loadRoomDetails(roomId) {
   const { room, members } = await roomWithMembers(roomId);
   if (!state.room || state.room.id !== roomId) return;
   if (!room || !room.myRole) {
+    forgetRoom(roomId, { gone: !room });
     closeRoom(`You are no longer in ${state.room.name}.`);
     return;
   }
@@ -1010,7 +1280,7 @@ function memberItem({ user, role }) {
   const name = document.createElement('span');
   name.className = 'name';
   name.textContent = user.username;
-  li.append(name);
+  li.append(presenceDot(user), name);
   if (role === 'OWNER' || role === 'ADMIN') {
     const badge = document.createElement('span');
     badge.className = `badge role ${role.toLowerCase()}`;
@@ -1171,7 +1441,6 @@ function closeRoom(why, { forget = true } = {}) {
   $('chat').classList.remove('in-room');
   for (const li of document.querySelectorAll('.rooms li.current')) li.classList.remove('current');
   if (why) showError(why);
-  if (state.me) loadRooms().catch(() => {});
 }
 
 /// Opens again the room that was open in this tab before a reload, or before the session
@@ -1195,7 +1464,13 @@ $('leave').addEventListener('click', () => {
   const back = room.visibility === 'PRIVATE' && !room.isDirect ? ' You will need an invitation to come back.' : '';
   if (!confirm(`Leave ${room.name}?${back}`)) return;
   busy($('leave'), async () => {
-    await gql('mutation($r: ID!) { leaveRoom(roomId: $r) }', { r: room.id });
+    state.leavingRoom = room.id;
+    try {
+      await gql('mutation($r: ID!) { leaveRoom(roomId: $r) }', { r: room.id });
+    } finally {
+      state.leavingRoom = null;
+    }
+    forgetRoom(room.id);
     if (state.room && state.room.id === room.id) closeRoom('');
   });
 });
@@ -1205,6 +1480,7 @@ $('leave').addEventListener('click', () => {
 function onRoomError(roomId, errors) {
   const codes = errors.map((e) => e.extensions && e.extensions.code);
   if (state.room && state.room.id === roomId && (codes.includes('FORBIDDEN') || codes.includes('NOT_FOUND'))) {
+    forgetRoom(roomId, { gone: codes.includes('NOT_FOUND') });
     closeRoom(`You are no longer in ${state.room.name}.`);
     return;
   }
@@ -1273,6 +1549,7 @@ function onRoomEvent(roomId, payload) {
       const banned = event.__typename === 'MemberBanned';
       const why = banned && event.reason ? `: ${event.reason}` : '';
       if (event.user.id === me) {
+        forgetRoom(roomId);
         closeRoom(`You were removed from ${state.room.name} by ${event.by.username}${banned ? ` (banned${why})` : ''}.`);
         return;
       }

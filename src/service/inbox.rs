@@ -31,7 +31,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::{ChatService, feed};
+use super::{ChatService, feed, limiter::Kind};
 use crate::{
     bus::{EventBus, Received, RoomFeed},
     error::{Error, Result},
@@ -357,11 +357,16 @@ impl ChatService {
         caller: &crate::auth::Caller,
         after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<InboxEvent>> + Send + 'static + use<>> {
+        let user = caller.user_id()?;
+        // Each start saves a checkpoint: a write, so a client that resubscribes in a loop is
+        // held to the joins rate.
+        self.take(Kind::Streams, self.guards.rates.joins, &user.to_hex())
+            .await?;
         let inbox = Inbox {
             store: self.store.clone(),
             bus: self.bus.clone(),
         };
-        inbox.stream(caller.user_id()?, after).await
+        inbox.stream(user, after).await
     }
 }
 

@@ -223,6 +223,7 @@ impl ChatService {
                     Kind::Moderation => "moderation actions",
                     Kind::MarkRead => "read markers moved",
                     Kind::Presence => "presence changes",
+                    Kind::Streams => "myEvents subscriptions started",
                     Kind::TypingStarted | Kind::TypingStopped => "typing notices",
                 };
                 Error::rate_limited(format!("too many {what} (at most {rate})"), wait)

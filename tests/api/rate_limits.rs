@@ -546,3 +546,38 @@ async fn presence_is_chosen_at_the_messages_rate() {
     let room = app.create_room(&ada, "lobby").await;
     app.send(&ada, &room, "still here").await;
 }
+
+/// Starting `myEvents` saves a checkpoint: a client that resubscribes in a loop meets the joins
+/// rate, in an allowance of its own.
+#[tokio::test]
+async fn my_events_streams_start_at_the_joins_rate() {
+    let app = limited(|c| c.limit_joins = rate("3/1h")).await;
+    let ada = app.register("ada").await;
+    let mut ws = app.ws_as(&ada).await;
+    let query = "subscription { myEvents { __typename } }";
+    for i in 0..3 {
+        let id = format!("s{i}");
+        ws.subscribe(&id, query, json!({})).await;
+        let early = ws.ping_pong().await;
+        assert!(early.is_empty(), "started: {early:?}");
+        ws.send_json(json!({"id": id, "type": "complete"})).await;
+    }
+    ws.subscribe("s3", query, json!({})).await;
+    let refused = ws.recv().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{refused}"
+    );
+    // Joining rooms has an allowance of its own.
+    let bob = app.register("bob").await;
+    let room = app.create_room(&bob, "lobby").await;
+    let joined = app
+        .gql(
+            Some(&ada.token),
+            "mutation($r: ID!) { joinRoom(roomId: $r) { id } }",
+            json!({"r": room}),
+        )
+        .await;
+    assert!(joined["errors"].is_null(), "{joined}");
+}

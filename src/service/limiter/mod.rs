@@ -84,6 +84,9 @@ pub enum Kind {
     /// Moderation actions (kicks, bans, role changes, room updates), per user (counted against
     /// the messages rate).
     Moderation,
+    /// `myEvents` streams started, per user (each saves a checkpoint; counted against the
+    /// joins rate).
+    Streams,
     /// Typing indicators per user and room (coalesced, not refused).
     TypingStarted,
     TypingStopped,
@@ -102,6 +105,7 @@ impl Kind {
             Self::Moderation => "moderation",
             Self::MarkRead => "mark-read",
             Self::Presence => "presence",
+            Self::Streams => "streams",
             Self::TypingStarted => "typing-on",
             Self::TypingStopped => "typing-off",
         }

@@ -49,6 +49,19 @@ async fn pair(app: &TestApp) -> (Session, Session) {
     (ada, bob)
 }
 
+/// The id of the first room `user` is in.
+async fn first_room(app: &TestApp, user: &Session) -> String {
+    app.data(
+        Some(&user.token),
+        "{ myRooms(first: 1) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await["myRooms"]["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("a room")
+        .to_owned()
+}
+
 /// Waits (bounded) until `user` shows `wanted` to `viewer`.
 async fn until_shown(app: &TestApp, viewer: &Session, user: &Session, wanted: &str) {
     for _ in 0..200 {
@@ -226,16 +239,7 @@ async fn told(ws: &mut crate::helpers::WsClient, user: &Session, shown: &str) {
 async fn changes_are_told_once_to_the_people_who_share_a_room() {
     let app = TestApp::spawn_with(|c| c.presence_timeout = Duration::from_secs(1)).await;
     let (ada, bob) = pair(&app).await;
-    let room = app
-        .data(
-            Some(&ada.token),
-            "{ myRooms(first: 1) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await["myRooms"]["edges"][0]["node"]["id"]
-        .as_str()
-        .expect("a room")
-        .to_owned();
+    let room = first_room(&app, &ada).await;
     // Ada shares a second room with bob: still one event per change.
     let second = app.create_room(&ada, "second").await;
     app.join(&bob, &second).await;
@@ -305,16 +309,7 @@ async fn a_reconnect_within_the_timeout_tells_nothing() {
 async fn doing_nothing_for_the_idle_time_shows_away_and_acting_shows_online() {
     let app = TestApp::spawn_with(|c| c.presence_idle = Duration::from_secs(2)).await;
     let (ada, bob) = pair(&app).await;
-    let room = app
-        .data(
-            Some(&bob.token),
-            "{ myRooms(first: 1) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await["myRooms"]["edges"][0]["node"]["id"]
-        .as_str()
-        .expect("a room")
-        .to_owned();
+    let room = first_room(&app, &bob).await;
     let mut adas = subscribe_live(&app, &ada).await;
     let _ws = app.ws_as(&bob).await;
     told(&mut adas, &bob, "ONLINE").await;
@@ -332,16 +327,7 @@ async fn socketio_clients_hear_presence_in_their_rooms() {
     let app = TestApp::spawn().await;
     let (ada, bob) = pair(&app).await;
     let mut sio = app.socketio(&ada).await;
-    let room = app
-        .data(
-            Some(&ada.token),
-            "{ myRooms(first: 1) { edges { node { id } } } }",
-            json!({}),
-        )
-        .await["myRooms"]["edges"][0]["node"]["id"]
-        .as_str()
-        .expect("a room")
-        .to_owned();
+    let room = first_room(&app, &ada).await;
     let joined = sio.call("join", json!({"roomID": room})).await;
     assert_eq!(joined["ok"], true, "{joined}");
     let _ws = app.ws_as(&bob).await;

@@ -16,14 +16,16 @@
 //! storm means: one event per (observer, connecting co-member) pair.
 //!
 //! Checks: every socket is acknowledged (a signed-in `connection_ack`); an observer never hears
-//! of a user it shares no room with, and hears nothing but `PresenceChanged` in this run.
+//! of a user it shares no room with, and hears nothing but `PresenceChanged` while measured;
+//! afterwards a message in one room of each observer reaches every observer as `RoomActivity`,
+//! so the subscriptions counted were live throughout.
 
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -53,6 +55,11 @@ const ROOMS_PER_USER: usize = 3;
 const ROOM_SIZES: std::ops::RangeInclusive<usize> = 10..=50;
 /// Registrations in flight (each is an argon2 hash on the server).
 const REGISTER_IN_FLIGHT: usize = 8;
+/// What the observers are in: before the measured phase, in it, checking that they listen, done.
+const WARMING: u8 = 0;
+const MEASURING: u8 = 1;
+const CHECKING: u8 = 2;
+const DONE: u8 = 3;
 /// Room creations and joins in flight.
 const JOIN_IN_FLIGHT: usize = 32;
 
@@ -141,10 +148,11 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
     let rooms = shape(m + n);
     let setup = Instant::now();
     let accounts = register_all(addr, &tag, m + n).await?;
-    let room_count = create_and_join(addr, &tag, &rooms, &accounts).await?;
+    let room_ids = create_and_join(addr, &tag, &rooms, &accounts).await?;
     report.note(format!(
-        "presence: {} users registered, {room_count} rooms of {}-{} members created and joined in {:.1} s (not measured)",
+        "presence: {} users registered, {} rooms of {}-{} members created and joined in {:.1} s (not measured)",
         m + n,
+        room_ids.len(),
         ROOM_SIZES.start(),
         ROOM_SIZES.end(),
         setup.elapsed().as_secs_f64()
@@ -182,8 +190,8 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
     };
 
     // The observers, live and then quiet.
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicU8::new(WARMING));
+    let live = Arc::new(AtomicUsize::new(0));
     let heard = Arc::new(AtomicU64::new(0));
     let mut observers = Vec::with_capacity(m);
     for (o, account) in accounts.iter().enumerate().take(m) {
@@ -203,9 +211,9 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
             ws,
             Arc::new(may_hear),
             index_of.clone(),
-            measuring.clone(),
-            stop.clone(),
+            phase.clone(),
             heard.clone(),
+            live.clone(),
         )));
     }
     let quiet = Duration::from_millis(if common.smoke { 500 } else { 2000 });
@@ -213,7 +221,7 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
     let before = server_counts(addr).await;
 
     // The measured phase: every user opens a signed-in socket at once.
-    measuring.store(true, Ordering::SeqCst);
+    phase.store(MEASURING, Ordering::SeqCst);
     heard.store(0, Ordering::SeqCst);
     let started = Instant::now();
     let limit = common.phase_limit();
@@ -237,10 +245,39 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
         .await;
     let connect_time = started.elapsed();
     let sockets: Vec<Ws> = opened.into_iter().collect::<anyhow::Result<_>>()?;
-    ensure!(sockets.len() == n, "{} of {n} sockets opened", sockets.len());
+    ensure!(
+        sockets.len() == n,
+        "{} of {n} sockets opened",
+        sockets.len()
+    );
     settle(&heard, quiet, limit).await;
     let after = server_counts(addr).await;
-    stop.store(true, Ordering::SeqCst);
+
+    // The check that the observers were listening all along: a message in one room of each
+    // must reach every one of them as `RoomActivity`.
+    phase.store(CHECKING, Ordering::SeqCst);
+    let mut checked = HashSet::new();
+    for o in 0..m {
+        let r = rooms
+            .iter()
+            .position(|members| members.contains(&o))
+            .ok_or_else(|| anyhow!("observer {o} is in no room"))?;
+        if checked.insert(r) {
+            let mut http = Http::connect(addr, Some(&accounts[rooms[r][0]].token)).await?;
+            http.send_message(&room_ids[r], "presence-check", &format!("check-{r}"))
+                .await?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live.load(Ordering::SeqCst) < m && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listening = live.load(Ordering::SeqCst);
+    phase.store(DONE, Ordering::SeqCst);
+    ensure!(
+        listening == m,
+        "only {listening} of {m} observers heard the check message: their myEvents was not live"
+    );
 
     let mut per_observer = Vec::with_capacity(m);
     let mut repeated = 0u64;
@@ -276,7 +313,11 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
         "events",
         total as f64 / n as f64,
     );
-    measured.put("repeated (same observer, same user)", "events", repeated as f64);
+    measured.put(
+        "repeated (same observer, same user)",
+        "events",
+        repeated as f64,
+    );
     for (name, value) in &after {
         let delta = value - before.get(name).copied().unwrap_or(0.0);
         measured.put(&format!("server {name} (delta)"), "events", delta);
@@ -287,7 +328,7 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
         );
     }
     report.note(format!(
-        "presence: {n} sockets acknowledged in {:.2} s; {m} observers heard {total} PresenceChanged events (bound {bound}: one per observer and connecting co-member), none about a user they share no room with",
+        "presence: {n} sockets acknowledged in {:.2} s; {m} observers heard {total} PresenceChanged events (bound {bound}: one per observer and connecting co-member), none about a user they share no room with; afterwards every observer heard the check message",
         connect_time.as_secs_f64()
     ));
     // Without the type there is nothing to hold to the bound.
@@ -335,13 +376,13 @@ async fn register_all(addr: SocketAddr, tag: &str, count: usize) -> anyhow::Resu
     Ok(results.into_iter().map(|(_, a)| a).collect())
 }
 
-/// Each room's first member creates it (public); every other member joins. Returns the count.
+/// Each room's first member creates it (public); every other member joins. Returns the ids.
 async fn create_and_join(
     addr: SocketAddr,
     tag: &str,
     rooms: &[Vec<usize>],
     accounts: &[Account],
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Vec<String>> {
     let ids: Vec<String> = stream::iter(rooms.iter().enumerate())
         .map(|(r, members)| async move {
             let mut http = Http::connect(addr, Some(&accounts[members[0]].token)).await?;
@@ -371,7 +412,7 @@ async fn create_and_join(
         .collect()
         .await;
     results.into_iter().collect::<anyhow::Result<()>>()?;
-    Ok(ids.len())
+    Ok(ids)
 }
 
 /// Waits until the observers have heard nothing for `quiet` (at most `limit`).
@@ -391,18 +432,20 @@ async fn settle(heard: &AtomicU64, quiet: Duration, limit: Duration) {
     }
 }
 
-/// One observer's socket: counts `PresenceChanged` per user while `measuring`, until `stop`.
+/// One observer's socket, until the phase is `DONE`: counts `PresenceChanged` per user while
+/// `MEASURING`, and counts itself in `live` at its first `RoomActivity` while `CHECKING`.
 /// Hearing of a user it shares no room with, or any other event while measuring, is a failure.
 async fn observe(
     mut ws: Ws,
     may_hear: Arc<HashSet<usize>>,
     index_of: Arc<HashMap<String, usize>>,
-    measuring: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
     heard: Arc<AtomicU64>,
+    live: Arc<AtomicUsize>,
 ) -> anyhow::Result<HashMap<usize, u64>> {
     let mut seen: HashMap<usize, u64> = HashMap::new();
-    while !stop.load(Ordering::SeqCst) {
+    let mut checked = false;
+    while phase.load(Ordering::SeqCst) != DONE {
         let frame = match tokio::time::timeout(Duration::from_millis(50), ws.next()).await {
             Err(_) => continue,
             Ok(None) => bail!("an observer's socket closed"),
@@ -423,9 +466,17 @@ async fn observe(
         }
         heard.fetch_add(1, Ordering::SeqCst);
         let event = &frame["payload"]["data"]["myEvents"];
+        let now = phase.load(Ordering::SeqCst);
+        if event["__typename"] == "RoomActivity" && now == CHECKING {
+            if !checked {
+                checked = true;
+                live.fetch_add(1, Ordering::SeqCst);
+            }
+            continue;
+        }
         if event["__typename"] != "PresenceChanged" {
             ensure!(
-                !measuring.load(Ordering::SeqCst),
+                now != MEASURING,
                 "an observer heard something other than presence: {text}"
             );
             continue;
@@ -438,7 +489,7 @@ async fn observe(
             may_hear.contains(user),
             "an observer heard of a user it shares no room with: {text}"
         );
-        if measuring.load(Ordering::SeqCst) {
+        if now == MEASURING {
             *seen.entry(*user).or_default() += 1;
         }
     }

@@ -320,7 +320,9 @@ async fn seed(
             _ => Some(n / 2),
         };
         if let Some(m) = room.marker {
-            let written = store.mark_read(room.id, reader_id, room.messages[m].0).await?;
+            let written = store
+                .mark_read(room.id, reader_id, room.messages[m].0)
+                .await?;
             ensure!(
                 written.value.last_read == Some(room.messages[m].0),
                 "the store did not move the marker in room {}",

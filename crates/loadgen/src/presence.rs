@@ -179,10 +179,11 @@ pub async fn run(args: &PresenceArgs, common: &Common, report: &mut Report) -> a
     );
 
     let mut http = Http::connect(addr, Some(&accounts[0].token)).await?;
-    let has_type = !http
+    // `graphql` refuses a null answer: no such type (or no introspection) is no presence.
+    let has_type = http
         .graphql(HAS_PRESENCE, json!({}), "__type")
         .await
-        .is_err();
+        .is_ok();
     let query = if has_type {
         WITH_PRESENCE
     } else {

@@ -51,7 +51,8 @@ pub struct UnreadArgs {
     /// smoke: 10].
     #[arg(long)]
     pub rooms: Option<usize>,
-    /// Messages stored across those rooms [default: 1000000; smoke: 10000].
+    /// Messages stored across those rooms [default: 1000000; smoke: 20000, enough for counts
+    /// at the cap].
     #[arg(long)]
     pub messages: Option<usize>,
     /// Timed `myRooms` queries [default: 1000; smoke: 50].
@@ -96,7 +97,7 @@ pub async fn run(args: &UnreadArgs, common: &Common, report: &mut Report) -> any
     );
     let size = args
         .messages
-        .unwrap_or(if common.smoke { 10_000 } else { 1_000_000 });
+        .unwrap_or(if common.smoke { 20_000 } else { 1_000_000 });
     ensure!(size >= rooms, "--messages must be at least --rooms");
     let queries = args
         .queries

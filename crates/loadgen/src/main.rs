@@ -16,10 +16,12 @@ mod fanout;
 mod history;
 mod idle;
 mod login;
+mod presence;
 mod process;
 mod raw;
 mod report;
 mod send;
+mod unread;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -27,7 +29,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use report::Report;
 
-/// Confab's load generator: fan-out, send, login, history and idle-socket figures.
+/// Confab's load generator: fan-out, send, login, history, idle-socket, unread and presence
+/// figures.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about)]
 struct Cli {
@@ -113,6 +116,10 @@ enum Scenario {
     History(history::HistoryArgs),
     /// N idle subscribed WebSockets: server RSS per connection.
     Idle(idle::IdleArgs),
+    /// `myRooms` with unread and mention counts for a user in 100 rooms at 1M messages.
+    Unread(unread::UnreadArgs),
+    /// The presence events observers hear when 5,000 users open a socket at once.
+    Presence(presence::PresenceArgs),
     /// Every scenario of the target table, one after the other.
     All,
     /// (internal) Serve Confab on a port and print the bound address.
@@ -167,6 +174,8 @@ async fn run(scenario: &Scenario, common: &Common, report: &mut Report) -> anyho
         Scenario::Login(args) => login::run(args, common, report).await,
         Scenario::History(args) => history::run(args, common, report).await,
         Scenario::Idle(args) => idle::run(args, common, report).await,
+        Scenario::Unread(args) => unread::run(args, common, report).await,
+        Scenario::Presence(args) => presence::run(args, common, report).await,
         Scenario::All => {
             for args in fanout::FanoutArgs::target_table(common.smoke) {
                 fanout::run(&args, common, report).await?;
@@ -174,7 +183,13 @@ async fn run(scenario: &Scenario, common: &Common, report: &mut Report) -> anyho
             send::run(&send::SendArgs::default(), common, report).await?;
             login::run(&login::LoginArgs::default(), common, report).await?;
             history::run(&history::HistoryArgs::default(), common, report).await?;
-            idle::run(&idle::IdleArgs::default(), common, report).await
+            idle::run(&idle::IdleArgs::default(), common, report).await?;
+            if common.target.is_none() {
+                unread::run(&unread::UnreadArgs::default(), common, report).await?;
+            } else {
+                report.note("unread: skipped, it seeds the server's file and --target has none");
+            }
+            presence::run(&presence::PresenceArgs::default(), common, report).await
         }
         Scenario::ServeConfab(_) | Scenario::ServeRaw(_) => unreachable!("handled in main"),
     }

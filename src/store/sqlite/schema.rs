@@ -170,8 +170,12 @@ CREATE INDEX mentions_by_message ON mentions(message_id);
 ";
 
 /// Version 7: each user's own log (what `myEvents` replays besides messages) and the
-/// checkpoints of their streams.
+/// checkpoints of their streams; and the room index of messages widened with the sender and the
+/// deletion, so that counting a member's unread messages reads the index alone (with it, the
+/// unread counts of 100 rooms over 1M messages take a tenth of the time).
 pub(super) const SCHEMA_V7: &str = "
+DROP INDEX messages_by_room;
+CREATE INDEX messages_by_room ON messages(room_id, id, sender_id, deleted_at);
 CREATE TABLE user_events (
     user_id BLOB NOT NULL,
     pos     INTEGER NOT NULL,

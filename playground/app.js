@@ -508,7 +508,7 @@ async function signedIn() {
   $('signin').hidden = true;
   $('chat').hidden = false;
   live.start();
-  await watchInbox();
+  watchInbox();
   await loadRooms();
   await reopenRoom();
 }
@@ -965,36 +965,21 @@ function keepCursor(userId, cursor) {
   }
 }
 
-/// Whether the server's `myEvents` tells of presence (`PresenceChanged` in `UserEvent`); asked
-/// once a page load, at the first sign-in.
-let presenceEvents = null;
-async function hasPresenceEvents() {
-  if (presenceEvents === null) {
-    const { __type: union } = await gql('{ __type(name: "UserEvent") { possibleTypes { name } } }');
-    presenceEvents = Boolean(union && union.possibleTypes.some((type) => type.name === 'PresenceChanged'));
-  }
-  return presenceEvents;
-}
-
-function myEventsQuery(withPresence) {
-  return `subscription($after: String) { myEvents(after: $after) {
+const MY_EVENTS = `subscription($after: String) { myEvents(after: $after) {
   __typename
   ... on RoomActivity { cursor room { id unreadCount mentionCount lastReadMessageId } message { id roomId } }
   ... on ReadStateChanged { cursor roomId unreadCount mentionCount lastReadMessageId }
   ... on Invited { cursor invitation { room { id } } }
   ... on RemovedFromRoom { cursor roomId reason }
-  ${withPresence ? '... on PresenceChanged { user { id username } presence }' : ''}
+  ... on PresenceChanged { user { id username } presence }
 } }`;
-}
 
 /// Starts my `myEvents` subscription (the live connection is started).
-async function watchInbox() {
+function watchInbox() {
   const me = state.me.id;
   forgetCursor(me);
-  const query = myEventsQuery(await hasPresenceEvents().catch(() => false));
-  if (!state.me || state.me.id !== me) return;
   const subscribe = () => {
-    state.inbox = live.subscribe(query, () => ({ after: cursorOf(me) }), {
+    state.inbox = live.subscribe(MY_EVENTS, () => ({ after: cursorOf(me) }), {
       next: (payload) => onInboxEvent(me, payload),
       error: (errors) => onInboxError(me, errors, subscribe),
       complete: () => {
@@ -1099,7 +1084,7 @@ function onRemoved(roomId, reason) {
 
 // ---------------------------------------------------------------------------------------------
 // Presence: a dot for each member of the open room and for the other person of a direct room,
-// read with them and kept up by `PresenceChanged` where the server tells of it.
+// read with them and kept up by `PresenceChanged` from `myEvents`.
 
 const PRESENCE_WORDS = { ONLINE: 'online', AWAY: 'away', OFFLINE: 'offline' };
 

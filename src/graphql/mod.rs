@@ -143,7 +143,7 @@ pub(crate) fn client(ctx: &Context<'_>) -> ClientIp {
 /// A page as a Relay connection whose cursors are the items' ids.
 pub(crate) fn connection<T, I: Into<ObjectId>, N: async_graphql::OutputType>(
     page: crate::model::Page<T>,
-    edge: impl Fn(T) -> (I, N),
+    mut edge: impl FnMut(T) -> (I, N),
 ) -> async_graphql::connection::Connection<String, N> {
     let mut connection =
         async_graphql::connection::Connection::new(page.has_previous, page.has_next);

@@ -60,8 +60,34 @@ impl RoomQuery {
         after: Option<String>,
     ) -> Result<Connection<String, Room>> {
         let args = PageArgs::forward(first, after);
-        let page = service(ctx)?.my_rooms(caller(ctx), &args).await.gql()?;
-        Ok(connection(page, |room| (room.id, Room::from(room))))
+        let service = service(ctx)?;
+        let page = service.my_rooms(caller(ctx), &args).await.gql()?;
+        // Counts or newest messages asked for: read for the whole page at once.
+        let look = ctx.look_ahead();
+        let node = [look.field("edges").field("node"), look.field("nodes")];
+        let summarised = node.iter().any(|n| {
+            [
+                "unreadCount",
+                "mentionCount",
+                "lastReadMessageId",
+                "lastMessage",
+            ]
+            .iter()
+            .any(|f| n.field(f).exists())
+        });
+        if !summarised || page.items.is_empty() {
+            return Ok(connection(page, |room| (room.id, Room::from(room))));
+        }
+        let ids = page.items.iter().map(|r| r.id).collect();
+        let mut summaries = service
+            .room_summaries(caller(ctx), ids)
+            .await
+            .gql()?
+            .into_iter();
+        Ok(connection(page, |room| {
+            let (state, last) = summaries.next().unwrap_or_default();
+            (room.id, Room::with_summary(room, state, last))
+        }))
     }
 
     /// The caller's invitations to rooms, newest first.

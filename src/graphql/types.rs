@@ -78,18 +78,40 @@ pub enum ModerationAction {
 pub struct Room(
     pub model::Room,
     tokio::sync::OnceCell<Option<model::ReadState>>,
+    tokio::sync::OnceCell<Option<model::Message>>,
 );
 
 impl From<model::Room> for Room {
     fn from(room: model::Room) -> Self {
-        Self(room, tokio::sync::OnceCell::new())
+        Self(
+            room,
+            tokio::sync::OnceCell::new(),
+            tokio::sync::OnceCell::new(),
+        )
     }
 }
 
 impl Room {
     /// A room whose read state for the caller is known already.
     pub fn with_read_state(room: model::Room, state: model::ReadState) -> Self {
-        Self(room, tokio::sync::OnceCell::new_with(Some(Some(state))))
+        Self(
+            room,
+            tokio::sync::OnceCell::new_with(Some(Some(state))),
+            tokio::sync::OnceCell::new(),
+        )
+    }
+
+    /// A room whose read state and newest message (for the caller, a member) are known.
+    pub fn with_summary(
+        room: model::Room,
+        state: Option<model::ReadState>,
+        last: Option<model::Message>,
+    ) -> Self {
+        Self(
+            room,
+            tokio::sync::OnceCell::new_with(Some(state)),
+            tokio::sync::OnceCell::new_with(Some(last)),
+        )
     }
 
     /// The caller's read state here (`None` for a non-member), read on first use.
@@ -154,11 +176,16 @@ impl Room {
     }
     /// The room's newest message that is not deleted (members only; null otherwise).
     async fn last_message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
-        let last = service(ctx)?
-            .last_message(caller(ctx), self.0.id)
-            .await
-            .gql()?;
-        Ok(last.map(Message))
+        let last = self
+            .2
+            .get_or_try_init(|| async {
+                service(ctx)?
+                    .last_message(caller(ctx), self.0.id)
+                    .await
+                    .gql()
+            })
+            .await?;
+        Ok(last.clone().map(Message))
     }
     /// Members in the order they joined, at most `first` (up to 1000). Those of a private room
     /// are listed to its members only.
@@ -461,7 +488,7 @@ pub struct MemberBanned {
 /// The room's name, topic or visibility changed.
 #[derive(SimpleObject)]
 pub struct RoomUpdated {
-    pub room: Room,
+    pub room: Box<Room>,
 }
 
 #[derive(SimpleObject)]
@@ -552,7 +579,7 @@ impl RoomEvent {
                 reason: reason.clone(),
             }),
             E::RoomUpdated(room) => Self::RoomUpdated(RoomUpdated {
-                room: Room::from(room.clone()),
+                room: Box::new(Room::from(room.clone())),
             }),
             E::ForUser(_) | E::PresenceChanged { .. } => return None,
         })

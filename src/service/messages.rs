@@ -155,6 +155,17 @@ impl ChatService {
         self.store.read_state(room, me).await
     }
 
+    /// For each of the caller's rooms (`rooms` from [`ChatService::my_rooms`], so rooms they
+    /// are in): their read state there and the newest live message.
+    pub async fn room_summaries(
+        &self,
+        caller: &Caller,
+        rooms: Vec<RoomId>,
+    ) -> Result<Vec<(Option<crate::model::ReadState>, Option<Message>)>> {
+        let me = caller.user_id()?;
+        self.store.room_summaries(me, rooms).await
+    }
+
     /// A room's newest live message, for its members.
     pub async fn last_message(&self, caller: &Caller, room: RoomId) -> Result<Option<Message>> {
         let me = caller.user_id()?;

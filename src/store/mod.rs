@@ -451,6 +451,22 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Written<ReadState>>;
     /// A room's newest live message.
     async fn last_message(&self, room: RoomId) -> Result<Option<Message>>;
+    /// For each of `rooms`, `user`'s read state there and the room's newest live message: what
+    /// a list of rooms shows, read in one go where the driver can.
+    async fn room_summaries(
+        &self,
+        user: UserId,
+        rooms: Vec<RoomId>,
+    ) -> Result<Vec<(Option<ReadState>, Option<Message>)>> {
+        let mut summaries = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            summaries.push((
+                self.read_state(room, user).await?,
+                self.last_message(room).await?,
+            ));
+        }
+        Ok(summaries)
+    }
     /// Up to `limit` messages sent by `user`, tombstones excluded, in id order after `after`.
     async fn messages_by(
         &self,

@@ -79,6 +79,16 @@ fn read_state_of(conn: &Connection, room: RoomId, user: UserId) -> Result<Option
     }))
 }
 
+fn last_message_of(conn: &Connection, room: RoomId) -> Result<Option<Message>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages
+             WHERE room_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
+        ))?
+        .query_row([room.bytes()], message_row)
+        .optional()?)
+}
+
 /// A live (not deleted) message of one room: the filter every history read uses.
 pub(super) const LIVE_IN_ROOM: &str = "room_id = ? AND deleted_at IS NULL AND ";
 
@@ -427,14 +437,25 @@ impl MessageStore for SqliteStore {
     }
 
     async fn last_message(&self, room: RoomId) -> Result<Option<Message>> {
+        self.read(move |conn| last_message_of(conn, room)).await
+    }
+
+    async fn room_summaries(
+        &self,
+        user: UserId,
+        rooms: Vec<RoomId>,
+    ) -> Result<Vec<(Option<ReadState>, Option<Message>)>> {
+        // One reader, one snapshot, for the whole list.
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLS} FROM messages
-                     WHERE room_id = ?1 AND deleted_at IS NULL ORDER BY id DESC LIMIT 1"
-                ))?
-                .query_row([room.bytes()], message_row)
-                .optional()?)
+            rooms
+                .into_iter()
+                .map(|room| {
+                    Ok((
+                        read_state_of(conn, room, user)?,
+                        last_message_of(conn, room)?,
+                    ))
+                })
+                .collect()
         })
         .await
     }

@@ -363,6 +363,9 @@ pub enum RoomEvent {
         room_id: RoomId,
         user: User,
         shown: Shown,
+        /// When it was announced: of the copies that reach a stream through several rooms, an
+        /// older one than told already is stale.
+        at: DateTime<Utc>,
     },
 }
 

@@ -317,6 +317,8 @@ enum Step {
     Emit(InboxEvent),
     /// A room to start following from this position.
     Track(RoomId, Option<MessageId>),
+    /// A room tracked already, to follow again from this position if its feed has ended.
+    Retrack(RoomId, Option<MessageId>),
 }
 
 impl ChatService {
@@ -358,7 +360,10 @@ impl ChatService {
         after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<InboxEvent>> + Send + 'static + use<>> {
         let user = caller.user_id()?;
-        // Each start saves a checkpoint: a write, so a client that resubscribes in a loop is
+        // Each holds a task and a feed per room of the user's: a few per user are enough for
+        // their devices.
+        let open = self.streams.open(user)?;
+        // A fresh start saves a checkpoint: a write, so a client that resubscribes in a loop is
         // held to the joins rate.
         self.take(Kind::Streams, self.guards.rates.joins, &user.to_hex())
             .await?;
@@ -366,7 +371,53 @@ impl ChatService {
             store: self.store.clone(),
             bus: self.bus.clone(),
         };
-        inbox.stream(user, after).await
+        let events = inbox.stream(user, after).await?;
+        Ok(events.map(move |event| {
+            let _open = &open;
+            event
+        }))
+    }
+}
+
+/// `myEvents` streams one user may have open at once on one instance.
+pub const STREAMS_PER_USER: usize = 8;
+
+/// The `myEvents` streams open on this instance, per user.
+#[derive(Default, Clone)]
+pub(super) struct OpenStreams(Arc<std::sync::Mutex<HashMap<UserId, usize>>>);
+
+/// One open stream, counted until dropped.
+pub(super) struct OpenStream {
+    streams: OpenStreams,
+    user: UserId,
+}
+
+impl OpenStreams {
+    fn open(&self, user: UserId) -> Result<OpenStream> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(user).or_default();
+        if *count >= STREAMS_PER_USER {
+            return Err(Error::forbidden(format!(
+                "you have {STREAMS_PER_USER} myEvents subscriptions open already: close one first"
+            )));
+        }
+        *count += 1;
+        Ok(OpenStream {
+            streams: self.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
     }
 }
 
@@ -377,6 +428,20 @@ struct Inbox {
 }
 
 impl Inbox {
+    /// Every entry of `user`'s log after `pos` (at most the kept window).
+    async fn log_after(&self, user: UserId, mut pos: u64) -> Result<Vec<UserEvent>> {
+        let mut entries = Vec::new();
+        loop {
+            let batch = self.store.user_events_after(user, pos, LOG_BATCH).await?;
+            let complete = batch.len() < LOG_BATCH;
+            pos = batch.last().map_or(pos, |e| e.pos);
+            entries.extend(batch);
+            if complete || entries.len() as u64 > crate::store::USER_LOG_KEEP {
+                return Ok(entries);
+            }
+        }
+    }
+
     /// Every room `user` is a member of.
     async fn all_rooms_of(&self, user: UserId) -> Result<Vec<Room>> {
         let mut rooms = Vec::new();
@@ -433,14 +498,15 @@ impl Inbox {
     ) -> Result<Step> {
         tracker.log = tracker.log.max(entry.pos);
         Ok(match entry.kind {
-            UserEventKind::Joined { room_id, after } => {
-                if tracker.position(room_id).is_some() {
-                    Step::Nothing
-                } else {
+            UserEventKind::Joined { room_id, after } => match tracker.position(room_id) {
+                // Tracked already: followed again from where it stands, if its feed had ended
+                // (a removal whose entry was lost, then this join).
+                Some(at) => Step::Retrack(room_id, at),
+                None => {
                     tracker.set(room_id, after);
                     Step::Track(room_id, after)
                 }
-            }
+            },
             UserEventKind::Removed { room_id, reason } => {
                 if tracker.position(room_id).is_none() {
                     Step::Nothing
@@ -544,7 +610,8 @@ impl Inbox {
         Ok(async_stream::try_stream! {
             let mut names: HashMap<RoomId, Room> = HashMap::new();
             // The presence last told of each person (told again only when it changes).
-            let mut presence: HashMap<UserId, Shown> = HashMap::new();
+            let mut presence: HashMap<UserId, (Shown, chrono::DateTime<chrono::Utc>)> =
+                HashMap::new();
             if let Some(from) = replay_from {
                 // The log after the cursor.
                 let mut pos = from;
@@ -618,14 +685,12 @@ impl Inbox {
                                         vec![entry.clone()]
                                     } else {
                                         // Entries before it were not heard: they are stored.
-                                        service.store.user_events_after(user, tracker.log, LOG_BATCH).await?
+                                        service.log_after(user, tracker.log).await?
                                     }
                                 }
                                 _ => Vec::new(),
                             },
-                            Received::Lagged(_) => {
-                                service.store.user_events_after(user, tracker.log, LOG_BATCH).await?
-                            }
+                            Received::Lagged(_) => service.log_after(user, tracker.log).await?,
                             Received::Closed => Err(Error::internal("the event bus closed"))?,
                         };
                         for entry in entries {
@@ -644,6 +709,11 @@ impl Inbox {
                                     let events = service.room_feed_from(user, room, at).await?;
                                     rooms.start(room, events);
                                 }
+                                Step::Retrack(room, at) if !rooms.running.contains_key(&room) => {
+                                    let events = service.room_feed_from(user, room, at).await?;
+                                    rooms.start(room, events);
+                                }
+                                Step::Retrack(..) => {}
                             }
                         }
                     }
@@ -659,15 +729,14 @@ impl Inbox {
                             tracker.set(room, Some(message.id));
                             let about = match names.get(&room) {
                                 Some(known) => known.clone(),
-                                None => {
-                                    let found = service
-                                        .store
-                                        .room(room)
-                                        .await?
-                                        .ok_or_else(|| Error::not_found("room not found"))?;
-                                    names.insert(room, found.clone());
-                                    found
-                                }
+                                // A room deleted meanwhile: its removal is told from the log.
+                                None => match service.store.room(room).await? {
+                                    Some(found) => {
+                                        names.insert(room, found.clone());
+                                        found
+                                    }
+                                    None => continue,
+                                },
                             };
                             yield InboxEvent::RoomActivity {
                                 cursor: tracker.cursor(&*service.store).await?,
@@ -679,10 +748,13 @@ impl Inbox {
                             names.insert(room, updated.clone());
                         }
                         // Told once per change, though it comes from every room shared.
-                        RoomEvent::PresenceChanged { user: who, shown, .. }
-                            if who.id != user && presence.get(&who.id) != Some(shown) =>
+                        RoomEvent::PresenceChanged { user: who, shown, at, .. }
+                            if who.id != user
+                                && presence.get(&who.id).is_none_or(|(told, when)| {
+                                    told != shown && when <= at
+                                }) =>
                         {
-                            presence.insert(who.id, *shown);
+                            presence.insert(who.id, (*shown, *at));
                             yield InboxEvent::PresenceChanged {
                                 user: who.clone(),
                                 shown: *shown,

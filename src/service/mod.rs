@@ -80,6 +80,8 @@ pub struct ChatService {
     presence: Arc<dyn presence::PresenceTracker>,
     /// The task telling rooms of presence changes.
     announcer: Option<tokio::task::AbortHandle>,
+    /// `myEvents` streams open on this instance, per user.
+    streams: inbox::OpenStreams,
 }
 
 /// How accounts come and go: session lifetime, who may register, how long a deleted account's
@@ -146,6 +148,7 @@ impl ChatService {
                 std::time::Duration::from_secs(600),
             ),
             announcer: None,
+            streams: inbox::OpenStreams::default(),
         }
         .announcing()
     }

@@ -52,6 +52,10 @@ pub const ANNOUNCE_ROOM_MAX: u64 = 250;
 /// How long signals are collected before the users they name are checked.
 const COLLECT: Duration = Duration::from_millis(250);
 
+/// A user's presence is told at most this often: a change within it waits for its end (so one
+/// who flips between AWAY and ONLINE in a loop costs their rooms one event per this long).
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+
 /// Activity told to Redis at most this often per user and instance.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(5);
 
@@ -313,7 +317,6 @@ impl PresenceTracker for MemoryPresence {
             let entry = users.entry(user).or_default();
             let before = entry.announced.unwrap_or(Shown::Offline);
             entry.announced = Some(shown);
-            // A user offline with nothing open or pending is forgotten but for when last seen.
             before != shown
         }))
     }
@@ -561,7 +564,7 @@ impl RedisPresence {
 
     /// Tells Redis `user` was active now; `force` skips the per-instance throttle.
     async fn tell_active(&self, user: UserId, force: bool) -> bool {
-        let (due, was_idle) = {
+        let (due, mut was_idle) = {
             let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
             match local.get_mut(&user) {
                 Some(l) => {
@@ -577,15 +580,20 @@ impl RedisPresence {
         if due {
             let keep = self.idle.as_secs().saturating_mul(2).max(60);
             let mut conn = self.conn.clone();
-            let told: redis::RedisResult<()> = redis::cmd("SET")
+            let now = now_ms();
+            let told: redis::RedisResult<Option<i64>> = redis::cmd("SET")
                 .arg(active_key(user))
-                .arg(now_ms())
+                .arg(now)
                 .arg("EX")
                 .arg(keep)
+                .arg("GET")
                 .query_async(&mut conn)
                 .await;
-            if let Err(e) = told {
-                tracing::warn!(error = %e, "cannot record activity in Redis");
+            match told {
+                // Idle by what every instance told (the act may come through an instance that
+                // holds none of the user's sockets, which never saw them go idle).
+                Ok(before) => was_idle |= before.is_none_or(|at| now - at >= millis(self.idle)),
+                Err(e) => tracing::warn!(error = %e, "cannot record activity in Redis"),
             }
         }
         was_idle
@@ -606,8 +614,8 @@ impl PresenceTracker for RedisPresence {
             entry.open == 1
         };
         self.vouch(&[user]).await;
-        self.tell_active(user, true).await;
-        if first {
+        let was_idle = self.tell_active(user, true).await;
+        if first || was_idle {
             self.signals.signal(user);
         }
     }
@@ -683,7 +691,8 @@ impl PresenceTracker for RedisPresence {
             _ => None,
         };
         let online = vouched > 0;
-        let idle = active.is_some_and(|at| now - at >= millis(self.idle));
+        // No activity kept (it expires after twice the idle time) is idle too.
+        let idle = active.is_none_or(|at| now - at >= millis(self.idle));
         Ok(PresenceState {
             shown: shown_of(online, chosen, idle),
             last_seen: match online {
@@ -735,34 +744,64 @@ pub async fn announce(
     let Some(mut signals) = tracker.signals() else {
         return;
     };
-    while let Some(first) = signals.recv().await {
+    // When each user was last announced, and the users held back since (see ANNOUNCE_EVERY).
+    let mut announced: HashMap<UserId, tokio::time::Instant> = HashMap::new();
+    let mut held: HashSet<UserId> = HashSet::new();
+    loop {
+        let first = if held.is_empty() {
+            match signals.recv().await {
+                Some(user) => Some(user),
+                None => return,
+            }
+        } else {
+            // Held users are looked at again a moment from now, signalled or not.
+            match tokio::time::timeout(ANNOUNCE_EVERY / 4, signals.recv()).await {
+                Ok(None) => return,
+                Ok(Some(user)) => Some(user),
+                Err(_) => None,
+            }
+        };
         // A moment's signals, each user once.
-        let mut users = HashSet::from([first]);
+        let mut users: HashSet<UserId> = first.into_iter().collect();
         let deadline = tokio::time::Instant::now() + COLLECT;
         while let Ok(Some(user)) = tokio::time::timeout_at(deadline, signals.recv()).await {
             users.insert(user);
         }
+        users.extend(held.drain());
+        let now = tokio::time::Instant::now();
+        announced.retain(|_, at| now.saturating_duration_since(*at) < ANNOUNCE_EVERY);
         for user in users {
-            if let Err(e) = announce_one(&*tracker, &*store, &*bus, user).await {
-                tracing::warn!(%user, error = %e, "cannot announce a presence change");
+            if announced.contains_key(&user) {
+                // Told moments ago: one who flips in a loop is told at most this often.
+                held.insert(user);
+                continue;
+            }
+            match announce_one(&*tracker, &*store, &*bus, user).await {
+                Ok(true) => {
+                    announced.insert(user, now);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%user, error = %e, "cannot announce a presence change"),
             }
         }
     }
 }
 
+/// Announces `user`'s presence if it changed; whether it did.
 async fn announce_one(
     tracker: &dyn PresenceTracker,
     store: &dyn Store,
     bus: &dyn EventBus,
     user: UserId,
-) -> Result<()> {
+) -> Result<bool> {
     let state = tracker.state(user).await?;
     if !tracker.settle(user, state.shown).await? {
-        return Ok(());
+        return Ok(false);
     }
     let Some(who) = store.user(user).await? else {
-        return Ok(());
+        return Ok(true);
     };
+    let at = Utc::now();
     let mut after = None;
     loop {
         let page = store
@@ -774,13 +813,14 @@ async fn announce_one(
                     room_id: room.id,
                     user: who.clone(),
                     shown: state.shown,
+                    at,
                 })
                 .await;
             }
         }
         after = page.items.last().map(|r| r.id.object_id());
         if !page.has_next || after.is_none() {
-            return Ok(());
+            return Ok(true);
         }
     }
 }

@@ -317,6 +317,7 @@ impl ChatService {
         // Whoever joined while the others were leaving is told here, straight on the bus (the
         // store announces nothing for a deleted room), so their subscriptions end too.
         for user in self.store.delete_room(room).await? {
+            self.note_removed(user, room, RemovalReason::Deleted).await;
             if let Ok(user) = self.user(user).await {
                 self.bus
                     .publish(RoomEvent::MemberLeft {

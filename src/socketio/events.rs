@@ -170,6 +170,7 @@ pub async fn event(
             room_id,
             user,
             shown,
+            ..
         } => (
             "presence",
             json!({

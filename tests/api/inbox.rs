@@ -330,3 +330,27 @@ async fn a_cursor_that_is_not_ours_is_refused_naming_after() {
         assert_eq!(error_field(&body), "after", "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_user_may_hold_a_few_streams_open_at_once() {
+    let app = TestApp::spawn().await;
+    let ada = app.register("ada").await;
+    let mut ws = app.ws_as(&ada).await;
+    let query = "subscription { myEvents { __typename } }";
+    for i in 0..8 {
+        ws.subscribe(&format!("s{i}"), query, json!({})).await;
+    }
+    assert!(ws.ping_pong().await.is_empty(), "eight are open");
+    ws.subscribe("s8", query, json!({})).await;
+    let refused = ws.recv().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+    // Closing one makes room for another.
+    ws.send_json(json!({"id": "s0", "type": "complete"})).await;
+    ws.ping_pong().await;
+    ws.subscribe("again", query, json!({})).await;
+    assert!(ws.ping_pong().await.is_empty(), "one more once one closed");
+}

@@ -307,7 +307,9 @@ async fn a_reconnect_within_the_timeout_tells_nothing() {
 
 #[tokio::test]
 async fn doing_nothing_for_the_idle_time_shows_away_and_acting_shows_online() {
-    let app = TestApp::spawn_with(|c| c.presence_idle = Duration::from_secs(2)).await;
+    // Longer than a user's changes are held back (2 s), so the ONLINE is not held past the next
+    // idle time.
+    let app = TestApp::spawn_with(|c| c.presence_idle = Duration::from_secs(4)).await;
     let (ada, bob) = pair(&app).await;
     let room = first_room(&app, &bob).await;
     let mut adas = subscribe_live(&app, &ada).await;

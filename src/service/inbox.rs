@@ -360,6 +360,8 @@ impl ChatService {
         after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<InboxEvent>> + Send + 'static + use<>> {
         let user = caller.user_id()?;
+        // A bad cursor is told as such, before any allowance is spent on it.
+        let resume = after.map(Cursor::decode).transpose()?;
         // Each holds a task and a feed per room of the user's: a few per user are enough for
         // their devices.
         let open = self.streams.open(user)?;
@@ -371,7 +373,7 @@ impl ChatService {
             store: self.store.clone(),
             bus: self.bus.clone(),
         };
-        let events = inbox.stream(user, after).await?;
+        let events = inbox.stream(user, resume).await?;
         Ok(events.map(move |event| {
             let _open = &open;
             event
@@ -542,9 +544,8 @@ impl Inbox {
     async fn stream(
         self,
         user: UserId,
-        after: Option<&str>,
+        resume: Option<Cursor>,
     ) -> Result<impl Stream<Item = Result<InboxEvent>> + Send + 'static + use<>> {
-        let resume = after.map(Cursor::decode).transpose()?;
         // Taken before anything is read: no entry written from now on is missed.
         let mut channel = self.bus.subscribe(user_channel(user));
         let (head, oldest) = self.store.user_log_bounds(user).await?;

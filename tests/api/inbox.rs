@@ -348,6 +348,18 @@ async fn a_user_may_hold_a_few_streams_open_at_once() {
         refused["payload"][0]["extensions"]["code"], "FORBIDDEN",
         "{refused}"
     );
+    // A bad cursor is told as such even then.
+    ws.subscribe(
+        "bad",
+        "subscription($a: String) { myEvents(after: $a) { __typename } }",
+        json!({"a": "not a cursor"}),
+    )
+    .await;
+    let bad = ws.recv().await;
+    assert_eq!(
+        bad["payload"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{bad}"
+    );
     // Closing one makes room for another.
     ws.send_json(json!({"id": "s0", "type": "complete"})).await;
     ws.ping_pong().await;

@@ -450,6 +450,26 @@ fn far_future() -> Instant {
 }
 
 /// Writes the socket's queued frames, then its close frame.
+/// Writes `first` and every frame queued behind it, then flushes once: under load one write
+/// carries many frames, where a write per frame made the kernel's TCP send path most of the
+/// server's work at full fan-out. The socket's write buffer ([`super::WRITE_BUFFER`]) is written
+/// out whenever it fills, so a batch holds at most that much beyond one frame.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Message,
+    frames: &mut mpsc::Receiver<Message>,
+) -> Result<(), axum::Error> {
+    sink.feed(first).await?;
+    // At most a queue's worth: a batch ends even while operations keep refilling the queue.
+    for _ in 0..OUT_QUEUE {
+        match frames.try_recv() {
+            Ok(message) => sink.feed(message).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
+
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Message>,
@@ -464,7 +484,7 @@ async fn write_loop(
                     // No sender left: the connection is ending; a close frame may follow.
                     break close.await.ok();
                 };
-                match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+                match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut sink, message, &mut frames)).await {
                     Ok(Ok(())) => {}
                     _ => return,
                 }

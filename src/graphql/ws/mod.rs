@@ -45,6 +45,10 @@ use protocol::{LEGACY_WS, Protocol, TRANSPORT_WS};
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Frames queued for one socket before its operations wait.
 pub const OUT_QUEUE: usize = 64;
+/// Bytes of encoded frames a socket gathers before writing them out, when several are queued
+/// (see `connection::write_batch`). Small enough that the buffer a busy socket keeps stays
+/// small; large enough that a burst goes out in a few writes.
+pub const WRITE_BUFFER: usize = 16 * 1024;
 /// How long one write may stall before the socket is considered dead.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest message the server sends; a result beyond it is answered with an `error` instead.
@@ -92,7 +96,7 @@ pub async fn upgrade(
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(2 * MAX_OUTGOING)
         .on_upgrade(move |socket| {
             let agent = edge_auth::user_agent(&headers);

@@ -20,7 +20,8 @@ use crate::{
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct IdleArgs {
-    /// Idle subscribed WebSockets [default: 10000; smoke: 50].
+    /// Idle subscribed WebSockets [default: as many as the open-files limit allows, in
+    /// thousands, keeping 1,000 spare (19,000 at 20,000); smoke: 50].
     #[arg(long)]
     pub connections: Option<usize>,
     /// Open and initialise the sockets but subscribe to nothing: with a subscribed run, splits
@@ -32,7 +33,7 @@ pub struct IdleArgs {
 pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyhow::Result<()> {
     let n = args
         .connections
-        .unwrap_or(if common.smoke { 50 } else { 10_000 })
+        .unwrap_or_else(|| if common.smoke { 50 } else { fd_bound() })
         .max(1);
     let mut confab = None;
     let mut raw = None;
@@ -54,7 +55,7 @@ pub async fn run(args: &IdleArgs, common: &Common, report: &mut Report) -> anyho
         &format!("idle {n} {kind} WebSockets"),
         confab.as_ref(),
         raw.as_ref(),
-        &[("RSS per socket", Target::AtMost { value: 10.0 })],
+        &[("RSS per socket", Target::AtMost { value: 4.0 })],
     );
     Ok(())
 }
@@ -153,4 +154,20 @@ async fn hear(mut ws: Ws, id: &str, deadline: Instant) -> anyhow::Result<()> {
             None => bail!("the socket closed"),
         }
     }
+}
+
+/// The most sockets this process's open-files limit allows (the server, a child, has the same
+/// limit and needs one file per socket too), in whole thousands, with 1,000 kept for everything
+/// else; at least 1,000.
+fn fd_bound() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+        _ => 11_000,
+    };
+    (soft.saturating_sub(1000) / 1000 * 1000).clamp(1000, 100_000)
 }

@@ -45,6 +45,10 @@ use protocol::{LEGACY_WS, Protocol, TRANSPORT_WS};
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Frames queued for one socket before its operations wait.
 pub const OUT_QUEUE: usize = 64;
+/// Bytes a socket reads at a time. Clients send small messages (`subscribe`, `ping`), and this
+/// buffer is kept for as long as the socket is open, idle or not; a larger message is read in
+/// several reads, growing the buffer while it lasts.
+pub const READ_BUFFER: usize = 256;
 /// Bytes of encoded frames a socket gathers before writing them out, when several are queued
 /// (see `connection::write_batch`). Small enough that the buffer a busy socket keeps stays
 /// small; large enough that a burst goes out in a few writes.
@@ -95,7 +99,7 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(2 * MAX_OUTGOING)
         .on_upgrade(move |socket| {

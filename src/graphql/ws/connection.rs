@@ -6,18 +6,21 @@
 //! the next is read, and a subscription is live before then: whatever a client does after
 //! `subscribe`, it sees the events of.
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, pin::Pin, sync::Arc};
 
 use async_graphql::Request;
 use axum::extract::ws::{Message, WebSocket};
 // futures' channels allocate per queued message: an idle socket holds no queue blocks.
 use futures_channel::mpsc;
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use serde_json::{Value, json};
 use tokio::{
-    sync::{broadcast, oneshot},
-    task::AbortHandle,
-    time::{Instant, sleep, sleep_until},
+    sync::{broadcast, oneshot, watch},
+    task::{AbortHandle, JoinHandle},
+    time::{Instant, Sleep, sleep, sleep_until},
 };
 
 use super::{
@@ -73,22 +76,26 @@ pub struct Connection {
 
 impl Connection {
     /// Serves one socket until it closes.
-    pub async fn run(
+    ///
+    /// The setup runs here, before the future that serves: that future lives as long as the
+    /// socket, so it keeps the socket's halves and state but not the arguments they were made
+    /// from (an async fn would keep room for every argument for its whole life).
+    pub fn run(
         ctx: GraphqlState,
         socket: WebSocket,
         protocol: Protocol,
         caller: Caller,
         client: ClientIp,
         agent: UserAgent,
-    ) {
+    ) -> impl Future<Output = ()> + Send + 'static {
         ctx.stats.connections.inc();
-        let (sink, mut incoming) = socket.split();
+        let (sink, incoming) = socket.split();
         let (out, frames) = mpsc::channel(OUT_QUEUE);
         let (close_tx, close_rx) = oneshot::channel();
-        let mut writer = tokio::spawn(write_loop(sink, frames, close_rx));
-        let (finished_tx, mut finished) = mpsc::unbounded();
-        let mut shutdown = ctx.shutdown.clone();
-        let mut conn = Connection {
+        let writer = tokio::spawn(write_loop(sink, frames, close_rx));
+        let (finished_tx, finished) = mpsc::unbounded();
+        let shutdown = ctx.shutdown.clone();
+        let conn = Connection {
             ctx,
             protocol,
             caller,
@@ -104,8 +111,19 @@ impl Connection {
             finished_tx,
             presence: None,
         };
-        let init_deadline = sleep(conn.ctx.init_timeout);
-        tokio::pin!(init_deadline);
+        Self::serve(conn, incoming, writer, close_tx, finished, shutdown)
+    }
+
+    async fn serve(
+        mut conn: Self,
+        mut incoming: SplitStream<WebSocket>,
+        mut writer: JoinHandle<()>,
+        close_tx: oneshot::Sender<Message>,
+        mut finished: mpsc::UnboundedReceiver<(String, u64)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        // Boxed, and dropped once the client has initialised: most of a socket's life is after.
+        let mut init_deadline = Some(Box::pin(sleep(conn.ctx.init_timeout)));
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
 
@@ -127,7 +145,7 @@ impl Connection {
                     conn.finished(&id, generation);
                     Flow::Continue
                 }
-                () = &mut init_deadline, if !conn.initialised => {
+                () = until(&mut init_deadline), if !conn.initialised => {
                     Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
                 }
                 // Boxed, as a message's handling is: rare, and far larger than an idle socket.
@@ -165,6 +183,9 @@ impl Connection {
             };
             if !matches!(flow, Flow::Continue) {
                 break flow;
+            }
+            if conn.initialised {
+                init_deadline = None;
             }
         };
 
@@ -445,11 +466,18 @@ async fn next_revocation(
     }
 }
 
+/// Waits for `deadline` while there is one; forever once it is gone.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
-/// Writes the socket's queued frames, then its close frame.
 /// Writes `first` and every frame queued behind it, then flushes once: under load one write
 /// carries many frames, where a write per frame made the kernel's TCP send path most of the
 /// server's work at full fan-out. The socket's write buffer ([`super::WRITE_BUFFER`]) is written
@@ -470,6 +498,7 @@ async fn write_batch(
     sink.flush().await
 }
 
+/// Writes the socket's queued frames, then its close frame.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut frames: mpsc::Receiver<Message>,

@@ -95,14 +95,21 @@ pub fn refusal(id: &str, problem: &Problem) -> Message {
 /// A `next` (or legacy `data`) frame around an already serialized payload.
 pub fn next_frame(id_json: &str, protocol: Protocol, payload: &str) -> Message {
     let kind = protocol.next();
-    let mut text = String::with_capacity(payload.len() + id_json.len() + kind.len() + 32);
-    text.push_str(r#"{"id":"#);
-    text.push_str(id_json);
-    text.push_str(r#","type":""#);
-    text.push_str(kind);
-    text.push_str(r#"","payload":"#);
-    text.push_str(payload);
-    text.push('}');
+    let parts = [
+        r#"{"id":"#,
+        id_json,
+        r#","type":""#,
+        kind,
+        r#"","payload":"#,
+        payload,
+        "}",
+    ];
+    // Exactly the length: the bytes then become the frame's buffer as they are, where spare
+    // capacity would cost another allocation per delivery.
+    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        text.push_str(part);
+    }
     Message::Text(Utf8Bytes::from(text))
 }
 

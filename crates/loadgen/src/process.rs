@@ -21,6 +21,8 @@ use crate::Server;
 
 /// The signing key both the child server and (for the history seed) the tool use.
 pub const JWT_SECRET: &str = "loadgen-signing-key-loadgen-signing-key";
+/// An environment variable: a command (with its arguments) the child server runs under.
+pub const WRAPPER: &str = "LOADGEN_SERVER_WRAPPER";
 /// The line a child prints once it listens: `LISTENING <addr>`.
 const LISTENING: &str = "LISTENING ";
 
@@ -124,7 +126,19 @@ impl ServerProcess {
 
     fn spawn(args: &[&str]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this executable")?;
-        let mut child = std::process::Command::new(exe)
+        // A profiler to run the server under, e.g. `valgrind --tool=callgrind`: its words,
+        // then the server's command line (see README "Performance").
+        let wrapper = std::env::var(WRAPPER).unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = std::process::Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => std::process::Command::new(exe),
+        };
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

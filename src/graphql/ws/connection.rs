@@ -114,98 +114,102 @@ impl Connection {
         Self::serve(conn, incoming, writer, close_tx, finished, shutdown)
     }
 
-    async fn serve(
+    /// The socket's loop. A plain function returning its future: an async fn's future keeps its
+    /// arguments twice (as passed, and as moved into the body) for the socket's whole life.
+    fn serve(
         mut conn: Self,
         mut incoming: SplitStream<WebSocket>,
         mut writer: JoinHandle<()>,
         close_tx: oneshot::Sender<Message>,
         mut finished: mpsc::UnboundedReceiver<(String, u64)>,
         mut shutdown: watch::Receiver<bool>,
-    ) {
-        // Boxed, and dropped once the client has initialised: most of a socket's life is after.
-        let mut init_deadline = Some(Box::pin(sleep(conn.ctx.init_timeout)));
-        let mut keepalive =
-            tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            // Boxed, and dropped once the client has initialised: most of a socket's life is after.
+            let mut init_deadline = Some(Box::pin(sleep(conn.ctx.init_timeout)));
+            let mut keepalive =
+                tokio::time::interval_at(Instant::now() + LEGACY_KEEPALIVE, LEGACY_KEEPALIVE);
 
-        // Since when the socket has run no operation (from its acknowledgement on).
-        let mut idle_since: Option<Instant> = None;
-        let flow = loop {
-            idle_since = match (conn.acknowledged && conn.operations.is_empty(), idle_since) {
-                (true, None) => Some(Instant::now()),
-                (true, since) => since,
-                (false, _) => None,
-            };
-            let idle_deadline = idle_since.map(|since| since + conn.ctx.idle_timeout);
-            let expiry = conn.deadline;
-            // Biased: a finished operation frees its id before the client's next message is
-            // read, and timers and shutdown are never starved by a chatty client.
-            let flow = tokio::select! {
-                biased;
-                Some((id, generation)) = finished.next() => {
-                    conn.finished(&id, generation);
-                    Flow::Continue
-                }
-                () = until(&mut init_deadline), if !conn.initialised => {
-                    Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
-                }
-                // Boxed, as a message's handling is: rare, and far larger than an idle socket.
-                () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
-                    Box::pin(conn.recheck_session()).await
-                }
-                heard = next_revocation(&mut conn.revocations), if conn.revocations.is_some() => {
-                    Box::pin(conn.on_revocation(heard)).await
-                }
-                () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
-                    // A normal closure: graphql-ws clients reconnect when they next subscribe.
-                    let idle = conn.ctx.idle_timeout.as_secs();
-                    Flow::close(CloseCode::Normal, format!("Idle: no operation for {idle}s"))
-                }
-                _ = keepalive.tick(), if conn.protocol == Protocol::Legacy && conn.acknowledged => {
-                    let _ = conn.out.try_send(frame::<()>(None, "ka", None));
-                    Flow::Continue
-                }
-                _ = shutdown.changed() => Flow::close(CloseCode::GoingAway, "Server shutting down"),
-                _ = &mut writer => Flow::Gone,
-                message = incoming.next() => match message {
-                    // Boxed: the handling of one message is far larger than an idle socket's
-                    // state, and only lives while a message is handled.
-                    Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str())).await,
-                    Some(Ok(Message::Binary(_))) => {
-                        Flow::close(CloseCode::BadRequest, "Binary frames are not supported")
+            // Since when the socket has run no operation (from its acknowledgement on).
+            let mut idle_since: Option<Instant> = None;
+            let flow = loop {
+                idle_since = match (conn.acknowledged && conn.operations.is_empty(), idle_since) {
+                    (true, None) => Some(Instant::now()),
+                    (true, since) => since,
+                    (false, _) => None,
+                };
+                let idle_deadline = idle_since.map(|since| since + conn.ctx.idle_timeout);
+                let expiry = conn.deadline;
+                // Biased: a finished operation frees its id before the client's next message is
+                // read, and timers and shutdown are never starved by a chatty client.
+                let flow = tokio::select! {
+                    biased;
+                    Some((id, generation)) = finished.next() => {
+                        conn.finished(&id, generation);
+                        Flow::Continue
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
-                    Some(Ok(Message::Close(_))) | None => Flow::Gone,
-                    Some(Err(e)) => match read_error_close(&e) {
-                        Some((code, reason)) => Flow::close(code, reason),
-                        None => Flow::Gone,
+                    () = until(&mut init_deadline), if !conn.initialised => {
+                        Flow::close(CloseCode::InitTimeout, "Connection initialisation timeout")
+                    }
+                    // Boxed, as a message's handling is: rare, and far larger than an idle socket.
+                    () = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
+                        Box::pin(conn.recheck_session()).await
+                    }
+                    heard = next_revocation(&mut conn.revocations), if conn.revocations.is_some() => {
+                        Box::pin(conn.on_revocation(heard)).await
+                    }
+                    () = sleep_until(idle_deadline.unwrap_or_else(far_future)), if idle_deadline.is_some() => {
+                        // A normal closure: graphql-ws clients reconnect when they next subscribe.
+                        let idle = conn.ctx.idle_timeout.as_secs();
+                        Flow::close(CloseCode::Normal, format!("Idle: no operation for {idle}s"))
+                    }
+                    _ = keepalive.tick(), if conn.protocol == Protocol::Legacy && conn.acknowledged => {
+                        let _ = conn.out.try_send(frame::<()>(None, "ka", None));
+                        Flow::Continue
+                    }
+                    _ = shutdown.changed() => Flow::close(CloseCode::GoingAway, "Server shutting down"),
+                    _ = &mut writer => Flow::Gone,
+                    message = incoming.next() => match message {
+                        // Boxed: the handling of one message is far larger than an idle socket's
+                        // state, and only lives while a message is handled.
+                        Some(Ok(Message::Text(text))) => Box::pin(conn.on_text(text.as_str())).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            Flow::close(CloseCode::BadRequest, "Binary frames are not supported")
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Flow::Continue,
+                        Some(Ok(Message::Close(_))) | None => Flow::Gone,
+                        Some(Err(e)) => match read_error_close(&e) {
+                            Some((code, reason)) => Flow::close(code, reason),
+                            None => Flow::Gone,
+                        },
                     },
-                },
+                };
+                if !matches!(flow, Flow::Continue) {
+                    break flow;
+                }
+                if conn.initialised {
+                    init_deadline = None;
+                }
             };
-            if !matches!(flow, Flow::Continue) {
-                break flow;
-            }
-            if conn.initialised {
-                init_deadline = None;
-            }
-        };
 
-        for (_, abort) in conn.operations.values() {
-            abort.abort();
-        }
-        let running = i64::try_from(conn.operations.len()).unwrap_or(i64::MAX);
-        conn.ctx.stats.operations.dec_by(running);
-        match flow {
-            Flow::Close(code, reason) => {
-                let _ = close_tx.send(close(code, &reason));
+            for (_, abort) in conn.operations.values() {
+                abort.abort();
             }
-            // The peer is gone: the writer must not wait for a close frame.
-            Flow::Gone | Flow::Continue => drop(close_tx),
+            let running = i64::try_from(conn.operations.len()).unwrap_or(i64::MAX);
+            conn.ctx.stats.operations.dec_by(running);
+            match flow {
+                Flow::Close(code, reason) => {
+                    let _ = close_tx.send(close(code, &reason));
+                }
+                // The peer is gone: the writer must not wait for a close frame.
+                Flow::Gone | Flow::Continue => drop(close_tx),
+            }
+            drop(conn.out);
+            if !writer.is_finished() {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+            }
+            conn.ctx.stats.connections.dec();
         }
-        drop(conn.out);
-        if !writer.is_finished() {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
-        }
-        conn.ctx.stats.connections.dec();
     }
 
     /// An operation ended on its own; its id is free unless it was reused meanwhile.

@@ -97,13 +97,17 @@ pub async fn upgrade(
                 .graphql_response();
         }
     };
+    let agent = edge_auth::user_agent(&headers);
+    // One pointer: axum keeps room for this callback beside the socket's future for as long as
+    // the socket lives, so what it carries is boxed (and freed once it has run).
+    let setup = Box::new((ctx, header_caller, client, agent));
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(2 * MAX_OUTGOING)
         .on_upgrade(move |socket| {
-            let agent = edge_auth::user_agent(&headers);
-            Connection::run(ctx, socket, protocol, header_caller, client, agent)
+            let (ctx, caller, client, agent) = *setup;
+            Connection::run(ctx, socket, protocol, caller, client, agent)
         })
 }

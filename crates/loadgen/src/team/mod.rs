@@ -65,7 +65,7 @@ use tokio::sync::watch;
 use crate::{
     Common,
     client::{HttpPool, Rng},
-    process::{ServerProcess, own_cpu_time, sqlite_path},
+    process::{ServerProcess, machine_cpu_time, own_cpu_time, sqlite_path},
     report::{self, Measured, Report, Target},
 };
 use socket::{Heard, Link};
@@ -426,6 +426,7 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
     // Act.
     let server_cpu = process.cpu_time();
     let client_cpu = own_cpu_time();
+    let machine_cpu = machine_cpu_time();
     let acting = Instant::now();
     let _ = go.send(Some(acting + plan.duration));
     let mut users = Vec::with_capacity(n);
@@ -438,6 +439,9 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
         .zip(server_cpu)
         .map(|(after, before)| after.saturating_sub(before));
     let client_cpu = own_cpu_time().saturating_sub(client_cpu);
+    let machine_cpu = machine_cpu_time()
+        .zip(machine_cpu)
+        .map(|(after, before)| after.saturating_sub(before));
     let rss = process.rss_kib();
 
     // Drain: until every owed RoomActivity came (bounded), then a little more for roomEvents.
@@ -502,6 +506,15 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
         measured.put("server CPU", "cores", cpu.as_secs_f64() / secs);
     }
     measured.put("client CPU", "cores", client_cpu.as_secs_f64() / secs);
+    // The machine is shared: what others took is what the server could not have.
+    if let (Some(machine), Some(server)) = (machine_cpu, server_cpu) {
+        let others = machine.saturating_sub(server).saturating_sub(client_cpu);
+        measured.put(
+            "CPU of other processes",
+            "cores",
+            others.as_secs_f64() / secs,
+        );
+    }
     if let Some(rss) = rss_connected {
         measured.put("server RSS, all connected", "MiB", rss as f64 / 1024.0);
     }

@@ -95,7 +95,8 @@ pub struct TeamArgs {
     /// Most members a room takes [default: 500].
     #[arg(long)]
     pub max_room: Option<usize>,
-    /// Keep-alive HTTP connections the users share [default: 256; smoke: 8].
+    /// Keep-alive HTTP connections the users share [default: users / 8, at least 256; smoke:
+    /// 8]: enough that calls do not queue in the tool while the server answers within the SLO.
     #[arg(long)]
     pub http_pool: Option<usize>,
     /// Raise the users (from --users, default 1000) x1.5 per step until an SLO breaks, up to
@@ -140,7 +141,10 @@ impl Plan {
             avg_idle_ms,
             min_idle_ms,
             max_room: args.max_room.unwrap_or(500).max(1),
-            pool: args.http_pool.unwrap_or(if smoke { 8 } else { 256 }).max(1),
+            pool: args
+                .http_pool
+                .unwrap_or(if smoke { 8 } else { (users / 8).max(256) })
+                .max(1),
         })
     }
 
@@ -247,10 +251,13 @@ pub async fn run(args: &TeamArgs, common: &Common, report: &mut Report) -> anyho
         common.target.is_none(),
         "team seeds the server's SQLite file directly, so it cannot run against --target"
     );
-    let pool = Plan::new(args, common.smoke, 1)?.pool;
-    // Each process holds a socket per user plus the pool; the server's own cap is 20,000.
-    let most = (open_files_limit().saturating_sub(pool as u64 + 512) as usize)
-        .min(20_000usize.saturating_sub(pool + 512));
+    // Each process holds a socket per user plus the pool (an eighth of the users unless given),
+    // and 512 to spare; the server's own connection cap is 20,000.
+    let budget = (open_files_limit().min(20_000) as usize).saturating_sub(512);
+    let most = match args.http_pool {
+        Some(pool) => budget.saturating_sub(pool),
+        None => budget * 8 / 9,
+    };
     let first = args.users.unwrap_or(if common.smoke {
         20
     } else if args.find_ceiling {

@@ -52,7 +52,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -373,6 +373,7 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
         actions: Default::default(),
         skipped_reconnects: AtomicU64::new(0),
         skipped_edits: AtomicU64::new(0),
+        dropped_on_close: AtomicU64::new(0),
         calls: Mutex::new(CALLS.iter().map(|_| report::histogram()).collect()),
         call_errors: Default::default(),
         first_error: Mutex::new(None),
@@ -389,6 +390,7 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
         let link = Arc::new(Link {
             heard: Mutex::new(Heard::default()),
             pongs: watch::channel(0).0,
+            closing: AtomicBool::new(false),
         });
         links.push(link.clone());
         let mut rng = Rng(0x5eed_0000 ^ (u as u64).wrapping_mul(0x9e37_79b9));
@@ -547,6 +549,10 @@ async fn run_step(plan: &Plan, common: &Common, report: &mut Report) -> anyhow::
         mix.join(", "),
         run.skipped_reconnects.load(Ordering::Relaxed),
         run.skipped_edits.load(Ordering::Relaxed),
+    ));
+    report.note(format!(
+        "team {n}: sockets the server dropped instead of answering the tool's close frame (on reconnect): {}",
+        run.dropped_on_close.load(Ordering::Relaxed)
     ));
     report.note(format!(
         "team {n}: checked {} RoomActivity owed on myEvents ({} lost, {} duplicated or out of order, {} unknown) and {} MessageAdded owed on roomEvents ({} lost, {} duplicated or out of order; {} room subscriptions unchecked, their page read failed)",

@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -59,6 +62,9 @@ pub(super) struct Link {
     pub(super) heard: Mutex<Heard>,
     /// `pong`s heard so far.
     pub(super) pongs: watch::Sender<u64>,
+    /// Set while the actor closes the socket: the reader then reads on to the end, and a
+    /// connection dropped instead of answering our close frame is not a failure.
+    pub(super) closing: AtomicBool,
 }
 
 impl Link {
@@ -142,6 +148,10 @@ pub(super) async fn read_socket(mut stream: SplitStream<Ws>, link: Arc<Link>, ru
                 }
             }
             Ok(_) => {}
+            Err(_) if link.closing.load(Ordering::SeqCst) => {
+                run.dropped_on_close.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             Err(e) => {
                 link.heard().error(format!("reading the socket: {e}"));
                 return;

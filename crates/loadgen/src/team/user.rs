@@ -67,6 +67,8 @@ pub(super) struct Run {
     pub(super) actions: [AtomicU64; MIX.len()],
     pub(super) skipped_reconnects: AtomicU64,
     pub(super) skipped_edits: AtomicU64,
+    /// Sockets dropped by the server instead of answering our close frame.
+    pub(super) dropped_on_close: AtomicU64,
     pub(super) calls: Mutex<Vec<Histogram<u64>>>,
     pub(super) call_errors: [AtomicU64; CALLS.len()],
     pub(super) first_error: Mutex<Option<String>>,
@@ -182,6 +184,7 @@ impl User {
         .await
         .context("no connection_ack within 10 s")??;
         let (sink, stream) = ws.split();
+        self.link.closing.store(false, Ordering::SeqCst);
         self.sink = Some(sink);
         self.reader = Some(tokio::spawn(read_socket(
             stream,
@@ -235,6 +238,7 @@ impl User {
 
     /// Closes the socket and waits for its reader to have read everything (bounded).
     pub(super) async fn close(&mut self) {
+        self.link.closing.store(true, Ordering::SeqCst);
         if let Some(mut sink) = self.sink.take() {
             // Sends a close frame; the reader reads on until the server's answers it.
             let _ = sink.close().await;

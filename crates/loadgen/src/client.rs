@@ -93,12 +93,29 @@ impl Http {
         self.authorization = Some(format!("Bearer {token}"));
     }
 
-    /// One request; the whole response body.
+    /// One request with this connection's token; the whole response body.
     pub async fn request(
         &mut self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let authorization = self.authorization.take();
+        let answer = self
+            .request_as(method, path, body, authorization.as_deref())
+            .await;
+        self.authorization = authorization;
+        answer
+    }
+
+    /// One request with the given `Authorization` value (a pooled connection serves many
+    /// users); the whole response body.
+    pub async fn request_as(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        authorization: Option<&str>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender
             .ready()
@@ -112,7 +129,7 @@ impl Http {
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
         let request = request.body(Full::new(body.unwrap_or_default()))?;
@@ -133,22 +150,7 @@ impl Http {
         let (status, body) = self
             .request(Method::POST, "/graphql", Some(body.into()))
             .await?;
-        let mut answer: Value = serde_json::from_slice(&body).with_context(|| {
-            format!(
-                "{field}: HTTP {status}, not JSON: {}",
-                String::from_utf8_lossy(&body)
-            )
-        })?;
-        if let Some(errors) = answer.get("errors") {
-            bail!("{field}: HTTP {status}, errors {errors}");
-        }
-        match answer
-            .pointer_mut(&format!("/data/{field}"))
-            .map(Value::take)
-        {
-            Some(value) if !value.is_null() => Ok(value),
-            _ => bail!("{field}: HTTP {status}, no data in {answer}"),
-        }
+        data_field(status, &body, field)
     }
 
     /// Registers a user and returns its token.
@@ -177,35 +179,146 @@ impl Http {
         body: &str,
         client_id: &str,
     ) -> anyhow::Result<IdBytes> {
-        debug_assert!(!body.contains(['"', '\\']) && !client_id.contains(['"', '\\']));
-        let request = format!(
-            r#"{{"query":"{SEND}","variables":{{"r":"{room}","b":"{body}","c":"{client_id}"}}}}"#
-        );
+        let request = send_request(room, body, client_id);
         let (status, answer) = self
             .request(Method::POST, "/graphql", Some(request.into()))
             .await?;
-        #[derive(Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            data: Option<Data<'a>>,
+        sent_id(status, &answer)
+    }
+}
+
+/// The JSON body of a `sendMessage` request, built by hand (see [`Http::send_message`]).
+pub fn send_request(room: &str, body: &str, client_id: &str) -> String {
+    debug_assert!(!body.contains(['"', '\\']) && !client_id.contains(['"', '\\']));
+    format!(r#"{{"query":"{SEND}","variables":{{"r":"{room}","b":"{body}","c":"{client_id}"}}}}"#)
+}
+
+/// The message id a `sendMessage` answer gives, parsed with borrowed fixed shapes.
+pub fn sent_id(status: StatusCode, answer: &[u8]) -> anyhow::Result<IdBytes> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        data: Option<Data<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Data<'a> {
+        #[serde(rename = "sendMessage", borrow)]
+        send_message: Option<Sent<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Sent<'a> {
+        id: &'a str,
+    }
+    let parsed: Option<Answer> = serde_json::from_slice(answer).ok();
+    match parsed.and_then(|a| a.data).and_then(|d| d.send_message) {
+        Some(sent) => id_bytes(sent.id),
+        None => bail!(
+            "sendMessage failed: HTTP {status}: {}",
+            String::from_utf8_lossy(answer)
+        ),
+    }
+}
+
+/// `data.<field>` of a GraphQL answer; GraphQL errors, or no data, become an error.
+pub fn data_field(status: StatusCode, body: &[u8], field: &str) -> anyhow::Result<Value> {
+    let mut answer: Value = serde_json::from_slice(body).with_context(|| {
+        format!(
+            "{field}: HTTP {status}, not JSON: {}",
+            String::from_utf8_lossy(body)
+        )
+    })?;
+    if let Some(errors) = answer.get("errors") {
+        bail!("{field}: HTTP {status}, errors {errors}");
+    }
+    match answer
+        .pointer_mut(&format!("/data/{field}"))
+        .map(Value::take)
+    {
+        Some(value) if !value.is_null() => Ok(value),
+        _ => bail!("{field}: HTTP {status}, no data in {answer}"),
+    }
+}
+
+/// Keep-alive connections shared by many users, each request with its caller's token: what
+/// a scenario with thousands of users uses instead of a connection each. At most `size`
+/// requests are in flight; a connection that fails is replaced, and its request tried once
+/// more on the new one (every request sent through it must be safe to repeat).
+pub struct HttpPool {
+    addr: SocketAddr,
+    idle: std::sync::Mutex<Vec<Http>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl HttpPool {
+    pub fn new(addr: SocketAddr, size: usize) -> Self {
+        Self {
+            addr,
+            idle: std::sync::Mutex::new(Vec::with_capacity(size)),
+            permits: tokio::sync::Semaphore::new(size.max(1)),
         }
-        #[derive(Deserialize)]
-        struct Data<'a> {
-            #[serde(rename = "sendMessage", borrow)]
-            send_message: Option<Sent<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Sent<'a> {
-            id: &'a str,
-        }
-        let parsed: Option<Answer> = serde_json::from_slice(&answer).ok();
-        match parsed.and_then(|a| a.data).and_then(|d| d.send_message) {
-            Some(sent) => id_bytes(sent.id),
-            None => bail!(
-                "sendMessage failed: HTTP {status}: {}",
-                String::from_utf8_lossy(&answer)
-            ),
-        }
+    }
+
+    /// POSTs a GraphQL body as `authorization` (`Bearer …`); the status and whole answer.
+    pub async fn post(
+        &self,
+        authorization: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("the HTTP pool closed")?;
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut http = match pooled {
+            Some(http) => http,
+            None => Http::connect(self.addr, None).await?,
+        };
+        let answer = match http
+            .request_as(
+                Method::POST,
+                "/graphql",
+                Some(body.clone()),
+                Some(authorization),
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            // Idle keep-alive connections are closed by the server after a while.
+            Err(_) => {
+                http = Http::connect(self.addr, None).await?;
+                http.request_as(Method::POST, "/graphql", Some(body), Some(authorization))
+                    .await?
+            }
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(http);
+        Ok(answer)
+    }
+}
+
+/// SplitMix64: a fixed, dependency-free sequence, so every run has the same shape.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

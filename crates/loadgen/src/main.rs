@@ -21,6 +21,7 @@ mod process;
 mod raw;
 mod report;
 mod send;
+mod team;
 mod unread;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -29,8 +30,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use report::Report;
 
-/// Confab's load generator: fan-out, send, login, history, idle-socket, unread and presence
-/// figures.
+/// Confab's load generator: fan-out, send, login, history, idle-socket, unread, presence and
+/// team figures.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about)]
 struct Cli {
@@ -120,6 +121,9 @@ enum Scenario {
     Unread(unread::UnreadArgs),
     /// The presence events observers hear when 5,000 users open a socket at once.
     Presence(presence::PresenceArgs),
+    /// N users at a chat team's per-user action rates, every delivery checked; or the largest
+    /// N that holds the SLOs (`--find-ceiling`).
+    Team(team::TeamArgs),
     /// Every scenario of the target table, one after the other.
     All,
     /// (internal) Serve Confab on a port and print the bound address.
@@ -176,6 +180,7 @@ async fn run(scenario: &Scenario, common: &Common, report: &mut Report) -> anyho
         Scenario::Idle(args) => idle::run(args, common, report).await,
         Scenario::Unread(args) => unread::run(args, common, report).await,
         Scenario::Presence(args) => presence::run(args, common, report).await,
+        Scenario::Team(args) => team::run(args, common, report).await,
         Scenario::All => {
             for args in fanout::FanoutArgs::target_table(common.smoke) {
                 fanout::run(&args, common, report).await?;
@@ -189,7 +194,13 @@ async fn run(scenario: &Scenario, common: &Common, report: &mut Report) -> anyho
             } else {
                 report.note("unread: skipped, it seeds the server's file and --target has none");
             }
-            presence::run(&presence::PresenceArgs::default(), common, report).await
+            presence::run(&presence::PresenceArgs::default(), common, report).await?;
+            if common.target.is_none() {
+                team::run(&team::TeamArgs::default(), common, report).await
+            } else {
+                report.note("team: skipped, it seeds the server's file and --target has none");
+                Ok(())
+            }
         }
         Scenario::ServeConfab(_) | Scenario::ServeRaw(_) => unreachable!("handled in main"),
     }

@@ -39,7 +39,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::{
     Common, Server,
-    client::{self, Http, Ws},
+    client::{self, Http, Rng, Ws},
     process::ServerProcess,
     report::{Measured, Report, Target},
 };
@@ -74,23 +74,6 @@ pub struct PresenceArgs {
     /// Socket handshakes in flight at once [default: 500].
     #[arg(long)]
     pub parallel: Option<usize>,
-}
-
-/// SplitMix64: a fixed, dependency-free sequence, so every run has the same shape.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Rooms as lists of user indexes (no user twice in one room).

@@ -254,3 +254,24 @@ pub fn own_cpu_time() -> Duration {
 pub fn sqlite_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("confab.db")
 }
+
+/// The CPU time every process on the machine has used so far (all cores, user + system +
+/// interrupts, idle and I/O wait excluded), from `/proc/stat`: with the server's and this
+/// process's own, it tells how much of the machine other processes took during a run.
+pub fn machine_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = fields.iter().take(8).sum::<u64>()
+        - fields.get(3).copied().unwrap_or(0)
+        - fields.get(4).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(busy * 1000 / hz))
+}

@@ -275,6 +275,11 @@ impl Rooms {
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(item) = events.next().await {
+                // Typing, edits, joins and the like stay here: a typing notice in a room of
+                // 500 would otherwise wake 500 streams that tell nothing of it.
+                if !concerns_the_stream(&item) {
+                    continue;
+                }
                 if queue.send((room, start, Some(item))).await.is_err() {
                     return;
                 }
@@ -301,6 +306,20 @@ impl Drop for Rooms {
         for (task, _) in self.running.values() {
             task.abort();
         }
+    }
+}
+
+/// Whether a room feed's item is one the stream acts on (see its `Next::Room` arms): an error,
+/// a new message, a room's new name or a presence change.
+fn concerns_the_stream(item: &Result<Arc<RoomEvent>>) -> bool {
+    match item {
+        Err(_) => true,
+        Ok(event) => matches!(
+            **event,
+            RoomEvent::MessageAdded(_)
+                | RoomEvent::RoomUpdated(_)
+                | RoomEvent::PresenceChanged { .. }
+        ),
     }
 }
 
@@ -725,6 +744,7 @@ impl Inbox {
                     Next::Stale => {}
                     Next::Room(_, Some(Err(e))) if e.code() == crate::error::Code::Forbidden => {}
                     Next::Room(_, Some(Err(e))) => Err(e)?,
+                    // Only what `concerns_the_stream` lets through comes here.
                     Next::Room(room, Some(Ok(event))) => match &*event {
                         RoomEvent::MessageAdded(message) if tracker.position(room).is_some() => {
                             tracker.set(room, Some(message.id));

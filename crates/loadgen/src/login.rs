@@ -105,6 +105,7 @@ async fn run_one(
     let every = Duration::from_millis(args.probe_ms.unwrap_or(5).max(1));
     // Before the server starts, so nothing else runs: what one hash costs here.
     let hash_time = single_hash_time(if common.smoke { 2 } else { 9 }).await?;
+    let all_cores = all_cores_hash_rate(if common.smoke { 1 } else { 20 }).await?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut process = ServerProcess::start(server, common.target.as_deref())?;
     let addr = process.addr;
@@ -186,6 +187,12 @@ async fn run_one(
         "ratio",
         per_second / limit,
     );
+    measured.put(
+        "argon2 hashes/s, every core hashing, alone",
+        "hash/s",
+        all_cores,
+    );
+    measured.put("logins/s over that", "ratio", per_second / all_cores);
     measured.put_latency("login", &latencies);
     if let Some(cores) = server_cpu {
         measured.put("server CPU", "cores", cores);
@@ -213,4 +220,23 @@ async fn single_hash_time(samples: usize) -> anyhow::Result<Duration> {
     }
     times.sort();
     Ok(times[times.len() / 2])
+}
+
+/// Hashes per second with every core hashing at once through the server's own hasher (it runs
+/// one per core), `rounds` hashes per core: what the machine gives when the hashes share its
+/// memory bandwidth and caches, as the server's do.
+async fn all_cores_hash_rate(rounds: usize) -> anyhow::Result<f64> {
+    let passwords = confab::auth::Passwords::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hashes = cores * rounds.max(1);
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..hashes {
+        let passwords = passwords.clone();
+        running.spawn(async move { passwords.hash(client::PASSWORD, None).await });
+    }
+    while let Some(done) = running.join_next().await {
+        done??;
+    }
+    Ok(hashes as f64 / started.elapsed().as_secs_f64())
 }

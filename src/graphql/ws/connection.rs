@@ -116,6 +116,10 @@ impl Connection {
 
     /// The socket's loop. A plain function returning its future: an async fn's future keeps its
     /// arguments twice (as passed, and as moved into the body) for the socket's whole life.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice; this future lives as long as the socket"
+    )]
     fn serve(
         mut conn: Self,
         mut incoming: SplitStream<WebSocket>,

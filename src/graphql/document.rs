@@ -56,19 +56,27 @@ pub const MAX_RECURSIVE_DEPTH: usize = 32;
 
 /// Largest document whose parse is kept for the next request with the same text.
 pub const MAX_CACHED_QUERY_BYTES: usize = 8 * 1024;
-/// Bytes of document text whose parses are kept, at most (each parse takes a few times its
-/// text's size).
-const PARSED_TEXT_BYTES: u64 = 1024 * 1024;
+/// What the kept parses may weigh together, at most: each weighs its text plus
+/// [`BYTES_PER_TOKEN`] per token, an upper estimate of what a parsed token takes (a name, its
+/// position, its node), so a flood of large documents cannot make the kept parses large.
+const PARSED_WEIGHT: u64 = 8 * 1024 * 1024;
+const BYTES_PER_TOKEN: usize = 256;
+
+/// A kept parse and what it weighs.
+struct Parsed {
+    document: ExecutableDocument,
+    weight: u32,
+}
 
 /// Parses of documents that passed every check, by their exact text. Clients send the same
 /// few documents over and over, and parsing one costs more than the rest of a small request:
 /// about 160,000 instructions for a `sendMessage` (counted with callgrind), against a few
 /// thousand to copy a kept parse. Only a document that passed is kept, so a kept text is
 /// one the checks let through; a flood of distinct documents only evicts.
-static PARSED: LazyLock<Cache<String, Arc<ExecutableDocument>>> = LazyLock::new(|| {
+static PARSED: LazyLock<Cache<String, Arc<Parsed>>> = LazyLock::new(|| {
     Cache::builder()
-        .weigher(|text: &String, _| u32::try_from(text.len()).unwrap_or(u32::MAX))
-        .max_capacity(PARSED_TEXT_BYTES)
+        .weigher(|_, parsed: &Arc<Parsed>| parsed.weight)
+        .max_capacity(PARSED_WEIGHT)
         .build()
 });
 
@@ -95,9 +103,9 @@ pub fn check(mut request: Request) -> Result<Checked, ServerError> {
             format!("the document is larger than {MAX_QUERY_BYTES} bytes"),
         ));
     }
-    if let Some(document) = PARSED.get(query) {
-        let kind = operation_kind(&document, request.operation_name.as_deref());
-        request.set_parsed_query(ExecutableDocument::clone(&document));
+    if let Some(parsed) = PARSED.get(query) {
+        let kind = operation_kind(&parsed.document, request.operation_name.as_deref());
+        request.set_parsed_query(parsed.document.clone());
         return Ok(Checked { request, kind });
     }
     let scan = scan(query);
@@ -115,7 +123,12 @@ pub fn check(mut request: Request) -> Result<Checked, ServerError> {
     }
     let document = parse(query)?;
     if query.len() <= MAX_CACHED_QUERY_BYTES {
-        PARSED.insert(query.to_owned(), Arc::new(document.clone()));
+        let weight = query.len() + scan.tokens * BYTES_PER_TOKEN;
+        let parsed = Parsed {
+            document: document.clone(),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        };
+        PARSED.insert(query.to_owned(), Arc::new(parsed));
     }
     let kind = operation_kind(&document, request.operation_name.as_deref());
     request.set_parsed_query(document);
